@@ -1,0 +1,79 @@
+"""Settings: CLI flags win over ASSISTANT_* environment variables, which win over defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+_ENV = {
+    "corpus_dir": "ASSISTANT_CORPUS_DIR",
+    "index_dir": "ASSISTANT_INDEX_DIR",
+    "data_dir": "ASSISTANT_DATA_DIR",
+    "embed_model": "ASSISTANT_EMBED_MODEL",
+    "allow_download": "ASSISTANT_ALLOW_DOWNLOAD",
+    "k": "ASSISTANT_K",
+    "dense_weight": "ASSISTANT_DENSE_WEIGHT",
+    "answerer": "ASSISTANT_ANSWERER",
+    "llm_base_url": "ASSISTANT_LLM_BASE_URL",
+    "llm_model": "ASSISTANT_LLM_MODEL",
+    "llm_api_key": "ASSISTANT_LLM_API_KEY",
+    "llm_timeout": "ASSISTANT_LLM_TIMEOUT",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    corpus_dir: Path = Path("corpus")
+    index_dir: Path = Path("index")
+    data_dir: Path = Path("data")
+    embed_model: str = DEFAULT_EMBED_MODEL
+    allow_download: bool = False
+    k: int = 5
+    dense_weight: float | None = None  # None: derived from the model's unknown-token share
+    answerer: str = "extractive"
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_timeout: float = 30.0
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_base_url and self.llm_model)
+
+    @classmethod
+    def load(cls, **overrides: object) -> Settings:
+        """Defaults, then environment, then the non-None overrides (CLI flags)."""
+        values: dict[str, object] = {}
+        types = {f.name: f.type for f in fields(cls)}
+        for name, var in _ENV.items():
+            raw = os.environ.get(var)
+            if raw not in (None, ""):
+                values[name] = _convert(name, types[name], raw, var)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for name in ("corpus_dir", "index_dir", "data_dir"):
+            if name in values:
+                values[name] = Path(values[name]).expanduser()  # type: ignore[arg-type]
+        settings = replace(cls(), **values)
+        if settings.k < 1 or settings.k > 50:
+            raise ConfigError(f"k must be between 1 and 50, got {settings.k}.")
+        if settings.dense_weight is not None and not 0 <= settings.dense_weight <= 1:
+            raise ConfigError(f"dense_weight must be between 0 and 1, got {settings.dense_weight}.")
+        return settings
+
+
+def _convert(name: str, type_name: str, raw: str, var: str) -> object:
+    try:
+        if "bool" in type_name:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if "int" in type_name:
+            return int(raw)
+        if "float" in type_name:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r} is not a valid {type_name.split()[0]}; fix or unset it.") from None
+    return raw

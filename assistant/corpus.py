@@ -1,0 +1,123 @@
+"""The corpus on disk: which files there are, and what documents and chunks each one yields.
+
+Layout:
+    corpus/articles/<id>.{txt,md,html}          an article; <id> is its document id
+    corpus/references/<id>/<n>.{txt,md,html}    the full text of reference [n] of article <id>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .chunking import Chunk, ChunkerSettings, chunk_document, chunk_whole
+from .cleaning import clean_article
+from .errors import CorpusError
+from .loaders import SUPPORTED_EXTENSIONS, load_file
+
+log = logging.getLogger(__name__)
+ARTICLES = "articles"
+REFERENCES = "references"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    rel: str  # path relative to the corpus directory, the key in the manifest
+    article_id: str
+    ref_number: int | None = None  # set for the full text of a reference
+
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+@dataclass
+class IndexedDocument:
+    id: str
+    kind: str  # article, metadata, reference, reference_text
+    title: str
+    text: str
+    source: str
+    parent: str | None = None
+    author: str | None = None
+    editor: str | None = None
+    source_url: str | None = None
+    references: list[dict] = field(default_factory=list)  # for articles: number, title, publisher
+    ref_number: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def scan_corpus(corpus_dir: Path) -> list[SourceFile]:
+    """Every usable file of the corpus, sorted; unsupported files are skipped with a warning."""
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.is_dir():
+        raise CorpusError(
+            f"Corpus directory {corpus_dir} does not exist. Create it with articles in {corpus_dir / ARTICLES}/ "
+            "or pass --corpus DIR."
+        )
+    sources = []
+    for path in sorted((corpus_dir / ARTICLES).glob("*")):
+        if _usable(path):
+            sources.append(SourceFile(path, path.relative_to(corpus_dir).as_posix(), path.stem))
+    for path in sorted((corpus_dir / REFERENCES).glob("*/*")):
+        if _usable(path):
+            if not path.stem.isdigit():
+                log.warning("skipping %s: reference files are named by number, e.g. 1.md", path)
+                continue
+            sources.append(SourceFile(path, path.relative_to(corpus_dir).as_posix(), path.parent.name,
+                                      int(path.stem)))
+    if not any(s.ref_number is None for s in sources):
+        raise CorpusError(
+            f"No articles in {corpus_dir / ARTICLES}/. Add .txt, .md or .html files there "
+            "(or with `assistant index add FILE`)."
+        )
+    return sources
+
+
+def _usable(path: Path) -> bool:
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+        log.warning("skipping %s: unsupported file type (use %s)", path, ", ".join(SUPPORTED_EXTENSIONS))
+        return False
+    return True
+
+
+def process(source: SourceFile, chunker: ChunkerSettings, titles: dict[str, str] | None = None
+            ) -> tuple[list[IndexedDocument], list[Chunk]]:
+    """Load, clean and chunk one source file into its documents and chunks."""
+    loaded = load_file(source.path)
+    if source.ref_number is not None:
+        doc_id = f"{source.article_id}#ref-{source.ref_number}-text"
+        clean = clean_article(loaded.text, doc_id, loaded.title)
+        if not clean.paragraphs:
+            raise CorpusError(f"{source.path}: no text left after cleaning. Check the file's content.")
+        chunks = chunk_document(clean, chunker)
+        for chunk in chunks:
+            chunk.citations = [source.ref_number]
+        doc = IndexedDocument(doc_id, "reference_text", clean.title, clean.text, source.rel,
+                              parent=source.article_id, ref_number=source.ref_number)
+        return [doc], chunks
+
+    clean = clean_article(loaded.text, source.article_id, loaded.title)
+    if not clean.paragraphs:
+        raise CorpusError(f"{source.path}: no article text left after removing boilerplate. Check the file.")
+    refs = [{"number": r.number, "title": r.title, "publisher": r.publisher} for r in clean.references]
+    article = IndexedDocument(clean.doc_id, "article", clean.title, clean.text, source.rel,
+                              author=clean.author, editor=clean.editor, source_url=clean.source_url,
+                              references=refs)
+    meta_id = f"{clean.doc_id}#meta"
+    docs = [article, IndexedDocument(meta_id, "metadata", clean.title, clean.metadata_text, source.rel,
+                                     parent=clean.doc_id)]
+    chunks = chunk_document(clean, chunker)
+    chunks.append(chunk_whole(meta_id, clean.metadata_text, "metadata"))
+    for ref in clean.references:
+        ref_id = f"{clean.doc_id}#ref-{ref.number}"
+        docs.append(IndexedDocument(ref_id, "reference", f"参考资料[{ref.number}] {ref.title}", ref.text,
+                                    source.rel, parent=clean.doc_id, ref_number=ref.number))
+        chunks.append(chunk_whole(ref_id, ref.text, "reference", [ref.number]))
+    return docs, chunks

@@ -1,0 +1,69 @@
+"""Errors a user can act on: each message says what happened and how to fix it."""
+
+from __future__ import annotations
+
+
+class AssistantError(Exception):
+    """Base class; the CLI prints the message and exits non-zero, the UI shows it."""
+
+    exit_code = 1
+
+
+class ConfigError(AssistantError):
+    """A setting is invalid."""
+
+    exit_code = 2
+
+
+class CorpusError(AssistantError):
+    """A corpus file cannot be used (missing, empty, binary, undecodable, unsupported)."""
+
+    exit_code = 2
+
+
+class IndexNotFoundError(AssistantError):
+    """No index at the given directory."""
+
+    exit_code = 3
+
+
+class IndexCorruptError(AssistantError):
+    """An index file is damaged or inconsistent."""
+
+    exit_code = 3
+
+
+class IndexBusyError(AssistantError):
+    """Another build holds the index lock."""
+
+    exit_code = 3
+
+
+class ModelMismatchError(AssistantError):
+    """The index was built with another embedding model than the one configured."""
+
+    exit_code = 3
+
+
+class ModelNotAvailableError(AssistantError):
+    """The embedding model cannot be loaded offline."""
+
+    exit_code = 4
+
+
+class QuestionError(AssistantError):
+    """A question that cannot be asked (empty, too long, nothing to search)."""
+
+    exit_code = 2
+
+
+class EvalError(AssistantError):
+    """The eval question file is invalid."""
+
+    exit_code = 2
+
+
+class UnknownNameError(AssistantError):
+    """A registry lookup with a name that does not exist."""
+
+    exit_code = 2

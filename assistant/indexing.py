@@ -1,0 +1,379 @@
+"""Build, update and load the hybrid index (FAISS + BM25) atomically.
+
+An index directory holds versions side by side and a CURRENT file naming the live one:
+
+    index/CURRENT            -> "v-20261123T204500-1a2b"
+    index/v-.../manifest.json, dense.faiss, chunks.jsonl, documents.json, bm25/
+
+A build writes a new version completely, then replaces CURRENT with os.replace (atomic), then
+removes older versions. A build killed at any point leaves CURRENT naming a complete version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from langchain_core.documents import Document
+
+from .chunking import Chunk, ChunkerSettings
+from .corpus import IndexedDocument, SourceFile, process, scan_corpus
+from .embeddings import SentenceTransformerEmbeddings
+from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, ModelMismatchError
+from .lexical import BM25Index
+from .vectorstore import FaissVectorStore
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+MANIFEST = "manifest.json"
+DOCUMENTS = "documents.json"
+LOCK = ".lock"
+UNK_WARN_SHARE = 0.2
+
+
+@dataclass
+class BuildReport:
+    documents: int
+    chunks: int
+    references: int
+    model: str
+    dimension: int
+    unknown_token_share: float
+    seconds: float
+    full: bool
+    embedded: int  # chunks sent to the embedding model in this build
+    reused: int
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    up_to_date: bool = False
+    version: str = ""
+
+    @property
+    def unknown_token_warning(self) -> str | None:
+        if self.unknown_token_share < UNK_WARN_SHARE:
+            return None
+        return (
+            f"Warning: the embedding model maps {self.unknown_token_share:.0%} of the corpus tokens to its unknown "
+            "token, so dense retrieval is weak on this corpus and is down-weighted in hybrid search. "
+            "A multilingual model (ASSISTANT_EMBED_MODEL=/path/to/model) would help."
+        )
+
+
+@dataclass
+class LoadedIndex:
+    path: Path
+    manifest: dict
+    store: FaissVectorStore
+    bm25: BM25Index
+    documents: dict[str, IndexedDocument]
+    chunks: list[Chunk]
+
+    @property
+    def unknown_token_share(self) -> float:
+        return float(self.manifest["embedding"]["unknown_token_share"])
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def current_version(index_dir: Path) -> Path | None:
+    """The live version directory, or None when there is no index yet."""
+    pointer = Path(index_dir) / CURRENT
+    if not pointer.exists():
+        return None
+    name = pointer.read_text(encoding="utf-8").strip()
+    version = Path(index_dir) / name
+    if not name or "/" in name or not version.is_dir():
+        raise IndexCorruptError(
+            f"{pointer} names {name!r}, which is not an index version in {index_dir}. "
+            "Rebuild with `assistant index build --full`."
+        )
+    return version
+
+
+@contextlib.contextmanager
+def build_lock(index_dir: Path) -> Iterator[None]:
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / LOCK, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexBusyError(f"Another build is updating {index_dir}. Wait for it to finish and retry.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_manifest(index_dir: Path) -> dict:
+    version = current_version(index_dir)
+    if version is None:
+        raise IndexNotFoundError(_no_index(index_dir))
+    try:
+        return json.loads((version / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexCorruptError(
+            f"{version / MANIFEST} is damaged ({type(exc).__name__}). Rebuild with `assistant index build --full`."
+        ) from exc
+
+
+def _no_index(index_dir: Path) -> str:
+    return f"No index in {index_dir}. Build it with `assistant index build --index {index_dir}` (or `make run`)."
+
+
+def load_index(index_dir: Path, embeddings: SentenceTransformerEmbeddings, verify: bool = True) -> LoadedIndex:
+    """Load the live version; checks file checksums and that the configured model built it."""
+    index_dir = Path(index_dir)
+    if not index_dir.is_dir():
+        raise IndexNotFoundError(_no_index(index_dir))
+    manifest = read_manifest(index_dir)
+    version = current_version(index_dir)
+    assert version is not None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise IndexCorruptError(
+            f"{version / MANIFEST} has format {manifest.get('format')!r}; this version reads {FORMAT_VERSION}. "
+            "Rebuild with `assistant index build --full`."
+        )
+    if verify:
+        for name, digest in manifest["files"].items():
+            path = version / name
+            if not path.exists() or _sha256(path) != digest:
+                raise IndexCorruptError(
+                    f"Index file {path} is missing or damaged (checksum mismatch). "
+                    "Rebuild with `assistant index build --full`."
+                )
+    built_with = manifest["embedding"]["model"]
+    if built_with != embeddings.model_name:
+        raise ModelMismatchError(
+            f"The index in {index_dir} was built with embedding model {built_with!r} but {embeddings.model_name!r} "
+            f"is configured. Set ASSISTANT_EMBED_MODEL={built_with} or rebuild with `assistant index build --full`."
+        )
+    store = FaissVectorStore.load(version, embeddings)
+    bm25 = BM25Index.load(version)
+    try:
+        raw_docs = json.loads((version / DOCUMENTS).read_text(encoding="utf-8"))
+        documents = {d["id"]: IndexedDocument(**d) for d in raw_docs}
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise IndexCorruptError(
+            f"{version / DOCUMENTS} is damaged ({type(exc).__name__}). Rebuild with `assistant index build --full`."
+        ) from exc
+    chunks = [_chunk_of(doc) for doc in store.documents]
+    return LoadedIndex(version, manifest, store, bm25, documents, chunks)
+
+
+def _chunk_of(doc: Document) -> Chunk:
+    return Chunk.from_dict({**doc.metadata, "id": doc.id, "text": doc.page_content})
+
+
+def _document_of(chunk: Chunk) -> Document:
+    meta = chunk.as_dict()
+    del meta["id"], meta["text"]
+    return Document(page_content=chunk.text, metadata=meta, id=chunk.id)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_index(
+    corpus_dir: Path,
+    index_dir: Path,
+    embeddings: SentenceTransformerEmbeddings,
+    chunker: ChunkerSettings = ChunkerSettings(),
+    full: bool = False,
+    progress: bool = False,
+    on_stage: Callable[[str], None] | None = None,
+) -> BuildReport:
+    """Bring the index in line with the corpus, embedding only new or changed files."""
+    started = time.perf_counter()
+    index_dir = Path(index_dir)
+    stage = on_stage or (lambda _msg: None)
+    with build_lock(index_dir):
+        _remove_stale_versions(index_dir)
+        old_manifest, old_store, full_reason = _previous(index_dir, embeddings, chunker, full)
+        full = full_reason is not None
+        sources = scan_corpus(corpus_dir)
+        stage(f"reading {len(sources)} files")
+        titles: dict[str, str] = {}
+        processed: list[tuple[SourceFile, str, list[IndexedDocument], list[Chunk]]] = []
+        for source in sources:
+            docs, chunks = process(source, chunker, titles)
+            processed.append((source, source.content_hash(), docs, chunks))
+        old_sources = {} if full else old_manifest.get("sources", {})
+        reuse = {rel for rel, info in old_sources.items()
+                 if any(s.rel == rel and h == info["hash"] for s, h, _, _ in processed)}
+        new_rels = {s.rel for s, *_ in processed}
+        removed = sorted(set(old_sources) - new_rels)
+        added = sorted(rel for rel in new_rels if rel not in old_sources)
+        changed = sorted(rel for rel in new_rels if rel in old_sources and rel not in reuse)
+        if not full and not added and not changed and not removed and old_manifest:
+            return _report(old_manifest, started, full=False, embedded=0, up_to_date=True,
+                           version=current_version(index_dir).name)
+
+        to_embed = [c for s, _, _, chunks in processed if s.rel not in reuse for c in chunks]
+        stage(f"embedding {len(to_embed)} chunks with {embeddings.model_name}")
+        new_vectors = embeddings.encode([c.text for c in to_embed], show_progress=progress)
+        vector_of = dict(zip((c.id for c in to_embed), new_vectors, strict=True))
+
+        store = FaissVectorStore(embeddings, new_vectors.shape[1] if len(to_embed) else old_store.index.d)
+        sources_info: dict[str, dict] = {}
+        all_docs: list[IndexedDocument] = []
+        for source, digest, docs, chunks in processed:
+            ids = [c.id for c in chunks]
+            if source.rel in reuse:
+                vectors = old_store.vectors_for(ids)
+                unk, total = old_sources[source.rel]["unk_tokens"], old_sources[source.rel]["tokens"]
+            else:
+                vectors = np.vstack([vector_of[i] for i in ids]) if ids else np.zeros((0, store.index.d), "float32")
+                unk, total = _unknown_counts(embeddings, [c.text for c in chunks])
+            store.add_vectors(vectors, [_document_of(c) for c in chunks])
+            all_docs.extend(docs)
+            sources_info[source.rel] = {"hash": digest, "doc_ids": [d.id for d in docs], "chunk_ids": ids,
+                                        "unk_tokens": unk, "tokens": total}
+        stage("building the BM25 index")
+        bm25 = BM25Index.build([doc.page_content for doc in store.documents])
+        tokens = sum(i["tokens"] for i in sources_info.values())
+        manifest = {
+            "format": FORMAT_VERSION,
+            "built_at": _now(),
+            "embedding": {
+                "model": embeddings.model_name,
+                "dimension": int(store.index.d),
+                "normalized": True,
+                "metric": "inner_product",
+                "unknown_token_share": round(sum(i["unk_tokens"] for i in sources_info.values()) / tokens, 4)
+                if tokens else 0.0,
+            },
+            "chunker": chunker.as_dict(),
+            "counts": {
+                "documents": len(sources),
+                "chunks": len(store),
+                "references": sum(1 for d in all_docs if d.kind == "reference"),
+            },
+            "build_seconds": round(time.perf_counter() - started, 2),
+            "sources": sources_info,
+        }
+        stage("writing the new index version")
+        version = _write_version(index_dir, store, bm25, all_docs, manifest)
+        _remove_stale_versions(index_dir)
+        return _report(manifest, started, full=full, embedded=len(to_embed), version=version.name,
+                       added=added, changed=changed, removed=removed)
+
+
+def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool):
+    """The live index's manifest and store, and why a full build is needed (None if it is not)."""
+    try:
+        manifest = read_manifest(index_dir)
+    except IndexNotFoundError:
+        return {}, None, "no index yet"
+    except IndexCorruptError:
+        return {}, None, "the previous index is damaged"
+    if full:
+        return manifest, None, "--full"
+    if manifest.get("format") != FORMAT_VERSION:
+        return manifest, None, "index format changed"
+    if manifest["embedding"]["model"] != embeddings.model_name:
+        return manifest, None, "embedding model changed"
+    if manifest.get("chunker") != chunker.as_dict():
+        return manifest, None, "chunker settings changed"
+    try:
+        store = FaissVectorStore.load(current_version(index_dir), embeddings)
+    except IndexCorruptError:
+        return {}, None, "the previous index is damaged"
+    return manifest, store, None
+
+
+def _unknown_counts(embeddings: SentenceTransformerEmbeddings, texts: list[str]) -> tuple[int, int]:
+    tokenizer = embeddings.model.tokenizer
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if not texts:
+        return 0, 0
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    total = sum(len(row) for row in ids)
+    return (sum(row.count(unk) for row in ids) if unk is not None else 0), total
+
+
+def _write_version(index_dir: Path, store: FaissVectorStore, bm25: BM25Index,
+                   documents: list[IndexedDocument], manifest: dict) -> Path:
+    name = f"v-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    tmp = index_dir / f".tmp-{name}"
+    tmp.mkdir(parents=True)
+    store.save(tmp)
+    bm25.save(tmp)
+    (tmp / DOCUMENTS).write_text(json.dumps([d.as_dict() for d in documents], ensure_ascii=False, indent=1),
+                                 encoding="utf-8")
+    manifest["files"] = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    _fsync_tree(tmp)
+    version = index_dir / name
+    os.replace(tmp, version)
+    pointer_tmp = index_dir / f".{CURRENT}.{name}"
+    pointer_tmp.write_text(name + "\n", encoding="utf-8")
+    _fsync_file(pointer_tmp)
+    os.replace(pointer_tmp, index_dir / CURRENT)  # the atomic switch
+    _fsync_dir(index_dir)
+    return version
+
+
+def _remove_stale_versions(index_dir: Path) -> None:
+    """Delete versions that CURRENT does not name, and leftovers of killed builds."""
+    try:
+        live = current_version(index_dir)
+    except IndexCorruptError:
+        return  # keep everything for inspection; the build that follows writes a new CURRENT
+    for path in index_dir.iterdir():
+        if path == live or path.name in (CURRENT, LOCK):
+            continue
+        if path.name.startswith(("v-", ".tmp-v-")) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(f".{CURRENT}."):
+            path.unlink(missing_ok=True)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            _fsync_file(path)
+    for path in [root, *[p for p in root.rglob("*") if p.is_dir()]]:
+        _fsync_dir(path)
+
+
+def _report(manifest: dict, started: float, **kwargs) -> BuildReport:
+    counts, emb = manifest["counts"], manifest["embedding"]
+    embedded = kwargs.pop("embedded")
+    return BuildReport(
+        documents=counts["documents"], chunks=counts["chunks"], references=counts["references"],
+        model=emb["model"], dimension=emb["dimension"], unknown_token_share=emb["unknown_token_share"],
+        seconds=round(time.perf_counter() - started, 2), embedded=embedded,
+        reused=counts["chunks"] - embedded, **kwargs,
+    )

@@ -1,0 +1,142 @@
+"""Read corpus files (.txt, .md, .html) into text, whatever their encoding."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CorpusError
+
+SUPPORTED_EXTENSIONS = (".txt", ".md", ".markdown", ".html", ".htm")
+MAX_FILE_BYTES = 5 * 1024 * 1024
+
+_BOMS = (
+    (b"\xef\xbb\xbf", "utf-8-sig"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+@dataclass(frozen=True)
+class LoadedFile:
+    path: Path
+    text: str
+    format: str  # "text", "markdown" or "html"
+    encoding: str
+    title: str | None = None  # from <title> or a leading "# " heading
+
+
+def check_file(path: Path) -> None:
+    """Raise CorpusError unless path is an existing, non-empty file of a supported type."""
+    if not path.exists():
+        raise CorpusError(f"{path}: no such file. Check the path and try again.")
+    if not path.is_file():
+        raise CorpusError(f"{path}: not a file. Give .txt, .md or .html files.")
+    if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
+        raise CorpusError(
+            f"{path}: unsupported file type {path.suffix or '(none)'!r}. "
+            f"Supported: {', '.join(SUPPORTED_EXTENSIONS)}; convert the file to one of them."
+        )
+    size = path.stat().st_size
+    if size == 0:
+        raise CorpusError(f"{path}: the file is empty. Add the article's text and try again.")
+    if size > MAX_FILE_BYTES:
+        raise CorpusError(
+            f"{path}: {size / 1e6:.1f} MB is over the {MAX_FILE_BYTES // 1024 // 1024} MB limit for one article; "
+            "split it into several files."
+        )
+
+
+def decode(data: bytes, name: str = "input") -> tuple[str, str]:
+    """Decode bytes as UTF-8 (with or without BOM), UTF-16 with BOM, or GB18030/GBK; return (text, encoding)."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding), encoding
+            except UnicodeDecodeError:
+                break
+    if b"\x00" in data[:8192]:
+        raise CorpusError(f"{name}: looks like a binary file (it contains NUL bytes). Give a text, Markdown or HTML file.")
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if _looks_like_text(text):
+            return text, encoding
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is not None and best.chaos < 0.1 and _looks_like_text(str(best)):
+        return str(best), best.encoding
+    raise CorpusError(
+        f"{name}: cannot decode the file as UTF-8, GBK/GB18030 or another known encoding. "
+        "Re-save it as UTF-8 and try again."
+    )
+
+
+def _looks_like_text(text: str) -> bool:
+    if not text.strip():
+        return False
+    control = sum(1 for ch in text if ord(ch) < 32 and ch not in "\n\r\t\f")
+    return control / len(text) < 0.01
+
+
+def load_file(path: Path) -> LoadedFile:
+    """Load one corpus file; raise CorpusError with the fix when it cannot be used."""
+    path = Path(path)
+    check_file(path)
+    text, encoding = decode(path.read_bytes(), str(path))
+    suffix = path.suffix.lower()
+    if suffix in (".html", ".htm"):
+        body, title = _html_main_text(text, path)
+        return LoadedFile(path, body, "html", encoding, title)
+    if suffix in (".md", ".markdown"):
+        body, title = _markdown_text(text)
+        return LoadedFile(path, _require_text(body, path), "markdown", encoding, title)
+    return LoadedFile(path, _require_text(text, path), "text", encoding)
+
+
+def _require_text(text: str, path: Path) -> str:
+    if not text.strip():
+        raise CorpusError(f"{path}: the file has no text. Add the article's text and try again.")
+    return text
+
+
+def _html_main_text(html: str, path: Path) -> tuple[str, str | None]:
+    import trafilatura
+
+    doc = trafilatura.bare_extraction(html, include_comments=False, include_tables=True, with_metadata=True)
+    text = getattr(doc, "text", None) if doc is not None else None
+    if not text or not text.strip():
+        raise CorpusError(
+            f"{path}: no main text found in the HTML page. Save the article's text as .txt or .md instead."
+        )
+    title = getattr(doc, "title", None)
+    return text, title
+
+
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_MD_LINK = re.compile(r"\[([^\]]+)\]\((?:[^)]*)\)")
+_MD_EMPHASIS = re.compile(r"(\*\*|__|\*|`)(.+?)\1")
+
+
+def _markdown_text(text: str) -> tuple[str, str | None]:
+    """Plain text from Markdown: headings become lines, images their alt text (captions), links their text."""
+    title = None
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        heading = re.match(r"^(#{1,6})\s+(.*)$", stripped)
+        if heading:
+            if title is None and len(heading.group(1)) == 1:
+                title = heading.group(2).strip()
+                continue
+            stripped = heading.group(2).strip()
+        stripped = re.sub(r"^[-*+]\s+|^>\s?", "", stripped)
+        stripped = _MD_IMAGE.sub(r"\1", stripped)
+        stripped = _MD_LINK.sub(r"\1", stripped)
+        stripped = _MD_EMPHASIS.sub(r"\2", stripped)
+        lines.append(stripped)
+    return "\n".join(lines), title
