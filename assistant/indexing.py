@@ -80,6 +80,16 @@ class LoadedIndex:
     documents: dict[str, IndexedDocument]
     chunks: list[Chunk]
 
+    def __post_init__(self) -> None:
+        self.chunk_by_id = {c.id: c for c in self.chunks}
+        self._by_paragraph: dict[tuple[str, int | None], list[Chunk]] = {}
+        for chunk in self.chunks:
+            self._by_paragraph.setdefault((chunk.doc_id, chunk.paragraph), []).append(chunk)
+
+    def paragraph_chunks(self, chunk: Chunk) -> list[Chunk]:
+        """The chunks of the chunk's paragraph, in reading order."""
+        return self._by_paragraph[(chunk.doc_id, chunk.paragraph)]
+
     @property
     def unknown_token_share(self) -> float:
         return float(self.manifest["embedding"]["unknown_token_share"])

@@ -56,6 +56,8 @@ def decode(data: bytes, name: str = "input") -> tuple[str, str]:
                 return data.decode(encoding), encoding
             except UnicodeDecodeError:
                 break
+    if not data.strip(b" \t\r\n\x0b\x0c"):
+        raise CorpusError(f"{name}: the file is empty. Add the article's text and try again.")
     if b"\x00" in data[:8192]:
         raise CorpusError(f"{name}: looks like a binary file (it contains NUL bytes). Give a text, Markdown or HTML file.")
     for encoding in ("utf-8", "gb18030"):

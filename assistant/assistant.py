@@ -1,0 +1,289 @@
+"""The one Python API that the CLI, the web UI and the eval all call."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .answerers import ANSWERERS, Answerer, Citation, Draft, ExtractiveAnswerer
+from .answerers.base import MAX_ANSWER_CHARS
+from .config import Settings
+from .corpus import ARTICLES, process, SourceFile
+from .chunking import ChunkerSettings
+from .embeddings import SentenceTransformerEmbeddings
+from .errors import CorpusError, QuestionError, UnknownNameError
+from .followup import Turn, rewrite
+from .indexing import BuildReport, LoadedIndex, build_index, load_index
+from .loaders import check_file
+from .retrieval import HybridRetriever, Source
+
+MAX_QUESTION_CHARS = 500
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
+_SEARCHABLE = re.compile(r"[0-9A-Za-z\u3400-\u9fff]")
+_MARKERS = re.compile(r"\[\d{1,2}\]")
+
+
+@dataclass
+class Answer:
+    answer: str
+    refused: bool
+    question: str
+    rewritten_question: str
+    sources: list[Source]
+    citations: list[Citation]
+    timings: dict[str, float] = field(default_factory=dict)
+    answerer: str = "extractive"
+    notice: str | None = None
+
+    @property
+    def latency_ms(self) -> float:
+        return self.timings.get("total_ms", 0.0)
+
+    @property
+    def plain_answer(self) -> str:
+        """The answer without its [n] markers."""
+        return _MARKERS.sub("", self.answer).strip()
+
+    def to_dict(self) -> dict:
+        return {
+            "answer": self.answer,
+            "refused": self.refused,
+            "question": self.question,
+            "rewritten_question": self.rewritten_question,
+            "sources": [s.as_dict() for s in self.sources],
+            "citations": [c.as_dict() for c in self.citations],
+            "answerer": self.answerer,
+            "notice": self.notice,
+            "latency_ms": round(self.latency_ms, 2),
+            "timings": {k: round(v, 2) for k, v in self.timings.items()},
+        }
+
+
+def normalize_question(question: object) -> str:
+    """The question cleaned of control characters; QuestionError when nothing askable is left."""
+    if not isinstance(question, str):
+        raise QuestionError("问题必须是文字。Please ask the question as text.")
+    text = _CONTROL.sub("", unicodedata.normalize("NFC", question)).strip()
+    if not text:
+        raise QuestionError("问题是空的,请输入一个关于文章的问题。(The question is empty: type a question.)")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise QuestionError(
+            f"问题太长({len(text)}字),请缩短到{MAX_QUESTION_CHARS}字以内。"
+            f"(The question has {len(text)} characters; keep it under {MAX_QUESTION_CHARS}.)"
+        )
+    if not _SEARCHABLE.search(text):
+        raise QuestionError("问题中没有可检索的文字(只有标点或表情),请用文字提问。(No words to search for.)")
+    return text
+
+
+def _turns(history: Sequence | None) -> list[Turn]:
+    """History as Turns: a list of questions, of {question, answer} dicts, or of chat messages."""
+    turns: list[Turn] = []
+    for item in history or []:
+        if isinstance(item, str):
+            turns.append(Turn(item))
+        elif isinstance(item, dict) and "question" in item:
+            turns.append(Turn(str(item["question"]), item.get("answer"), bool(item.get("refused", False))))
+        elif isinstance(item, dict) and item.get("role") == "user":
+            turns.append(Turn(str(item.get("content", ""))))
+        elif isinstance(item, dict) and item.get("role") == "assistant" and turns:
+            turns[-1].answer = str(item.get("content", ""))
+    for turn in turns:
+        if turn.answer is not None:
+            turn.answer = _MARKERS.sub("", turn.answer).strip().rstrip("。")
+    return [t for t in turns if t.question.strip()]
+
+
+class Assistant:
+    """Load once, ask many times: `Assistant.load(index_dir=...).ask("问题")`."""
+
+    def __init__(self, settings: Settings, index: LoadedIndex, embeddings: SentenceTransformerEmbeddings):
+        self.settings = settings
+        self.embeddings = embeddings
+        self._lock = threading.Lock()
+        self._set_index(index)
+
+    @classmethod
+    def load(cls, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides) -> Assistant:
+        settings = settings or Settings.load(index_dir=index_dir, **overrides)
+        embeddings = SentenceTransformerEmbeddings(settings.embed_model, settings.allow_download)
+        index = load_index(settings.index_dir, embeddings)
+        return cls(settings, index, embeddings)
+
+    def _set_index(self, index: LoadedIndex) -> None:
+        retrievers = {mode: HybridRetriever(index=index, mode=mode, k=self.settings.k,
+                                            dense_weight=self.settings.dense_weight)
+                      for mode in ("dense", "bm25", "hybrid")}
+        extractive = ExtractiveAnswerer(retrievers["hybrid"].idf)
+        answerers: dict[str, Answerer] = {"extractive": extractive}
+        if self.settings.llm_configured:
+            from .answerers.llm import LLMAnswerer
+
+            s = self.settings
+            answerers["llm"] = LLMAnswerer(s.llm_base_url, s.llm_model, s.llm_api_key, s.llm_timeout, extractive)
+        with self._lock:
+            self.index, self.retrievers, self.answerers = index, retrievers, answerers
+
+    @property
+    def available_answerers(self) -> list[str]:
+        return list(self.answerers)
+
+    def _answerer(self, name: str | None) -> Answerer:
+        name = name or self.settings.answerer
+        if name not in ANSWERERS:
+            raise UnknownNameError(f"Unknown answerer {name!r}; choose one of: {', '.join(ANSWERERS)}.")
+        if name not in self.answerers:
+            raise UnknownNameError(
+                "The LLM answerer is not configured: set ASSISTANT_LLM_BASE_URL and ASSISTANT_LLM_MODEL "
+                "(and ASSISTANT_LLM_API_KEY if the endpoint needs one), or use --answerer extractive."
+            )
+        return self.answerers[name]
+
+    def _retriever(self, name: str | None) -> HybridRetriever:
+        name = name or "hybrid"
+        if name not in self.retrievers:
+            raise UnknownNameError(f"Unknown retriever {name!r}; choose one of: {', '.join(self.retrievers)}.")
+        return self.retrievers[name]
+
+    def ask(self, question: str, history: Sequence | None = None, *, k: int | None = None,
+            answerer: str | None = None, retriever: str | None = None) -> Answer:
+        """Answer a question (with the conversation so far) from the index, or refuse."""
+        result = None
+        for item in self.stream(question, history, k=k, answerer=answerer, retriever=retriever):
+            result = item
+        assert isinstance(result, Answer)
+        return result
+
+    def stream(self, question: str, history: Sequence | None = None, *, k: int | None = None,
+               answerer: str | None = None, retriever: str | None = None) -> Iterator[str | Answer]:
+        """Text pieces of the answer as they come (LLM), then the final Answer."""
+        started = time.perf_counter()
+        question = normalize_question(question)
+        chosen = self._answerer(answerer)
+        search = self._retriever(retriever)
+        k = k or self.settings.k
+        if not 1 <= k <= 50:
+            raise QuestionError(f"k must be between 1 and 50, got {k}.")
+        turns = self._resolve_history(_turns(history), search)
+        standalone = rewrite(question, turns)
+        t1 = time.perf_counter()
+        sources = search.search(standalone, k)
+        t2 = time.perf_counter()
+        draft: Draft | None = None
+        for piece in chosen.stream(standalone, sources):
+            if isinstance(piece, Draft):
+                draft = piece
+            else:
+                yield piece
+        assert draft is not None
+        notice = draft.notice
+        if _mostly_latin(question):
+            notice = (notice + " " if notice else "") + (
+                "本助手面向中文文章:英文提问只能匹配其中的英文词(如 GPU、IPO、OpenAI),结果仅供参考,建议用中文提问。"
+            )
+        done = time.perf_counter()
+        yield Answer(
+            answer=draft.answer if len(draft.answer) <= MAX_ANSWER_CHARS + 4 else draft.answer[:MAX_ANSWER_CHARS],
+            refused=draft.refused, question=question, rewritten_question=standalone, sources=sources,
+            citations=draft.citations, answerer=chosen.name, notice=notice,
+            timings={"rewrite_ms": (t1 - started) * 1e3, "retrieve_ms": (t2 - t1) * 1e3,
+                     "answer_ms": (done - t2) * 1e3, "total_ms": (done - started) * 1e3},
+        )
+
+    def _resolve_history(self, turns: list[Turn], search: HybridRetriever) -> list[Turn]:
+        """Fill in the previous turn's answer when only questions were given (it may name the referent)."""
+        if turns and turns[-1].answer is None:
+            prev = turns[-1]
+            standalone = rewrite(prev.question, turns[:-1])
+            draft = self.answerers["extractive"].answer(standalone, search.search(standalone))
+            prev.answer = _MARKERS.sub("", draft.answer).strip().rstrip("。")
+            prev.refused = draft.refused
+            prev.question = standalone
+        return turns
+
+    # --- the index ---------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return index_status(self.index)
+
+    def rebuild(self, full: bool = False, progress: bool = False) -> BuildReport:
+        """Rebuild incrementally from the corpus directory and switch to the new index."""
+        report = build_index(self.settings.corpus_dir, self.settings.index_dir, self.embeddings,
+                             full=full, progress=progress)
+        self._set_index(load_index(self.settings.index_dir, self.embeddings))
+        return report
+
+    def add_files(self, paths: Sequence[str | Path], replace: bool = False, progress: bool = False) -> BuildReport:
+        """Copy articles into the corpus and update the index; on any error nothing changes."""
+        report = add_files(paths, self.settings, self.embeddings, replace=replace, progress=progress)
+        self._set_index(load_index(self.settings.index_dir, self.embeddings))
+        return report
+
+
+def add_files(paths: Sequence[str | Path], settings: Settings, embeddings: SentenceTransformerEmbeddings,
+              replace: bool = False, progress: bool = False, names: Sequence[str] | None = None) -> BuildReport:
+    """Validate, copy into corpus/articles and build; the corpus is restored if anything fails."""
+    if not paths:
+        raise CorpusError("No files given. Name one or more .txt, .md or .html articles.")
+    target_dir = Path(settings.corpus_dir) / ARTICLES
+    plans = []
+    for i, raw in enumerate(paths):
+        path = Path(raw)
+        check_file(path)
+        name = names[i] if names else path.name
+        target = target_dir / _safe_name(name)
+        process(SourceFile(path, name, target.stem), ChunkerSettings())  # fails before anything is copied
+        if target.exists() and target.read_bytes() != path.read_bytes() and not replace:
+            raise CorpusError(f"{target} already exists with other content. Use --replace to update that article.")
+        plans.append((path, target))
+    target_dir.mkdir(parents=True, exist_ok=True)
+    backups = []
+    try:
+        for path, target in plans:
+            backups.append((target, target.read_bytes() if target.exists() else None))
+            shutil.copyfile(path, target)
+        return build_index(settings.corpus_dir, settings.index_dir, embeddings, progress=progress)
+    except BaseException:
+        for target, old in reversed(backups):
+            if old is None:
+                target.unlink(missing_ok=True)
+            else:
+                target.write_bytes(old)
+        raise
+
+
+def _safe_name(name: str) -> str:
+    stem, dot, ext = Path(name).name.rpartition(".")
+    stem = re.sub(r"[^\w\u3400-\u9fff.-]+", "-", stem).strip("-.") or "article"
+    return f"{stem}.{ext.lower()}" if dot else stem
+
+
+def index_status(index: LoadedIndex) -> dict:
+    m = index.manifest
+    docs = [{"id": d.id, "title": d.title, "kind": d.kind, "source": d.source}
+            for d in index.documents.values() if d.kind in ("article", "reference_text")]
+    return {
+        "index": str(index.path.parent),
+        "version": index.path.name,
+        "documents": int(m["counts"]["documents"]),
+        "chunks": int(m["counts"]["chunks"]),
+        "references": int(m["counts"]["references"]),
+        "model": m["embedding"]["model"],
+        "dimension": m["embedding"]["dimension"],
+        "unknown_token_share": m["embedding"]["unknown_token_share"],
+        "chunker": m["chunker"],
+        "built_at": m["built_at"],
+        "titles": docs,
+    }
+
+
+def _mostly_latin(text: str) -> bool:
+    latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
+    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
+    return latin > 3 * max(cjk, 1) and latin >= 6

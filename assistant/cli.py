@@ -1,0 +1,233 @@
+"""The `assistant` command: index build/add/status, ask, eval, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import Settings
+from .errors import AssistantError
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.load(
+        corpus_dir=getattr(args, "corpus", None),
+        index_dir=getattr(args, "index", None),
+        k=getattr(args, "k", None),
+        answerer=getattr(args, "answerer", None),
+    )
+
+
+def _embeddings(settings: Settings):
+    from .embeddings import SentenceTransformerEmbeddings
+
+    return SentenceTransformerEmbeddings(settings.embed_model, settings.allow_download)
+
+
+def _print_report(report, out=sys.stdout) -> None:
+    if report.up_to_date:
+        print(f"Index is up to date: {report.documents} documents, {report.chunks} chunks ({report.version}).", file=out)
+        return
+    lines = [
+        f"Built index {report.version} ({'full' if report.full else 'incremental'}) in {report.seconds:.1f} s",
+        f"  documents   {report.documents}",
+        f"  chunks      {report.chunks}  (embedded {report.embedded}, reused {report.reused})",
+        f"  references  {report.references}",
+        f"  model       {report.model} ({report.dimension} dims)",
+        f"  unknown-token share  {report.unknown_token_share:.1%}",
+    ]
+    for label, items in (("added", report.added), ("changed", report.changed), ("removed", report.removed)):
+        if items:
+            lines.append(f"  {label:<11} {', '.join(items)}")
+    print("\n".join(lines), file=out)
+    if report.unknown_token_warning:
+        print(report.unknown_token_warning, file=sys.stderr)
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from .indexing import build_index
+
+    settings = _settings(args)
+    report = build_index(settings.corpus_dir, settings.index_dir, _embeddings(settings), full=args.full,
+                         progress=sys.stderr.isatty(), on_stage=lambda m: print(f"… {m}", file=sys.stderr))
+    _print_report(report)
+    return 0
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from .assistant import add_files
+
+    settings = _settings(args)
+    report = add_files(args.files, settings, _embeddings(settings), replace=args.replace, progress=sys.stderr.isatty())
+    _print_report(report)
+    return 0
+
+
+def cmd_index_status(args: argparse.Namespace) -> int:
+    from .assistant import index_status
+    from .indexing import load_index
+
+    settings = _settings(args)
+    embeddings = _embeddings(settings)
+    from .indexing import read_manifest
+
+    embeddings.model_name = read_manifest(settings.index_dir)["embedding"]["model"]  # status needs no model match
+    status = index_status(load_index(settings.index_dir, embeddings))
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, indent=2))
+        return 0
+    print(f"Index {status['index']} ({status['version']}), built {status['built_at']}")
+    print(f"  documents {status['documents']}, chunks {status['chunks']}, references {status['references']}")
+    print(f"  model {status['model']} ({status['dimension']} dims), unknown-token share "
+          f"{status['unknown_token_share']:.1%}")
+    for doc in status["titles"]:
+        print(f"  - {doc['id']}: {doc['title']}")
+    return 0
+
+
+def _print_answer(answer, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+        return
+    if answer.rewritten_question != answer.question:
+        print(f"(检索的问题: {answer.rewritten_question})")
+    print(answer.answer)
+    if answer.notice:
+        print(f"注意: {answer.notice}")
+    for s in answer.sources:
+        refs = "; ".join(f"[{c['number']}] {c['title']} — {c['publisher']}" for c in s.citations)
+        print(f"  [{s.rank}] {s.title} · 第{s.paragraph}段 · {s.score:.3f}\n      {s.text}" + (f"\n      引用: {refs}" if refs else ""))
+    print(f"  ({answer.latency_ms:.0f} ms)")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from .assistant import Assistant
+
+    assistant = Assistant.load(settings=_settings(args))
+    if args.question is not None:
+        _print_answer(assistant.ask(args.question, k=args.k, answerer=args.answerer), args.json)
+        return 0
+    history: list[dict] = []
+    print("向文章提问(空行或 Ctrl-D 退出;输入 /clear 清空对话)。")
+    while True:
+        try:
+            question = input("问> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if not question.strip():
+            return 0
+        if question.strip() == "/clear":
+            history.clear()
+            continue
+        try:
+            answer = assistant.ask(question, history, k=args.k, answerer=args.answerer)
+        except AssistantError as exc:
+            print(f"错误: {exc}")
+            continue
+        _print_answer(answer, args.json)
+        history.append({"question": answer.rewritten_question, "answer": answer.plain_answer, "refused": answer.refused})
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import run_eval_command
+
+    return run_eval_command(args, _settings(args))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ui.app import launch
+
+    from .assistant import Assistant
+
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote:
+        raise AssistantError(
+            f"Refusing to listen on {args.host} without --allow-remote: the chat would be reachable from the network. "
+            "Add --allow-remote (and --auth user:password) to share it."
+        )
+    assistant = Assistant.load(settings=_settings(args))
+    launch(assistant, host=args.host, port=args.port, auth=args.auth or os.environ.get("ASSISTANT_AUTH"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="assistant", description="问答助手: questions over a Chinese article and its sources.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    index = sub.add_parser("index", help="build, update and inspect the index")
+    isub = index.add_subparsers(dest="index_command", required=True)
+    build = isub.add_parser("build", help="build or update the index from the corpus")
+    build.add_argument("--corpus", help="corpus directory (env ASSISTANT_CORPUS_DIR, default corpus)")
+    build.add_argument("--index", help="index directory (env ASSISTANT_INDEX_DIR, default index)")
+    build.add_argument("--full", action="store_true", help="re-embed everything")
+    build.set_defaults(func=cmd_index_build)
+    add = isub.add_parser("add", help="copy articles into the corpus and update the index")
+    add.add_argument("files", nargs="+")
+    add.add_argument("--corpus")
+    add.add_argument("--index")
+    add.add_argument("--replace", action="store_true", help="update an article of the same file name")
+    add.set_defaults(func=cmd_index_add)
+    status = isub.add_parser("status", help="what the index holds")
+    status.add_argument("--index")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_index_status)
+
+    ask = sub.add_parser("ask", help="ask a question (no question: an interactive conversation)")
+    ask.add_argument("question", nargs="?")
+    ask.add_argument("--index")
+    ask.add_argument("--k", type=int, help="number of source passages (default 5)")
+    ask.add_argument("--answerer", choices=["extractive", "llm"])
+    ask.add_argument("--json", action="store_true")
+    ask.set_defaults(func=cmd_ask)
+
+    ev = sub.add_parser("eval", help="run the eval question set")
+    ev.add_argument("--questions", type=Path)
+    ev.add_argument("--index")
+    ev.add_argument("--k", type=int)
+    ev.add_argument("--answerer", choices=["extractive", "llm"])
+    ev.add_argument("--retriever", choices=["dense", "bm25", "hybrid"], default="hybrid")
+    ev.add_argument("--json", type=Path, dest="json_out", metavar="OUT")
+    ev.add_argument("--min-accuracy", type=float)
+    ev.add_argument("--compare", type=Path, metavar="BASELINE.json")
+    ev.add_argument("--baseline", action="store_true", help="also run the stock LangChain recipe")
+    ev.add_argument("--report", action="store_true", help="write a Markdown report with a chart next to --json")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    serve = sub.add_parser("serve", help="start the web chat")
+    serve.add_argument("--index")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--allow-remote", action="store_true", help="allow a host other than loopback")
+    serve.add_argument("--auth", help="user:password for basic auth (env ASSISTANT_AUTH)")
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AssistantError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; the index is unchanged unless the build had finished.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Dense, lexical and fused retrieval over a loaded index, with a second-stage reranker.
+
+Chunks are sentences; what the user sees is a *source*: the hit sentence widened to a short
+passage of its paragraph, with overlapping passages merged so no sentence is shown twice.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+
+from .chunking import Chunk
+from .errors import UnknownNameError
+from .indexing import LoadedIndex
+from .lexical import tokenize
+
+RETRIEVERS = ("dense", "bm25", "hybrid")
+RRF_K = 60
+CANDIDATES = 30  # per retriever, before fusion
+PASSAGE_CHARS = 160  # a source passage widens its sentence up to about this length
+
+
+def dense_weight_for(unknown_token_share: float) -> float:
+    """Weight of dense relative to BM25 (1.0) in fusion, from the model's fitness for the corpus.
+
+    A model that sees most tokens as unknown embeds mostly punctuation and Latin words; its
+    ranking still helps for paraphrases, but should not outvote exact Chinese term matches.
+    """
+    return round(max(0.1, min(1.0, 1.0 - unknown_token_share)), 2)
+
+
+@dataclass
+class Source:
+    """A passage shown to the user, as ranked."""
+
+    rank: int
+    doc_id: str
+    title: str
+    kind: str
+    paragraph: int | None
+    text: str
+    start: int  # passage span in the document's text
+    end: int
+    score: float
+    chunk_ids: list[str]
+    hits: list[tuple[int, int]]  # spans of the retrieved sentences inside the document text
+    citations: list[dict] = field(default_factory=list)  # number, title, publisher
+
+    def as_dict(self) -> dict:
+        return {
+            "rank": self.rank, "doc_id": self.doc_id, "title": self.title, "kind": self.kind,
+            "paragraph": self.paragraph, "text": self.text, "score": round(self.score, 4),
+            "start": self.start, "end": self.end, "chunk_ids": self.chunk_ids,
+            "citations": self.citations,
+        }
+
+
+class QuestionProfile:
+    """What a question asks for, read from its wording."""
+
+    PATTERNS = [
+        ("year", re.compile(r"哪一?年|何年|什么时候|何时|哪个时候|什么时间|年份|哪一天|几月|哪天|日期")),
+        ("person", re.compile(r"谁|哪位|什么人|创始人是|作者|编辑")),
+        ("number", re.compile(r"多少|几家|几个|几款|多大|多高|几亿|几年|多久|多长|多远|几")),
+        ("list", re.compile(r"哪些|哪几|有什么|包括什么|分别")),
+        ("org", re.compile(r"哪家|哪个公司|什么公司|哪个企业|哪个机构|什么媒体|哪个媒体|哪一家")),
+        ("place", re.compile(r"哪里|在哪|哪个地方|什么地方|哪个板块|哪个市场|哪个城市|何地")),
+    ]
+
+    def __init__(self, question: str):
+        self.question = question
+        self.kind = next((name for name, rx in self.PATTERNS if rx.search(question)), "other")
+
+
+_YEAR = re.compile(r"(?:19|20)\d{2}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|(?:19|20)\d{2}")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:万|亿|千|百)*(?:[^\d\s,。、;:!?]{0,6})|[一二三四五六七八九十两百千万亿]+(?:家|个|款|年|条|卡)")
+
+
+class HybridRetriever(BaseRetriever):
+    """A LangChain retriever: dense, bm25 or hybrid (weighted reciprocal rank fusion), then rerank."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    index: Any  # LoadedIndex
+    mode: str = "hybrid"
+    k: int = 5
+    dense_weight: float | None = None
+    rerank: bool = True
+    _idf: dict | None = None
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.mode not in RETRIEVERS:
+            raise UnknownNameError(f"Unknown retriever {self.mode!r}; choose one of: {', '.join(RETRIEVERS)}.")
+        df: Counter = Counter()
+        for chunk in self.index.chunks:
+            df.update(set(tokenize(chunk.text)))
+        n = max(1, len(self.index.chunks))
+        self._idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+
+    @property
+    def effective_dense_weight(self) -> float:
+        if self.dense_weight is not None:
+            return self.dense_weight
+        return dense_weight_for(self.index.unknown_token_share)
+
+    def idf(self, token: str) -> float:
+        # a token the corpus never uses is the rarest of all
+        return self._idf.get(token, math.log(1 + (len(self.index.chunks) + 0.5) / 0.5))
+
+    def rank_chunks(self, query: str, k: int | None = None) -> list[tuple[int, float, dict]]:
+        """(row, score, parts) for the best chunks, best first."""
+        index: LoadedIndex = self.index
+        k = k or CANDIDATES
+        parts: dict[int, dict] = {}
+        fused: dict[int, float] = {}
+        if self.mode in ("dense", "hybrid"):
+            vector = index.store.embeddings.encode([query])[0]
+            w = 1.0 if self.mode == "dense" else self.effective_dense_weight
+            for rank, (row, score) in enumerate(index.store.search_by_vector(vector, CANDIDATES)):
+                parts.setdefault(row, {})["dense"] = score
+                fused[row] = fused.get(row, 0.0) + w / (RRF_K + rank + 1)
+        if self.mode in ("bm25", "hybrid"):
+            tokens = tokenize(query)
+            if tokens:
+                scores = index.bm25.scores(tokens)
+                top = np.argsort(-scores)[:CANDIDATES]
+                for rank, row in enumerate(int(r) for r in top if scores[r] > 0):
+                    parts.setdefault(row, {})["bm25"] = float(scores[row])
+                    fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank + 1)
+        ranked = sorted(fused.items(), key=lambda kv: -kv[1])
+        if self.rerank and ranked:
+            ranked = self._rerank(query, ranked)
+        return [(row, score, parts[row]) for row, score in ranked[:k]]
+
+    def _rerank(self, query: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        """Reorder fused candidates by how fully and how closely a chunk covers the question."""
+        q_tokens = set(tokenize(query))
+        profile = QuestionProfile(query)
+        total = sum(self.idf(t) for t in q_tokens) or 1.0
+        top = ranked[0][1]
+        rescored = []
+        for row, score in ranked:
+            chunk = self.index.chunks[row]
+            feature = coverage(chunk.text, q_tokens, self.idf) / total
+            feature += 0.15 * type_match(profile.kind, chunk.text)
+            rescored.append((row, score / top + feature))
+        return sorted(rescored, key=lambda kv: -kv[1])
+
+    def search(self, query: str, k: int | None = None) -> list[Source]:
+        """The ranked sources for a query: chunks widened to passages, merged, numbered from 1."""
+        k = k or self.k
+        ranked = self.rank_chunks(query, CANDIDATES)
+        sources: list[Source] = []
+        for row, score, _parts in ranked:
+            chunk = self.index.chunks[row]
+            start, end = self._passage_span(chunk)
+            merged = next((s for s in sources if s.doc_id == chunk.doc_id and s.start < end and start < s.end), None)
+            if merged is not None:
+                merged.start, merged.end = min(merged.start, start), max(merged.end, end)
+                merged.chunk_ids.append(chunk.id)
+                merged.hits.append((chunk.start, chunk.end))
+                continue
+            if len(sources) == k:
+                continue
+            doc = self.index.documents[chunk.doc_id]
+            sources.append(Source(len(sources) + 1, chunk.doc_id, _display_title(doc, self.index.documents),
+                                  chunk.kind, chunk.paragraph, "", start, end, score, [chunk.id],
+                                  [(chunk.start, chunk.end)]))
+        for source in sources:
+            doc = self.index.documents[source.doc_id]
+            source.text = doc.text[source.start:source.end]
+            source.citations = self._citations(source)
+        return sources
+
+    def _passage_span(self, chunk: Chunk) -> tuple[int, int]:
+        """The chunk widened with neighbouring sentences of its paragraph, up to PASSAGE_CHARS."""
+        if chunk.kind in ("metadata", "reference"):
+            return chunk.start, chunk.end
+        siblings = self.index.paragraph_chunks(chunk)
+        i = next(n for n, c in enumerate(siblings) if c.id == chunk.id)
+        lo = hi = i
+        while True:
+            grew = False
+            for j in (hi + 1, lo - 1):
+                if 0 <= j < len(siblings):
+                    span = max(siblings[hi].end, siblings[j].end) - min(siblings[lo].start, siblings[j].start)
+                    if span <= PASSAGE_CHARS:
+                        lo, hi, grew = min(lo, j), max(hi, j), True
+                        break
+            if not grew:
+                break
+        return siblings[lo].start, siblings[hi].end
+
+    def _citations(self, source: Source) -> list[dict]:
+        doc = self.index.documents[source.doc_id]
+        article = self.index.documents.get(doc.parent) if doc.parent else doc
+        refs = {r["number"]: r for r in (article.references if article else [])}
+        numbers = sorted({n for cid in source.chunk_ids for n in self.index.chunk_by_id[cid].citations}
+                         | {int(n) for n in re.findall(r"\[(\d{1,3})\]", source.text)})
+        return [refs[n] for n in numbers if n in refs]
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        return [Document(page_content=s.text, metadata=s.as_dict()) for s in self.search(query)]
+
+
+def _display_title(doc, documents: dict) -> str:
+    if doc.kind == "article":
+        return doc.title
+    parent = documents.get(doc.parent)
+    if doc.kind == "metadata":
+        return f"{parent.title if parent else doc.title} · 文章信息"
+    return doc.title
+
+
+def coverage(text: str, q_tokens: set[str], idf) -> float:
+    """IDF mass of the question's tokens that the text contains."""
+    t_tokens = set(tokenize(text))
+    norm_text = text.lower()
+    return sum(idf(t) for t in q_tokens if t in t_tokens or t in norm_text)
+
+
+def type_match(kind: str, text: str) -> float:
+    """1 when the text holds the kind of thing the question asks for (a year, a number...)."""
+    if kind == "year":
+        return 1.0 if _YEAR.search(text) else 0.0
+    if kind == "number":
+        return 1.0 if re.search(r"\d|[一二三四五六七八九十两百千万亿]+(?:家|个|款|条)", text) else 0.0
+    if kind == "list":
+        return 1.0 if "、" in text else 0.0
+    return 0.0
