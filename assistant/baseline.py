@@ -1,0 +1,31 @@
+"""The stock LangChain recipe, for comparison: 500/100 character splitter, MiniLM, dense top-5."""
+
+from __future__ import annotations
+
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from .config import Settings
+from .corpus import scan_corpus
+from .evaluation import EvalQuestion, hit_rank, summarize
+from .loaders import load_file
+from .vectorstore import FaissVectorStore
+
+
+def run_baseline(settings: Settings, questions: list[EvalQuestion], embeddings) -> dict:
+    """Retrieval figures of the recipe on the same questions (it has no answerer)."""
+    splitter = RecursiveCharacterTextSplitter(chunk_size=500, chunk_overlap=100)
+    texts = []
+    for source in scan_corpus(settings.corpus_dir):
+        texts.extend(splitter.split_text(load_file(source.path).text))  # raw text, as the recipe loads it
+    store = FaissVectorStore.from_texts(texts, embeddings)
+    results = []
+    for q in questions:
+        query = " ".join([*q.history, q.question])  # the recipe has no rewriting: it sees the whole turn
+        docs = store.similarity_search(query, k=5)
+        results.append({"id": q.id, "correct": False, "refused": False, "latency_ms": 0.0,
+                        "hit_rank": hit_rank(q, [d.page_content for d in docs])})
+    summary = summarize(results, questions)
+    summary["answer_accuracy"] = None
+    for block in summary["by_type"].values():
+        block["answer_accuracy"] = None
+    return {"summary": summary, "config": {"chunks": len(texts), "splitter": "RecursiveCharacterTextSplitter(500, 100)"}}

@@ -1,0 +1,300 @@
+"""`assistant eval`: retrieval, answer and refusal quality on the eval question set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .answerers.base import MAX_ANSWER_CHARS
+from .config import Settings
+from .errors import EvalError
+
+DEFAULT_QUESTIONS = Path("corpus/eval/questions.jsonl")
+_REQUIRED = {"id": str, "question": str, "type": str, "answers": list, "evidence": str}
+
+
+def normalize(text: str) -> str:
+    """NFKC, then no whitespace, then lower case: the matching rule for answers and evidence."""
+    return "".join(unicodedata.normalize("NFKC", text).split()).lower()
+
+
+@dataclass
+class EvalQuestion:
+    id: str
+    question: str
+    type: str
+    answers: list[str]
+    evidence: str
+    match: str = "any"
+    answerable: bool = True
+    history: list[str] = field(default_factory=list)
+
+
+def load_questions(path: Path) -> list[EvalQuestion]:
+    """Parse and check the question file; EvalError names the file and line of any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"Question file {path} not found. Pass --questions FILE (default {DEFAULT_QUESTIONS}).")
+    questions, seen = [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalError(f"{where}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
+        if not isinstance(row, dict):
+            raise EvalError(f"{where}: expected a JSON object, got {type(row).__name__}.")
+        for name, kind in _REQUIRED.items():
+            if name not in row:
+                raise EvalError(f"{where}: missing field {name!r}. Required: {', '.join(_REQUIRED)}.")
+            if not isinstance(row[name], kind):
+                raise EvalError(f"{where}: field {name!r} must be a {kind.__name__}.")
+        answerable = row.get("answerable", True)
+        match = row.get("match", "any")
+        if match not in ("any", "all"):
+            raise EvalError(f"{where}: 'match' must be \"any\" or \"all\", got {match!r}.")
+        if not isinstance(answerable, bool):
+            raise EvalError(f"{where}: 'answerable' must be true or false.")
+        if answerable and (not row["answers"] or not all(isinstance(a, str) and a for a in row["answers"])):
+            raise EvalError(f"{where}: an answerable question needs non-empty strings in 'answers'.")
+        history = row.get("history", [])
+        if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
+            raise EvalError(f"{where}: 'history' must be a list of earlier questions (strings).")
+        if row["id"] in seen:
+            raise EvalError(f"{where}: duplicate id {row['id']!r}.")
+        seen.add(row["id"])
+        questions.append(EvalQuestion(row["id"], row["question"], row["type"], row["answers"], row["evidence"],
+                                      match, answerable, history))
+    if not questions:
+        raise EvalError(f"{path} has no questions.")
+    return questions
+
+
+def is_correct(q: EvalQuestion, answer: str, refused: bool) -> bool:
+    """Unanswerable: correct when refused. Answerable: not refused, short, and holding the answer(s)."""
+    if not q.answerable:
+        return refused
+    if refused or len(answer) > MAX_ANSWER_CHARS:
+        return False
+    text = normalize(answer)
+    found = [normalize(a) in text for a in q.answers]
+    return all(found) if q.match == "all" else any(found)
+
+
+def hit_rank(q: EvalQuestion, source_texts: list[str]) -> int | None:
+    """1-based rank of the first source holding the evidence, or None."""
+    if not q.answerable or not q.evidence:
+        return None
+    evidence = normalize(q.evidence)
+    return next((i for i, text in enumerate(source_texts, start=1) if evidence in normalize(text)), None)
+
+
+def _percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def summarize(results: list[dict], questions: list[EvalQuestion]) -> dict:
+    by_id = {q.id: q for q in questions}
+
+    def block(rows: list[dict]) -> dict:
+        answerable = [r for r in rows if by_id[r["id"]].answerable]
+        unanswerable = [r for r in rows if not by_id[r["id"]].answerable]
+        ranked = [r for r in answerable if by_id[r["id"]].evidence]
+        out = {
+            "questions": len(rows),
+            "answer_accuracy": _ratio(sum(r["correct"] for r in rows), len(rows)),
+        }
+        for k in (1, 3, 5):
+            out[f"hit@{k}"] = _ratio(sum(1 for r in ranked if r["hit_rank"] and r["hit_rank"] <= k), len(ranked))
+        out["mrr"] = _ratio(sum(1 / r["hit_rank"] for r in ranked if r["hit_rank"]), len(ranked))
+        out["refusal_accuracy"] = _ratio(sum(r["refused"] for r in unanswerable), len(unanswerable))
+        out["false_refusal_rate"] = _ratio(sum(r["refused"] for r in answerable), len(answerable))
+        return out
+
+    summary = block(results)
+    latencies = [r["latency_ms"] for r in results]
+    summary["latency_ms_p50"] = round(statistics.median(latencies), 2) if latencies else 0.0
+    summary["latency_ms_p95"] = round(_percentile(latencies, 95), 2)
+    types: dict[str, list[dict]] = defaultdict(list)
+    for r in results:
+        types[by_id[r["id"]].type].append(r)
+    summary["by_type"] = {t: block(rows) for t, rows in sorted(types.items())}
+    return summary
+
+
+def _ratio(n: float, d: int) -> float | None:
+    return round(n / d, 4) if d else None
+
+
+def run_eval(assistant, questions: list[EvalQuestion], k: int | None = None, answerer: str | None = None,
+             retriever: str = "hybrid", progress: bool = False) -> dict:
+    """Every question through Assistant.ask (with its history); the full report as a dict."""
+    from tqdm import tqdm
+
+    k = max(k or assistant.settings.k, 5)  # at least 5 sources so hit@5 means what it says
+    results = []
+    for q in tqdm(questions, desc="eval", unit="q", disable=not progress, file=sys.stderr):
+        answer = assistant.ask(q.question, q.history, k=k, answerer=answerer, retriever=retriever)
+        texts = [s.text for s in answer.sources]
+        results.append({
+            "id": q.id, "question": q.question, "type": q.type,
+            "rewritten_question": answer.rewritten_question, "answer": answer.answer, "refused": answer.refused,
+            "expected": q.answers, "match": q.match, "answerable": q.answerable,
+            "sources": [{"doc_id": s.doc_id, "text": s.text, "score": round(s.score, 4), "rank": s.rank,
+                         "paragraph": s.paragraph, "start": s.start, "end": s.end} for s in answer.sources],
+            "latency_ms": round(answer.latency_ms, 2),
+            "correct": is_correct(q, answer.answer, answer.refused),
+            "hit_rank": hit_rank(q, texts),
+        })
+    config = {"k": k, "answerer": answerer or assistant.settings.answerer, "retriever": retriever,
+              "embed_model": assistant.index.manifest["embedding"]["model"],
+              "dense_weight": assistant.retrievers[retriever].effective_dense_weight if retriever == "hybrid" else None,
+              "chunker": assistant.index.manifest["chunker"], "index_version": assistant.index.path.name,
+              "questions": len(questions)}
+    return {"summary": summarize(results, questions), "config": config, "results": results}
+
+
+# --- output ------------------------------------------------------------------------------------
+
+METRICS = ("answer_accuracy", "hit@1", "hit@3", "hit@5", "mrr", "refusal_accuracy", "false_refusal_rate")
+
+
+def _fmt(v) -> str:
+    return "  -  " if v is None else f"{v:.3f}"
+
+
+def format_summary(summary: dict, title: str = "ours") -> str:
+    head = f"{'':<14}{'n':>4}  " + "  ".join(f"{m.replace('_accuracy', '_acc').replace('false_refusal_rate', 'false_ref'):>10}"
+                                           for m in METRICS)
+    lines = [f"== {title} ==", head]
+    rows = [("overall", summary)] + list(summary["by_type"].items())
+    for name, s in rows:
+        lines.append(f"{name:<14}{s['questions']:>4}  " + "  ".join(f"{_fmt(s[m]):>10}" for m in METRICS))
+    lines.append(f"latency ms: p50 {summary['latency_ms_p50']:.1f}, p95 {summary['latency_ms_p95']:.1f}")
+    return "\n".join(lines)
+
+
+def format_failures(report: dict) -> str:
+    lines = []
+    for r in report["results"]:
+        if r["correct"]:
+            continue
+        expected = "拒答 (refusal)" if not r["answerable"] else f"{r['match']}: {' / '.join(r['expected'])}"
+        lines.append(f"- {r['id']} [{r['type']}] {r['question']}\n    answered: {r['answer']}\n"
+                     f"    expected: {expected}   evidence rank: {r['hit_rank']}")
+    return "\n".join(lines) if lines else "(none)"
+
+
+def compare(current: dict, baseline: dict) -> str:
+    """Metric differences and the questions whose correctness flipped."""
+    lines = [f"{'metric':<20}{'baseline':>10}{'now':>10}{'change':>10}"]
+    for m in (*METRICS, "latency_ms_p50", "latency_ms_p95"):
+        a, b = baseline["summary"].get(m), current["summary"].get(m)
+        delta = "" if a is None or b is None else f"{b - a:+.3f}"
+        lines.append(f"{m:<20}{_fmt(a) if a is not None else '-':>10}{_fmt(b) if b is not None else '-':>10}{delta:>10}")
+    before = {r["id"]: r for r in baseline.get("results", [])}
+    flips = [(r, before[r["id"]]) for r in current["results"] if r["id"] in before and r["correct"] != before[r["id"]]["correct"]]
+    lines.append(f"questions that flipped: {len(flips)}")
+    for now, then in flips:
+        arrow = "fixed " if now["correct"] else "broken"
+        lines.append(f"  {arrow} {now['id']} {now['question']}\n      was: {then['answer']}\n      now: {now['answer']}")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, json_path: Path, baseline_summary: dict | None = None) -> Path:
+    """A Markdown report with a chart of accuracy per question type, next to the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = report["summary"]
+    types = list(summary["by_type"])
+    values = [summary["by_type"][t]["answer_accuracy"] or 0 for t in types]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar(types, values, color="#3b6ea5", label="ours")
+    if baseline_summary:
+        ax.scatter(types, [baseline_summary["by_type"].get(t, {}).get("hit@5") or 0 for t in types],
+                   color="#d95f02", zorder=3, label="baseline hit@5")
+        ax.legend(loc="lower right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("answer accuracy")
+    ax.set_title(f"Accuracy per question type (overall {summary['answer_accuracy']:.2f})")
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    fig.tight_layout()
+    chart = json_path.with_suffix(".png")
+    fig.savefig(chart, dpi=110)
+    plt.close(fig)
+    md = json_path.with_suffix(".md")
+    md.write_text(
+        f"# Eval report\n\n![accuracy per type]({chart.name})\n\n```\n{format_summary(summary)}\n```\n\n"
+        f"## Config\n\n```json\n{json.dumps(report['config'], ensure_ascii=False, indent=1)}\n```\n\n"
+        f"## Failed questions\n\n```\n{format_failures(report)}\n```\n",
+        encoding="utf-8",
+    )
+    return md
+
+
+def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
+    from .assistant import Assistant
+
+    questions = load_questions(args.questions or DEFAULT_QUESTIONS)
+    baseline_prev = None
+    if args.compare:
+        try:
+            baseline_prev = json.loads(Path(args.compare).read_text(encoding="utf-8"))
+            baseline_prev["summary"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise EvalError(f"--compare {args.compare}: not an eval JSON written by --json ({exc}).") from None
+    assistant = Assistant.load(settings=settings)
+    started = time.perf_counter()
+    report = run_eval(assistant, questions, k=args.k, answerer=args.answerer, retriever=args.retriever,
+                      progress=not args.no_progress and sys.stderr.isatty())
+    report["config"]["seconds"] = round(time.perf_counter() - started, 2)
+    print(format_summary(report["summary"]))
+    print("\nFailed questions:\n" + format_failures(report))
+    stock = None
+    if args.baseline:
+        from .baseline import run_baseline
+
+        stock = run_baseline(settings, questions, assistant.embeddings)
+        report["baseline"] = stock
+        print("\n" + format_side_by_side(report["summary"], stock["summary"]))
+    if baseline_prev is not None:
+        print("\n== compared with " + str(args.compare) + " ==\n" + compare(report, baseline_prev))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+        print(f"\nwrote {args.json_out}")
+    if args.report:
+        target = args.json_out or Path("eval-out/eval.json")
+        if not args.json_out:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+        print(f"wrote {write_report(report, target, stock['summary'] if stock else None)}")
+    accuracy = report["summary"]["answer_accuracy"]
+    if args.min_accuracy is not None and accuracy < args.min_accuracy:
+        print(f"FAIL: answer accuracy {accuracy:.3f} is below --min-accuracy {args.min_accuracy:.3f}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def format_side_by_side(ours: dict, stock: dict) -> str:
+    lines = ["== ours vs stock LangChain recipe (500/100 splitter, MiniLM, dense top-5) ==",
+             f"{'metric':<20}{'ours':>10}{'stock':>10}"]
+    for m in ("answer_accuracy", "hit@1", "hit@3", "hit@5", "mrr"):
+        lines.append(f"{m:<20}{_fmt(ours.get(m)):>10}{_fmt(stock.get(m)):>10}")
+    lines.append("(the stock recipe has no answerer: its answer accuracy is not measured)")
+    return "\n".join(lines)
