@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .cleaning import CleanDocument
 
-CHUNKER_VERSION = 1
+CHUNKER_VERSION = 2
 DEFAULT_MAX_CHARS = 0  # 0: one sentence per chunk (measured best on the eval set; see README)
 
 # A sentence ends at Chinese or ASCII terminal punctuation, with any closing quotes and

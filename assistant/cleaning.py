@@ -74,6 +74,8 @@ class CleanDocument:
             lines.append(f"责任编辑:{self.editor}")
         if self.source_url:
             lines.append(f"来源:{self.source_url}")
+        if self.references:
+            lines.append(f"参考资料:共{len(self.references)}条")
         return "\n".join(lines)
 
 

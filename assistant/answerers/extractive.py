@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..chunking import split_sentences
-from ..lexical import _jieba, tokenize
+from ..followup import subject_of
+from ..lexical import _jieba, synonyms, terms
 from ..retrieval import QuestionProfile, Source
 from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft
 
@@ -23,12 +24,20 @@ _YEAR = re.compile(r"(?:19|20)\d{2}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\
 _NUMBER = re.compile(
     r"(?:超过|超|近|约|逾)?\d+(?:\.\d+)?(?:万|亿|千)*(?:多|余)?"
     r"(?:亿元人民币|元人民币|亿元|万元|美元|亿美元|元|家|款|卡|公里|年|个|条|PetaFLOPS|倍|%)?"
-    r"|[一二三四五六七八九十两]+(?:家|个|款|条|年|轮)"
+    r"|(?:千|百|万)亿(?:美元|元)"
+    r"|(?:[二三四五六七八九十两]|一[十百千万])[一二三四五六七八九十两百千万]*(?:家|个|款|条|年|轮)"
 )
+_MARKER = re.compile(r"\[\d{1,3}\]")
+_MONEY = re.compile(r"市值|金额|募资|融资|投资|多少钱|资金|估值")
+_ORG = re.compile(r"(?:[A-Za-z][A-Za-z0-9]+|[\u4e00-\u9fff]{2,4}?)(?:科技|股份|智能|集团|创投|智芯|星辰|机器人|证券报|日报|财经|之家|基金)")
+_TWO_ASKS = re.compile(r"[,,;;]")  # noqa: RUF001
+_ASK_WORDS = re.compile(r"哪一年|哪年|何时|多少|哪些|哪家|哪个|哪位|哪里|什么|谁|几")
+_NEEDS_PERSON = re.compile(r"创始人|创立|创办|创建|作者|编辑|谁说|谁写")
+_REFERENCE_CUES = re.compile(r"参考|媒体|报道|来源|出处|发布|刊发|哪家报")
 _LIST = re.compile(r"[^,，。;；:：!?！？“”]*?、[^,，。;；:：!?！？“”]+")  # noqa: RUF001
-_META_LINE = re.compile(r"^(标题|作者|责任编辑|来源)[::](.+)$")
+_META_LINE = re.compile(r"^(标题|作者|责任编辑|来源|参考资料)[::](.+)$")
 _META_KEYS = {"标题": ("标题", "题目", "名字", "叫什么"), "作者": ("作者", "谁写", "撰写"),
-              "责任编辑": ("编辑",), "来源": ("来源", "网址", "链接", "出处", "url", "发布在")}
+              "责任编辑": ("编辑",), "来源": ("来源", "网址", "链接", "出处", "url", "发布在"), "参考资料": ("参考资料", "参考文献")}
 
 
 @dataclass
@@ -49,39 +58,58 @@ class ExtractiveAnswerer(Answerer):
         self.min_coverage = min_coverage
 
     def answer(self, question: str, sources: list[Source]) -> Draft:
+        parts = _split_asks(question)
+        if len(parts) > 1:
+            drafts = [self._answer_one(part, sources) for part in parts]
+            if all(not d.refused for d in drafts):
+                text = ";".join(d.answer for d in drafts)  # noqa: RUF001
+                return Draft(text, False, [c for d in drafts for c in d.citations])
+        return self._answer_one(question, sources)
+
+    def _answer_one(self, question: str, sources: list[Source]) -> Draft:
         profile = QuestionProfile(question)
-        q_tokens = set(tokenize(question))
-        candidates = self._candidates(q_tokens, profile, sources)
+        q_terms = terms(question)
+        subject = subject_of(question) or ""
+        candidates = self._candidates(q_terms, subject, profile, sources)
         if not candidates:
             return refusal(question, sources)
         best = max(candidates, key=lambda c: c.score)
         cite = Citation(best.source.rank, best.source.doc_id, best.text, best.start, best.end)
         if best.coverage < self.min_coverage:
             return refusal(question, sources)
-        phrase = self._phrase(question, profile, best, q_tokens)
-        if phrase is None and profile.kind in ("year", "number", "person"):
-            # the question asks for something this sentence does not hold
-            return refusal(question, sources)
-        text = phrase or _shorten(best.text, q_tokens)
+        if subject and best.source.kind not in ("metadata", "reference") and not _mentions(best.text, subject):
+            return refusal(question, sources)  # the best evidence is about something else
+        phrase = self._phrase(question, profile, best, set(q_terms))
+        if phrase is None and (profile.kind in ("year", "number") or
+                               (profile.kind == "person" and _NEEDS_PERSON.search(question))):
+            return refusal(question, sources)  # the question asks for what this sentence does not hold
+        text = phrase or _shorten(_MARKER.sub("", best.text), set(q_terms))
         return Draft(f"{text}[{best.source.rank}]", False, [cite])
 
-    def _candidates(self, q_tokens: set[str], profile: QuestionProfile, sources: list[Source]) -> list[_Candidate]:
-        total = sum(self.idf(t) for t in q_tokens) or 1.0
+    def _candidates(self, q_terms: list[str], subject: str, profile: QuestionProfile,
+                    sources: list[Source]) -> list[_Candidate]:
+        total = sum(self.idf(t) for t in q_terms) or 1.0
+        meta_key = _meta_key(profile.question)
+        about_refs = bool(_REFERENCE_CUES.search(profile.question))
         out = []
         for source in sources:
             for s, e in _sentences(source):
                 text = source.text[s - source.start:e - source.start]
-                tokens = set(tokenize(text))
                 lowered = text.lower()
-                cov = sum(self.idf(t) for t in q_tokens if t in tokens or t in lowered) / total
-                bonus = 0.1 * _has_kind(profile.kind, text) + 0.02 * (len(sources) - source.rank) / len(sources)
-                if source.kind == "metadata" and _meta_key(profile.question):
-                    bonus += 0.3 if _meta_key(profile.question) in text else 0.0
+                cov = sum(self.idf(t) for t in q_terms if any(w in lowered for w in synonyms(t))) / total
+                bonus = 0.1 * _has_kind(profile.kind, _MARKER.sub("", text))
+                bonus += 0.02 * (len(sources) - source.rank) / len(sources)
+                if subject and _mentions(text, subject):
+                    bonus += 0.2
+                if source.kind == "metadata":
+                    bonus += 0.3 if meta_key and meta_key in text else -0.5
+                if source.kind == "reference" and not about_refs:
+                    bonus -= 0.5
                 out.append(_Candidate(source, s, e, text, cov, cov + bonus))
         return out
 
     def _phrase(self, question: str, profile: QuestionProfile, best: _Candidate, q_tokens: set[str]) -> str | None:
-        text = best.text
+        text = _MARKER.sub(lambda m: " " * len(m.group()), best.text)  # keep offsets, drop [n]
         if best.source.kind == "metadata":
             key = _meta_key(question)
             m = _META_LINE.match(text)
@@ -91,19 +119,60 @@ class ExtractiveAnswerer(Answerer):
             ref = best.source.citations[0] if best.source.citations else None
             if ref and ref.get("publisher"):
                 return ref["publisher"]
+        if profile.kind == "year" and re.search(r"相继|分别|先后", text):
+            # "A、B相继于X、Y": the one date asked for, else the sentence that pairs them
+            return _respectively(text, question) or _shorten(_MARKER.sub("", best.text), q_tokens)
         if profile.kind == "year":
             return _nearest(_YEAR.finditer(text), text, q_tokens, question)
         if profile.kind == "number":
-            matches = [m for m in _NUMBER.finditer(text) if not _YEAR.fullmatch(m.group()) and
-                       not re.fullmatch(r"(?:19|20)\d{2}(?:年)?", m.group())]
+            dates = [m.span() for m in _YEAR.finditer(text)]
+            matches = [m for m in _NUMBER.finditer(text)
+                       if not any(a <= m.start() < b for a, b in dates)]
+            if _MONEY.search(question):
+                matches = [m for m in matches if "元" in m.group()] or matches
             return _nearest(iter(matches), text, q_tokens, question)
         if profile.kind == "person":
             return _nearest(_person_names(text), text, q_tokens, question)
+        if profile.kind == "org":
+            found = _nearest(_ORG.finditer(text), text, q_tokens, question)
+            return re.sub(r"^.*[的了在和与及到]", "", found) if found else None
         if profile.kind == "list":
             lists = [m for m in _LIST.finditer(text) if m.group().count("、") >= 1]
-            phrase = _nearest(iter(lists), text, q_tokens, question)
+            phrase = _nearest(iter(lists), text, q_tokens, question, mean=False)
             return phrase.strip(" 和及与") if phrase else None
         return None
+
+
+def _split_asks(question: str) -> list[str]:
+    """A question that asks two things ("…哪一年,如今市值多少?") as two questions, subject carried over."""
+    parts = [p for p in _TWO_ASKS.split(question) if p.strip()]
+    if len(parts) != 2 or not all(_ASK_WORDS.search(p) for p in parts):
+        return [question]
+    subject = subject_of(parts[0]) or ""
+    second = parts[1] if not subject or subject in parts[1] else subject + parts[1]
+    return [parts[0], second]
+
+
+SUBJECT_SHARE = 0.6
+
+
+def _mentions(text: str, subject: str) -> bool:
+    """Whether the text is about the question's subject: most of its characters (and Latin words) occur."""
+    units = re.findall(r"[a-z0-9]+|[\u3400-\u9fff]", subject.lower())
+    if not units:
+        return True
+    lowered = text.lower()
+    return sum(u in lowered for u in units) / len(units) >= SUBJECT_SHARE
+
+
+def _respectively(text: str, question: str) -> str | None:
+    """In "A、B相继于X、Y…", the date of the entity the question names; None when unclear."""
+    dates = [m.group() for m in _YEAR.finditer(text)]
+    names = [n for n in re.split(r"[、,,]", text.split("相继")[0].split("分别")[0]) if n.strip()]  # noqa: RUF001
+    hits = [i for i, n in enumerate(names[-len(dates):]) if any(t in n for t in terms(question) if len(t) >= 2)]
+    if len(dates) >= 2 and len(hits) == 1 and hits[0] < len(dates):
+        return dates[hits[0]]
+    return None
 
 
 def refusal(question: str, sources: list[Source]) -> Draft:
@@ -178,18 +247,25 @@ def _person_names(text: str):
         yield _Span(name.strip("·"), name_start)
 
 
-def _nearest(matches, text: str, q_tokens: set[str], question: str) -> str | None:
-    """The match closest to where the question's words occur in the sentence; never one the question names."""
-    anchors = [m.start() for t in q_tokens for m in re.finditer(re.escape(t), text.lower())]
+def _nearest(matches, text: str, q_tokens: set[str], question: str, mean: bool = True) -> str | None:
+    """The match closest to where the question's words occur in the sentence; never one the question names.
+
+    Closeness is the mean, over the question's words found in the sentence, of the distance to
+    that word's nearest occurrence: a phrase amid all of them beats one beside a single word.
+    """
+    lowered = text.lower()
+    anchors = [[m.start() for m in re.finditer(re.escape(t), lowered)] for t in q_tokens]
+    anchors = [a for a in anchors if a]
     best, best_distance = None, None
     for m in matches:
         phrase = m.group().strip()
         if not phrase or phrase in question:
             continue
         if not anchors:
-            distance = m.start()
+            distance = float(m.start())
         else:
-            distance = min(min(abs(a - m.start()), abs(a - m.end())) for a in anchors)
+            per_word = [min(min(abs(p - m.start()), abs(p - m.end())) for p in positions) for positions in anchors]
+            distance = sum(per_word) / len(per_word) if mean else min(per_word)
         if best_distance is None or distance < best_distance:
             best, best_distance = phrase, distance
     return best
