@@ -36,7 +36,8 @@ def _embeddings(settings: Settings):
     return SentenceTransformerEmbeddings(settings.embed_model, settings.allow_download)
 
 
-def _print_report(report, out=sys.stdout) -> None:
+def _print_report(report, out=None) -> None:
+    out = out or sys.stdout
     if report.up_to_date:
         print(f"Index is up to date: {report.documents} documents, {report.chunks} chunks ({report.version}).", file=out)
         return

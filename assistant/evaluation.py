@@ -46,7 +46,7 @@ def load_questions(path: Path) -> list[EvalQuestion]:
     for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
-        where = f"{path}:{number}"
+        where = f"{path}, line {number}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -67,11 +67,7 @@ def decode(data: bytes, name: str = "input") -> tuple[str, str]:
             continue
         if _looks_like_text(text):
             return text, encoding
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data).best()
-    if best is not None and best.chaos < 0.1 and _looks_like_text(str(best)):
-        return str(best), best.encoding
+    # No guessing beyond these: a wrong guess would index mojibake as if it were the article.
     raise CorpusError(
         f"{name}: cannot decode the file as UTF-8, GBK/GB18030 or another known encoding. "
         "Re-save it as UTF-8 and try again."

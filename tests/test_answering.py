@@ -1,0 +1,133 @@
+import pytest
+
+from assistant.errors import QuestionError
+from assistant.followup import Turn, rewrite
+from assistant.retrieval import HybridRetriever, dense_weight_for
+
+
+def test_fusion_combines_dense_and_bm25(assistant):
+    hybrid = assistant.retrievers["hybrid"]
+    query = "创新文化、人才孵化、产业生态、资本支持"
+    dense = {r for r, _, _ in assistant.retrievers["dense"].rank_chunks(query)}
+    bm25 = {r for r, _, _ in assistant.retrievers["bm25"].rank_chunks(query)}
+    fused = hybrid.rank_chunks(query)
+    assert {r for r, _, _ in fused} <= dense | bm25
+    assert any("dense" in parts and "bm25" in parts for _, _, parts in fused)
+
+
+def test_dense_weight_follows_model_fitness(assistant):
+    assert dense_weight_for(0.63) == pytest.approx(0.37)
+    assert dense_weight_for(0.0) == 1.0 and dense_weight_for(0.99) == 0.1
+    share = assistant.index.unknown_token_share
+    assert assistant.retrievers["hybrid"].effective_dense_weight == dense_weight_for(share)
+
+
+def test_reranker_lifts_the_sentence_that_covers_the_question(assistant):
+    query = "商汤大装置具备多少算力?"
+    plain = HybridRetriever(index=assistant.index, mode="hybrid", rerank=False).search(query)
+    reranked = assistant.retrievers["hybrid"].search(query)
+    assert "1.2万PetaFLOPS" in reranked[0].text
+    assert "1.2万PetaFLOPS" in " ".join(s.text for s in plain)
+
+
+def test_sources_never_repeat_a_sentence(assistant):
+    for question in ("上海GPU四小龙有哪些?", "沐曦创始人陈维良说了什么?", "英伟达的市值"):
+        sources = assistant.ask(question, k=8).sources
+        spans = [(s.doc_id, s.start, s.end) for s in sources]
+        for i, (doc, a, b) in enumerate(spans):
+            for doc2, c, d in spans[i + 1:]:
+                assert doc != doc2 or b <= c or d <= a, "overlapping passages"
+        assert [s.rank for s in sources] == list(range(1, len(sources) + 1))
+
+
+@pytest.mark.parametrize(
+    "question, expected",
+    [
+        ("英伟达是谁创立的?", "黄仁勋"),
+        ("苹果在哪一年IPO?", "1980年"),
+        ("商汤大装置具备多少算力?", "1.2万PetaFLOPS"),
+        ("推动科技变革最重要的因素有哪些?", "创新文化、人才孵化、产业生态、资本支持"),
+        ("文章的作者是谁?", "忆海"),
+        ("哪家媒体报道了《上海AI“芯”势力抢滩资本赛道》?", "上海证券报"),
+    ],
+)
+def test_phrase_extraction_by_question_type(assistant, question, expected):
+    answer = assistant.ask(question)
+    assert not answer.refused
+    assert answer.plain_answer == expected
+
+
+def test_answer_is_a_sentence_when_no_phrase_fits(assistant):
+    answer = assistant.ask("AI公司能否存活的关键是什么?")
+    assert "真实客户" in answer.answer and len(answer.answer) <= 150
+
+
+@pytest.mark.parametrize("question", ["壁仞科技的创始人是谁?", "沐曦股份IPO募资了多少亿元?", "燧原科技计划在哪一年上市?",
+                                      "沐曦股份的股票代码是多少?"])
+def test_refuses_what_the_article_does_not_say(assistant, question):
+    answer = assistant.ask(question)
+    assert answer.refused and answer.answer.startswith("文章中没有提到")
+    assert answer.sources  # still shows the nearest passages
+
+
+def test_citation_offsets_slice_the_document_back(assistant):
+    answer = assistant.ask("英伟达是谁创立的?")
+    (cite,) = answer.citations
+    doc = assistant.index.documents[cite.doc_id]
+    assert doc.text[cite.start:cite.end] == cite.sentence
+    assert "黄仁勋" in cite.sentence
+    source = answer.sources[cite.source - 1]
+    assert source.start <= cite.start and cite.end <= source.end
+
+
+def test_sources_carry_reference_records(assistant):
+    answer = assistant.ask("浦东创投给沐曦提供了多少战略投资?")
+    assert answer.plain_answer == "5亿元人民币"
+    cited = answer.sources[answer.citations[0].source - 1].citations
+    assert {"number": 1, "title": "上海AI“芯”势力抢滩资本赛道", "publisher": "上海证券报"} in cited
+
+
+def test_follow_up_rewriting_rules():
+    assert rewrite("他在哪一年创立了英伟达?", [Turn("英伟达是谁创立的?", "黄仁勋")]) == "黄仁勋在哪一年创立了英伟达?"
+    assert rewrite("它是在哪个板块上市的?", [Turn("沐曦股份主打什么产品?", "高性能GPU")]) == "沐曦股份是在哪个板块上市的?"
+    assert rewrite("它是哪一天上市的?", [Turn("哪家公司被称为“GPU港股第一股”?", "壁仞科技")]) == "壁仞科技是哪一天上市的?"
+    assert "苹果" in rewrite("那是哪一年?", [Turn("苹果IPO募资金额超过多少?", "超过1亿美元")])
+    assert rewrite("英伟达是谁创立的?", []) == "英伟达是谁创立的?"
+
+
+def test_follow_ups_through_ask(assistant):
+    first = assistant.ask("沐曦股份主打什么产品?")
+    answer = assistant.ask("它是在哪个板块上市的?", [{"question": first.question, "answer": first.plain_answer}])
+    assert answer.rewritten_question == "沐曦股份是在哪个板块上市的?"
+    assert "科创板" in answer.answer
+    # only the earlier questions, as the eval set gives them
+    answer = assistant.ask("那是哪一年?", ["苹果IPO募资金额超过多少?"])
+    assert answer.plain_answer == "1980年"
+
+
+@pytest.mark.parametrize(
+    "question, message",
+    [("", "空"), ("   \n\t ", "空"), ("问" * 20000, "太长"), ("?!。,…", "没有可检索"), ("😀😀🎉", "没有可检索"),
+     (None, "文字")],
+)
+def test_bad_questions_get_a_clear_message(assistant, question, message):
+    with pytest.raises(QuestionError, match=message):
+        assistant.ask(question)
+
+
+def test_control_characters_are_dropped(assistant):
+    answer = assistant.ask("英伟达\x00是谁\x07创立的?\u200b")
+    assert answer.question == "英伟达是谁创立的?" and answer.plain_answer == "黄仁勋"
+
+
+def test_english_questions_get_a_notice(assistant):
+    answer = assistant.ask("Who founded Nvidia?")
+    assert answer.notice and "中文" in answer.notice
+
+
+def test_answer_json_schema(assistant):
+    data = assistant.ask("英伟达是谁创立的?").to_dict()
+    assert {"answer", "refused", "question", "rewritten_question", "sources", "latency_ms"} <= set(data)
+    source = data["sources"][0]
+    assert {"doc_id", "title", "paragraph", "text", "score", "start", "end", "citations"} <= set(source)
+    assert isinstance(data["latency_ms"], float) and isinstance(data["refused"], bool)

@@ -1,0 +1,100 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from assistant.cli import main
+from assistant.indexing import current_version
+
+
+def test_index_build_status_and_add(corpus, tmp_path, capsys):
+    index = tmp_path / "index"
+    assert main(["index", "build", "--corpus", str(corpus), "--index", str(index)]) == 0
+    out = capsys.readouterr()
+    assert "chunks" in out.out and "unknown-token share" in out.out and "Warning" in out.err
+    assert main(["index", "status", "--index", str(index), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert isinstance(status["documents"], int) and isinstance(status["chunks"], int)
+    assert status["documents"] == 1 and status["chunks"] > 80
+    assert status["titles"][0]["title"].startswith("一座城市的长期主义")
+
+    article = tmp_path / "new.md"
+    article.write_text("# 量子小镇\n\n临港新片区建成了一座量子计算小镇,首批入驻企业有十二家。\n", encoding="utf-8")
+    assert main(["index", "add", str(article), "--corpus", str(corpus), "--index", str(index)]) == 0
+    assert (corpus / "articles" / "new.md").exists()
+    assert main(["ask", "量子计算小镇首批入驻了几家企业?", "--index", str(index), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["ask", "量子计算小镇首批入驻了几家企业?", "--index", str(index), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert "十二家" in answer["answer"] and answer["sources"][0]["doc_id"] == "new"
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.txt", None, "no such file"),
+        ("empty.txt", b"", "empty"),
+        ("bin.txt", b"\x00\xff" * 50, "binary"),
+        ("a.docx", b"PK", "unsupported"),
+        ("bad.txt", b"\x81\x20\xfe\xff" * 30, "cannot decode"),
+    ],
+)
+def test_index_add_bad_input_changes_nothing(built, tmp_path, capsys, name, content, message):
+    before = current_version(built.index_dir)
+    files_before = sorted(p.name for p in (built.corpus_dir / "articles").iterdir())
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    code = main(["index", "add", str(path), "--corpus", str(built.corpus_dir),
+                 "--index", str(built.index_dir)])
+    err = capsys.readouterr().err
+    assert code != 0 and message in err and err.count("\n") == 1  # one line, no traceback
+    assert current_version(built.index_dir) == before
+    assert sorted(p.name for p in (built.corpus_dir / "articles").iterdir()) == files_before
+
+
+def test_missing_and_corrupt_index(tmp_path, corpus, capsys):
+    assert main(["index", "status", "--index", str(tmp_path / "none")]) == 3
+    assert "assistant index build" in capsys.readouterr().err
+    index = tmp_path / "index"
+    main(["index", "build", "--corpus", str(corpus), "--index", str(index)])
+    (current_version(index) / "chunks.jsonl").write_text("{broken", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["ask", "英伟达是谁创立的?", "--index", str(index)]) == 3
+    err = capsys.readouterr().err
+    assert "chunks.jsonl" in err and "--full" in err
+
+
+def test_ask_bad_questions(built, capsys):
+    for question in ("", "   ", "问" * 20000, "?!?"):
+        assert main(["ask", question, "--index", str(built.index_dir)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_ask_json_schema(built, capsys):
+    assert main(["ask", "英伟达是谁创立的?", "--index", str(built.index_dir), "--json", "--k", "3"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["answer"] == "黄仁勋[1]" and data["refused"] is False
+    assert data["question"] == data["rewritten_question"] == "英伟达是谁创立的?"
+    assert len(data["sources"]) == 3
+    s = data["sources"][0]
+    assert {"doc_id", "title", "paragraph", "text", "score", "start", "end", "citations"} <= set(s)
+    assert isinstance(data["latency_ms"], float)
+
+
+def test_env_vars_and_flags(built, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ASSISTANT_INDEX_DIR", str(built.index_dir))
+    assert main(["index", "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["chunks"] > 80
+    assert main(["index", "status", "--json", "--index", str(tmp_path / "nope")]) == 3  # the flag wins
+
+
+def test_python_m_and_interactive_loop(built):
+    env = {**os.environ, "ASSISTANT_INDEX_DIR": str(built.index_dir)}
+    proc = subprocess.run([sys.executable, "-m", "assistant", "ask"], input="英伟达是谁创立的?\n他在哪一年创立了英伟达?\n\n",
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "黄仁勋" in proc.stdout and "1993年" in proc.stdout and "黄仁勋在哪一年创立了英伟达" in proc.stdout
