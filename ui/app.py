@@ -1,0 +1,192 @@
+"""The Gradio page. `build_app(assistant)` builds it; `launch` only runs it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from assistant import Answer, Assistant
+from assistant.errors import AssistantError
+from assistant.loaders import MAX_FILE_BYTES
+
+from .render import CSS, answer_markdown, document_html, sources_html, status_html
+
+log = logging.getLogger(__name__)
+EXAMPLES = ["英伟达是谁创立的?", "上海GPU芯片“四小龙”是哪四家?", "沐曦股份在哪个板块上市?", "商汤大装置具备多少算力?",
+            "文章的作者是谁?"]
+INTERNAL_ERROR = "⚠️ 出了点问题,这个问题没有答完。请换个说法再试;如果反复出现,请查看服务器日志。"
+
+
+def _history(answers: list[Answer | None]) -> list[dict]:
+    return [{"question": a.rewritten_question, "answer": a.plain_answer, "refused": a.refused}
+            for a in answers if a is not None]
+
+
+def _source_choices(answer: Answer | None) -> list[tuple[str, int]]:
+    if answer is None:
+        return []
+    return [(f"[{s.rank}] {s.title} · 第{s.paragraph}段", s.rank) for s in answer.sources]
+
+
+def build_app(assistant: Assistant) -> gr.Blocks:
+    """The chat, its sources panel, the index tab; every event calls the one Assistant."""
+    feedback_file = Path(assistant.settings.data_dir) / "feedback.jsonl"
+
+    def respond(message, chat, answers, answerer, k):
+        chat = list(chat or [])
+        answers = list(answers or [])
+        if not (message or "").strip():
+            yield chat, gr.update(), answers, message, gr.update()
+            return
+        chat.append({"role": "user", "content": message})
+        yield chat + [{"role": "assistant", "content": "…"}], gr.update(), answers, "", gr.update()
+        answer: Answer | None = None
+        text = ""
+        try:
+            for item in assistant.stream(message, _history(answers), k=int(k), answerer=answerer):
+                if isinstance(item, str):
+                    text += item
+                    yield chat + [{"role": "assistant", "content": text}], gr.update(), answers, "", gr.update()
+                else:
+                    answer = item
+        except AssistantError as exc:
+            chat.append({"role": "assistant", "content": f"⚠️ {exc}"})
+            yield chat, gr.update(), answers + [None], "", gr.update()
+            return
+        except Exception:
+            log.exception("answering %r failed", message)
+            chat.append({"role": "assistant", "content": INTERNAL_ERROR})
+            yield chat, gr.update(), answers + [None], "", gr.update()
+            return
+        chat.append({"role": "assistant", "content": answer_markdown(answer)})
+        answers.append(answer)
+        yield chat, sources_html(answer), answers, "", gr.update(choices=_source_choices(answer), value=None)
+
+    def select_answer(answers, evt: gr.SelectData):
+        answer = _answer_at(answers, evt.index)
+        if answer is None:
+            return gr.update(), gr.update()
+        return sources_html(answer), gr.update(choices=_source_choices(answer), value=None)
+
+    def show_in_context(rank, answers):
+        answer = next((a for a in reversed(answers or []) if a is not None), None)
+        if answer is None or rank is None:
+            return ""
+        source = next((s for s in answer.sources if s.rank == rank), None)
+        if source is None:
+            return ""
+        doc = assistant.index.documents[source.doc_id]
+        return document_html(doc.title, doc.text, source.start, source.end)
+
+    def feedback(answers, evt: gr.LikeData):
+        answer = _answer_at(answers, evt.index)
+        if answer is None:
+            return
+        feedback_file.parent.mkdir(parents=True, exist_ok=True)
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "liked": bool(evt.liked), "question": answer.question,
+                  "rewritten_question": answer.rewritten_question, "answer": answer.answer,
+                  "sources": [s.as_dict() for s in answer.sources]}
+        with open(feedback_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        gr.Info("谢谢反馈!")
+
+    def add_articles(files, progress=gr.Progress()):
+        paths = [Path(getattr(f, "name", f)) for f in files or []]
+        if not paths:
+            return "请先选择要上传的 .txt、.md 或 .html 文件。", gr.update()
+        too_big = [p.name for p in paths if p.exists() and p.stat().st_size > MAX_FILE_BYTES]
+        if too_big:
+            return f"⚠️ 文件太大(单个上限 {MAX_FILE_BYTES // 1024 // 1024} MB):{', '.join(too_big)}。索引未改变。", gr.update()
+        progress(0.1, desc="检查并复制文件")
+        try:
+            progress(0.3, desc="向量化新文章")
+            report = assistant.add_files(paths)
+        except AssistantError as exc:
+            return f"⚠️ {exc}\n\n索引未改变。", gr.update()
+        except Exception:
+            log.exception("adding %s failed", paths)
+            return "⚠️ 添加失败,索引未改变。请查看服务器日志。", gr.update()
+        progress(1.0, desc="完成")
+        names = ", ".join(report.added + report.changed) or "(内容未变化)"
+        return (f"✅ 已添加:{names}。新向量化 {report.embedded} 个片段,现在共 {report.chunks} 个片段,可以直接提问。",
+                status_html(assistant.status()))
+
+    def api_ask(question: str, history: list[str] | None = None, k: int = 5) -> dict:
+        """Ask over HTTP: the same Assistant.ask the chat uses; errors come back as {"error": ...}."""
+        try:
+            return assistant.ask(question, history or [], k=int(k)).to_dict()
+        except AssistantError as exc:
+            return {"error": str(exc)}
+
+    with gr.Blocks(title="文章问答助手") as demo:
+        answers = gr.State([])
+        gr.Markdown("## 文章问答助手\n向文章提问:答案简短、带编号引用,右侧显示依据的原文段落。")
+        with gr.Tab("问答"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    chatbot = gr.Chatbot(height=480, label="对话", elem_id="chat", feedback_options=("Like", "Dislike"),
+                                         placeholder="例如:英伟达是谁创立的?")
+                    with gr.Row():
+                        box = gr.Textbox(placeholder="输入问题,回车发送", show_label=False, scale=5, elem_id="question",
+                                         max_length=500)
+                        send = gr.Button("发送", variant="primary", scale=1, elem_id="send")
+                    clear = gr.Button("清空对话", elem_id="clear", size="sm")
+                    gr.Examples(EXAMPLES, inputs=box, label="示例问题")
+                with gr.Column(scale=2):
+                    gr.Markdown("### 来源段落")
+                    sources = gr.HTML(sources_html(None), elem_id="sources")
+                    with gr.Accordion("在原文中查看来源", open=False):
+                        pick = gr.Dropdown(choices=[], label="选择来源", elem_id="pick")
+                        doc_view = gr.HTML(elem_id="doc-view")
+                    with gr.Accordion("设置", open=False):
+                        answerer = gr.Radio(assistant.available_answerers, value="extractive", label="回答方式",
+                                            info="配置 ASSISTANT_LLM_BASE_URL 后可选大模型回答")
+                        k = gr.Slider(1, 10, value=assistant.settings.k, step=1, label="来源数量")
+        with gr.Tab("索引"):
+            status = gr.HTML(status_html(assistant.status()), elem_id="status")
+            files = gr.File(file_count="multiple", file_types=[".txt", ".md", ".html", ".htm"], label="上传文章",
+                            elem_id="upload")
+            add = gr.Button("添加到索引", variant="primary", elem_id="add")
+            add_msg = gr.Markdown(elem_id="add-msg")
+
+        outputs = [chatbot, sources, answers, box, pick]
+        box.submit(respond, [box, chatbot, answers, answerer, k], outputs, api_visibility="private")
+        send.click(respond, [box, chatbot, answers, answerer, k], outputs, api_visibility="private")
+        clear.click(lambda: ([], sources_html(None), [], "", gr.update(choices=[], value=None), ""),
+                    None, [chatbot, sources, answers, box, pick, doc_view], api_visibility="private")
+        chatbot.select(select_answer, [answers], [sources, pick], api_visibility="private")
+        chatbot.like(feedback, [answers], None, api_visibility="private")
+        pick.change(show_in_context, [pick, answers], doc_view, api_visibility="private")
+        add.click(add_articles, [files], [add_msg, status], api_visibility="private")
+        gr.api(api_ask, api_name="ask")
+    return demo
+
+
+def _answer_at(answers: list[Answer | None], message_index) -> Answer | None:
+    """The answer behind the chat message at message_index (user and assistant messages alternate)."""
+    index = message_index[0] if isinstance(message_index, (list, tuple)) else message_index
+    if not isinstance(index, int):
+        return None
+    turn = index // 2
+    return answers[turn] if 0 <= turn < len(answers or []) else None
+
+
+def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None) -> None:
+    """Run the page until interrupted."""
+    assistant.ask("上海")  # warm up the model, jieba and the tokenizer before the first user waits
+    credentials = None
+    if auth:
+        user, sep, password = auth.partition(":")
+        if not sep or not user or not password:
+            raise AssistantError("--auth takes user:password (or set ASSISTANT_AUTH=user:password).")
+        credentials = (user, password)
+    demo = build_app(assistant)
+    demo.queue(default_concurrency_limit=4)
+    print(f"文章问答助手: http://{host}:{port}", flush=True)
+    demo.launch(server_name=host, server_port=port, auth=credentials, theme=gr.themes.Soft(), css=CSS,
+                max_file_size=f"{MAX_FILE_BYTES // 1024 // 1024}mb", ssr_mode=False, show_error=False,
+                footer_links=[])
