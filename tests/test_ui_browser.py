@@ -1,0 +1,134 @@
+"""The page in a real browser: Debian's Chromium driven by Playwright, against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .conftest import SEED
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    (root / "corpus" / "articles").mkdir(parents=True)
+    shutil.copy(SEED, root / "corpus" / "articles" / SEED.name)
+    env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(root / "corpus"), "ASSISTANT_INDEX_DIR": str(root / "index"),
+           "ASSISTANT_DATA_DIR": str(root / "data")}
+    subprocess.run([sys.executable, "-m", "assistant", "index", "build"], env=env, check=True, capture_output=True)
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            assert proc.poll() is None, (root / "server.log").read_text()
+            time.sleep(0.5)
+    time.sleep(1.0)
+    yield url, root
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_chromium_is_installed():
+    # In CI a missing browser is a failure, never a skip: `make test` installs Debian's chromium.
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `make browser` (apt-get install chromium)"
+
+
+def test_chat_sources_follow_up_and_upload_in_the_browser(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, root = server
+    article = tmp_path / "quantum-town.md"
+    article.write_text("# 量子小镇\n\n临港新片区建成了一座量子计算小镇,首批入驻企业有十二家。\n", encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 950})
+        page.goto(url)
+        question = page.locator("#question textarea")
+        question.fill("英伟达是谁创立的?")
+        question.press("Enter")
+        support = page.locator("#sources mark.support").first
+        support.wait_for(timeout=30000)
+        assert "黄仁勋创立了英伟达" in support.inner_text()
+        page.locator("#chat").get_by_text("黄仁勋[1]").wait_for(timeout=10000)
+
+        question.fill("他在哪一年创立了英伟达?")
+        page.locator("#send").click()
+        page.locator("#chat").get_by_text("1993年[1]").wait_for(timeout=30000)
+        page.locator("#sources").get_by_text("检索的问题:黄仁勋在哪一年创立了英伟达?").wait_for(timeout=10000)
+        page.screenshot(path=str(tmp_path / "chat.png"))
+
+        page.get_by_role("tab", name="索引").click()
+        page.locator("#upload input[type=file]").set_input_files(str(article))
+        page.locator("#add").click()
+        page.locator("#add-msg").get_by_text("已添加").wait_for(timeout=60000)
+        assert "quantum-town.md" in page.locator("#add-msg").inner_text()
+        assert "量子小镇" in page.locator("#status").inner_text()
+
+        page.get_by_role("tab", name="问答").click()
+        question.fill("量子计算小镇首批入驻了几家企业?")
+        question.press("Enter")
+        page.locator("#chat").get_by_text("十二家[1]").wait_for(timeout=30000)
+        assert "量子计算小镇" in page.locator("#sources").inner_text()
+        page.screenshot(path=str(tmp_path / "after-upload.png"))
+
+        # an empty-looking upload is refused with a message and changes nothing
+        empty = tmp_path / "empty.txt"
+        empty.write_bytes(b"   ")
+        page.get_by_role("tab", name="索引").click()
+        page.locator("#upload input[type=file]").set_input_files(str(empty))
+        page.locator("#add").click()
+        page.locator("#add-msg").get_by_text("索引未改变").wait_for(timeout=30000)
+        browser.close()
+    assert (tmp_path / "chat.png").stat().st_size > 20000
+    assert not (root / "corpus" / "articles" / "empty.txt").exists()
+
+
+def test_twenty_concurrent_requests_through_the_api(server):
+    from gradio_client import Client
+
+    url, _ = server
+    client = Client(url, verbose=False)
+    questions = [("英伟达是谁创立的?", "黄仁勋"), ("苹果在哪一年IPO?", "1980年"), ("商汤大装置具备多少算力?", "1.2万PetaFLOPS"),
+                 ("文章的作者是谁?", "忆海")] * 5
+
+    def ask(item):
+        question, expected = item
+        started = time.perf_counter()
+        result = client.predict(question, [], 5, api_name="/ask")
+        return expected, result, (time.perf_counter() - started) * 1000
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(ask, questions))
+    for expected, result, _ in results:
+        assert expected in result["answer"], json.dumps(result, ensure_ascii=False)[:300]
+    latencies = sorted(ms for *_, ms in results)
+    print(f"\n20 concurrent /ask: median {statistics.median(latencies):.0f} ms, "
+          f"p95 {latencies[int(0.95 * len(latencies)) - 1]:.0f} ms")

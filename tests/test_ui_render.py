@@ -1,0 +1,58 @@
+from assistant.answerers import Citation
+from assistant.assistant import Answer
+from assistant.retrieval import Source
+from ui.app import _answer_at
+from ui.render import answer_markdown, document_html, highlight, sources_html
+
+
+def _answer(text="黄仁勋[1]", refused=False, passage="1993年,黄仁勋创立了英伟达。", rewritten=None):
+    source = Source(1, "doc", "标题<b>", "body", 3, passage, 100, 100 + len(passage), 1.5, ["doc:1"], [(100, 115)],
+                    [{"number": 1, "title": "上海AI“芯”势力抢滩资本赛道", "publisher": "上海证券报"}])
+    cites = [] if refused else [Citation(1, "doc", passage[:15], 100, 115)]
+    return Answer(text, refused, "英伟达是谁创立的?", rewritten or "英伟达是谁创立的?", [source], cites)
+
+
+def test_highlight_by_offsets_and_terms():
+    out = highlight("甲乙丙丁戊", 10, [(11, 13)], ["丁"])
+    assert out == '甲<mark class="support">乙丙</mark><span class="term">丁</span>戊'
+    assert highlight("abc", 0, [(5, 9)], []) == "abc"  # a span outside the passage marks nothing
+
+
+def test_sources_panel_marks_support_terms_and_references():
+    out = sources_html(_answer())
+    assert '<mark class="support">1993年,黄仁勋<span class="term">创立</span>了英<span class="term">伟达</span></mark>。' in out
+    assert "[1] 上海AI“芯”势力抢滩资本赛道 — 上海证券报" in out
+    assert "第3段" in out and "score 1.500" in out
+    assert "标题&lt;b&gt;" in out  # titles are escaped too
+
+
+def test_document_text_is_escaped_everywhere():
+    evil = "<script>alert(1)</script><img src=x onerror=alert(2)>英伟达"
+    out = sources_html(_answer(passage=evil))
+    assert "<script>" not in out and "<img" not in out and "&lt;script&gt;" in out
+    doc = document_html("<i>t</i>", evil, 0, 10)
+    assert "<script>" not in doc and "&lt;i&gt;" in doc and '<mark class="support">' in doc
+    assert "<script>" not in answer_markdown(_answer(text="<script>x</script>"))
+
+
+def test_refused_answer_says_so_and_still_lists_passages():
+    answer = _answer(text="文章中没有提到壁仞科技的创始人的答案。", refused=True)
+    assert "未找到答案" in answer_markdown(answer)
+    out = sources_html(answer)
+    assert "没有找到" in out and 'data-rank="1"' in out and "support" not in out.split("src-card", 1)[1]
+
+
+def test_rewritten_question_is_shown():
+    answer = _answer(rewritten="黄仁勋在哪一年创立了英伟达?")
+    assert "检索的问题" in answer_markdown(answer) and "黄仁勋在哪一年创立了英伟达" in sources_html(answer)
+
+
+def test_citation_label_and_empty_panel():
+    assert "[1]" in answer_markdown(_answer())
+    assert "提问后" in sources_html(None)
+
+
+def test_selecting_a_message_finds_its_answer():
+    a, b = _answer(), _answer(text="1993年[1]")
+    assert _answer_at([a, b], 1) is a and _answer_at([a, b], 3) is b and _answer_at([a, b], 2) is b
+    assert _answer_at([a, None], 3) is None and _answer_at([a], 9) is None
