@@ -27,8 +27,15 @@ run: index
 browser:
 	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium fonts-noto-cjk; }
 
+# Every test, then the eval against a floor just under the current accuracy (0.880): a regression fails.
+EVAL_FLOOR ?= 0.86
 test: install browser
 	$(PY) -m pytest
+	rm -rf .eval-index
+	$(VENV)/bin/assistant index build --index .eval-index
+	$(VENV)/bin/assistant eval --index .eval-index --no-progress --min-accuracy $(EVAL_FLOOR) > /dev/null
+	rm -rf .eval-index
+	@echo "eval: answer accuracy is at or above $(EVAL_FLOOR)"
 
 eval: index
 	$(VENV)/bin/assistant eval

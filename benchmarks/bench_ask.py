@@ -1,0 +1,77 @@
+"""Speed and memory of the assistant on this machine: prints figures, asserts nothing.
+
+    python benchmarks/bench_ask.py [--index DIR] [--rounds 3]
+
+Warm `ask` (extractive) over every eval question, the cold start of `assistant ask` (process start to
+first answer), a full index build, and the process's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--index", default=os.environ.get("ASSISTANT_INDEX_DIR", str(ROOT / "index")))
+    parser.add_argument("--corpus", default=str(ROOT / "corpus"))
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    from assistant import Assistant
+    from assistant.embeddings import SentenceTransformerEmbeddings
+    from assistant.evaluation import load_questions
+    from assistant.indexing import build_index
+
+    with tempfile.TemporaryDirectory() as tmp:
+        emb = SentenceTransformerEmbeddings()
+        emb.encode(["warm up"])
+        started = time.perf_counter()
+        report = build_index(Path(args.corpus), Path(tmp) / "index", emb, full=True)
+        build_s = time.perf_counter() - started
+    print(f"full index build (model already loaded): {build_s:.2f} s, {report.chunks} chunks, "
+          f"unknown-token share {report.unknown_token_share:.1%}")
+
+    load_started = time.perf_counter()
+    assistant = Assistant.load(args.index)
+    assistant.ask("上海")
+    print(f"Assistant.load (model already loaded) + first ask: {time.perf_counter() - load_started:.2f} s")
+    questions = load_questions(ROOT / "corpus" / "eval" / "questions.jsonl")
+    latencies: list[float] = []
+    for _ in range(args.rounds):
+        for q in questions:
+            t = time.perf_counter()
+            assistant.ask(q.question, q.history)
+            latencies.append((time.perf_counter() - t) * 1000)
+    print(f"warm ask, extractive, {len(questions)} questions x {args.rounds}: median {statistics.median(latencies):.1f} ms, "
+          f"p95 {percentile(latencies, 95):.1f} ms, max {max(latencies):.1f} ms")
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+    env = {**os.environ, "ASSISTANT_INDEX_DIR": args.index}
+    colds = []
+    for _ in range(2):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "assistant", "ask", "英伟达是谁创立的?"], env=env, check=True,
+                       capture_output=True)
+        colds.append(time.perf_counter() - t)
+    print(f"cold start `assistant ask` (process start to first answer): {min(colds):.2f} s best of {len(colds)}")
+
+
+if __name__ == "__main__":
+    main()
