@@ -13,9 +13,9 @@ from pathlib import Path
 
 from .answerers import ANSWERERS, Answerer, Citation, Draft, ExtractiveAnswerer
 from .answerers.base import MAX_ANSWER_CHARS
-from .config import Settings
-from .corpus import ARTICLES, process, SourceFile
 from .chunking import ChunkerSettings
+from .config import Settings
+from .corpus import ARTICLES, SourceFile, process
 from .embeddings import SentenceTransformerEmbeddings
 from .errors import CorpusError, QuestionError, UnknownNameError
 from .followup import Turn, rewrite

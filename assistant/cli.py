@@ -81,11 +81,8 @@ def cmd_index_status(args: argparse.Namespace) -> int:
     from .indexing import load_index
 
     settings = _settings(args)
-    embeddings = _embeddings(settings)
-    from .indexing import read_manifest
-
-    embeddings.model_name = read_manifest(settings.index_dir)["embedding"]["model"]  # status needs no model match
-    status = index_status(load_index(settings.index_dir, embeddings))
+    # status reads the index whatever model built it, and never loads a model
+    status = index_status(load_index(settings.index_dir, _embeddings(settings), check_model=False))
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=2))
         return 0

@@ -87,8 +87,7 @@ def _usable(path: Path) -> bool:
     return True
 
 
-def process(source: SourceFile, chunker: ChunkerSettings, titles: dict[str, str] | None = None
-            ) -> tuple[list[IndexedDocument], list[Chunk]]:
+def process(source: SourceFile, chunker: ChunkerSettings) -> tuple[list[IndexedDocument], list[Chunk]]:
     """Load, clean and chunk one source file into its documents and chunks."""
     loaded = load_file(source.path)
     if source.ref_number is not None:

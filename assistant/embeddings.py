@@ -108,12 +108,17 @@ class SentenceTransformerEmbeddings(Embeddings):
     def embed_query(self, text: str) -> list[float]:
         return self.encode([text])[0].tolist()
 
-    def unknown_token_share(self, texts: Sequence[str]) -> float:
-        """Share of the texts' tokens that the model's tokenizer maps to its unknown token."""
+    def unknown_token_counts(self, texts: Sequence[str]) -> tuple[int, int]:
+        """(unknown, total) tokens of the texts under the model's tokenizer."""
+        if not texts:
+            return 0, 0
         tokenizer = self.model.tokenizer
         unk = getattr(tokenizer, "unk_token_id", None)
-        if unk is None or not texts:
-            return 0.0
         ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         total = sum(len(row) for row in ids)
-        return sum(row.count(unk) for row in ids) / total if total else 0.0
+        return (sum(row.count(unk) for row in ids) if unk is not None else 0), total
+
+    def unknown_token_share(self, texts: Sequence[str]) -> float:
+        """Share of the texts' tokens that the model's tokenizer maps to its unknown token."""
+        unknown, total = self.unknown_token_counts(texts)
+        return unknown / total if total else 0.0

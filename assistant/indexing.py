@@ -144,8 +144,9 @@ def _no_index(index_dir: Path) -> str:
     return f"No index in {index_dir}. Build it with `assistant index build --index {index_dir}` (or `make run`)."
 
 
-def load_index(index_dir: Path, embeddings: SentenceTransformerEmbeddings, verify: bool = True) -> LoadedIndex:
-    """Load the live version; checks file checksums and that the configured model built it."""
+def load_index(index_dir: Path, embeddings: SentenceTransformerEmbeddings, verify: bool = True,
+               check_model: bool = True) -> LoadedIndex:
+    """Load the live version; checks file checksums and (unless told not to) that the configured model built it."""
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
         raise IndexNotFoundError(_no_index(index_dir))
@@ -166,7 +167,7 @@ def load_index(index_dir: Path, embeddings: SentenceTransformerEmbeddings, verif
                     "Rebuild with `assistant index build --full`."
                 )
     built_with = manifest["embedding"]["model"]
-    if built_with != embeddings.model_name:
+    if check_model and built_with != embeddings.model_name:
         raise ModelMismatchError(
             f"The index in {index_dir} was built with embedding model {built_with!r} but {embeddings.model_name!r} "
             f"is configured. Set ASSISTANT_EMBED_MODEL={built_with} or rebuild with `assistant index build --full`."
@@ -221,10 +222,9 @@ def build_index(
         full = full_reason is not None
         sources = scan_corpus(corpus_dir)
         stage(f"reading {len(sources)} files")
-        titles: dict[str, str] = {}
         processed: list[tuple[SourceFile, str, list[IndexedDocument], list[Chunk]]] = []
         for source in sources:
-            docs, chunks = process(source, chunker, titles)
+            docs, chunks = process(source, chunker)
             processed.append((source, source.content_hash(), docs, chunks))
         old_sources = {} if full else old_manifest.get("sources", {})
         reuse = {rel for rel, info in old_sources.items()
@@ -252,7 +252,7 @@ def build_index(
                 unk, total = old_sources[source.rel]["unk_tokens"], old_sources[source.rel]["tokens"]
             else:
                 vectors = np.vstack([vector_of[i] for i in ids]) if ids else np.zeros((0, store.index.d), "float32")
-                unk, total = _unknown_counts(embeddings, [c.text for c in chunks])
+                unk, total = embeddings.unknown_token_counts([c.text for c in chunks])
             store.add_vectors(vectors, [_document_of(c) for c in chunks])
             all_docs.extend(docs)
             sources_info[source.rel] = {"hash": digest, "doc_ids": [d.id for d in docs], "chunk_ids": ids,
@@ -308,16 +308,6 @@ def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool)
     except IndexCorruptError:
         return {}, None, "the previous index is damaged"
     return manifest, store, None
-
-
-def _unknown_counts(embeddings: SentenceTransformerEmbeddings, texts: list[str]) -> tuple[int, int]:
-    tokenizer = embeddings.model.tokenizer
-    unk = getattr(tokenizer, "unk_token_id", None)
-    if not texts:
-        return 0, 0
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    total = sum(len(row) for row in ids)
-    return (sum(row.count(unk) for row in ids) if unk is not None else 0), total
 
 
 def _write_version(index_dir: Path, store: FaissVectorStore, bm25: BM25Index,
