@@ -37,10 +37,13 @@ def needs_rewrite(question: str, history: list[Turn]) -> bool:
     return bool(_PERSON_PRONOUN.search(q) or _THING_PRONOUN.search(q) or _ELLIPSIS.match(q) or len(q) <= 5)
 
 
+_LEADING = re.compile(r"^(?:关于|根据|文章|本文|在|为|把|对|从|给|向|据)+")
+
+
 def subject_of(question: str) -> str | None:
     """The leading noun phrase of a question: 英伟达是谁创立的? -> 英伟达."""
-    q = _TRAILING.sub("", question.strip())
-    m = _SUBJECT_END.search(q, 2)
+    q = _LEADING.sub("", _TRAILING.sub("", question.strip()))
+    m = _SUBJECT_END.search(q, 2) if len(q) > 2 else None
     subject = q[: m.start()] if m else None
     if (subject and 2 <= len(subject) <= 16 and not _THING_PRONOUN.search(subject)
             and not _PERSON_PRONOUN.search(subject) and not _INTERROGATIVE.search(subject)):

@@ -36,6 +36,7 @@ SYNONYM_GROUPS = [
     "转向 走向 转变",
     "募资 融资 募集",
     "媒体 报道 出自 发布",
+    "超过 超 逾 超出",
 ]
 _SYNONYMS: dict[str, tuple[str, ...]] = {}
 for _group in SYNONYM_GROUPS:

@@ -49,6 +49,9 @@ def test_sources_never_repeat_a_sentence(assistant):
         ("推动科技变革最重要的因素有哪些?", "创新文化、人才孵化、产业生态、资本支持"),
         ("文章的作者是谁?", "忆海"),
         ("哪家媒体报道了《上海AI“芯”势力抢滩资本赛道》?", "上海证券报"),
+        ("张江与哪家机构设立了AI链接基金?", "高瓴"),  # the question's blank, filled from the mirrored sentence
+        ("英伟达的市值如今超过多少?", "超4万亿美元"),  # the number beside the question's words, not the first one
+        ("PayPal是谁创办的?", "迈克斯·莱文"),
     ],
 )
 def test_phrase_extraction_by_question_type(assistant, question, expected):

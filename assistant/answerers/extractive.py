@@ -69,7 +69,7 @@ class ExtractiveAnswerer(Answerer):
     def _answer_one(self, question: str, sources: list[Source]) -> Draft:
         profile = QuestionProfile(question)
         q_terms = terms(question)
-        subject = subject_of(question) or ""
+        subject = self._specific_subject(question)
         candidates = self._candidates(q_terms, subject, profile, sources)
         if not candidates:
             return refusal(question, sources)
@@ -80,11 +80,21 @@ class ExtractiveAnswerer(Answerer):
         if subject and best.source.kind not in ("metadata", "reference") and not _mentions(best.text, subject):
             return refusal(question, sources)  # the best evidence is about something else
         phrase = self._phrase(question, profile, best, set(q_terms))
-        if phrase is None and (profile.kind in ("year", "number") or
+        two_asks = len(set(_ASK_WORDS.findall(question))) >= 2
+        if phrase is None and not two_asks and (profile.kind in ("year", "number") or
                                (profile.kind == "person" and _NEEDS_PERSON.search(question))):
             return refusal(question, sources)  # the question asks for what this sentence does not hold
         text = phrase or _shorten(_MARKER.sub("", best.text), set(q_terms))
         return Draft(f"{text}[{best.source.rank}]", False, [cite])
+
+    def _specific_subject(self, question: str) -> str:
+        """The question's subject when it names something specific (rare in the corpus), else "".
+
+        A subject the whole article is about (上海) says nothing about which sentence answers.
+        """
+        subject = subject_of(question) or ""
+        weights = [self.idf(t) for t in terms(subject)]
+        return subject if weights and max(weights) >= SPECIFIC_IDF else ""
 
     def _candidates(self, q_terms: list[str], subject: str, profile: QuestionProfile,
                     sources: list[Source]) -> list[_Candidate]:
@@ -119,28 +129,81 @@ class ExtractiveAnswerer(Answerer):
             ref = best.source.citations[0] if best.source.citations else None
             if ref and ref.get("publisher"):
                 return ref["publisher"]
+        if len(set(_ASK_WORDS.findall(question))) >= 2:
+            return None  # two things asked in one breath: the sentence answers both
+        slot = _slot(question, text)
+        if slot and _fits(profile.kind, slot):
+            inner = {"year": _YEAR, "number": _NUMBER}.get(profile.kind)
+            found = inner.search(slot) if inner else None
+            return found.group() if found else re.sub(r"^(?:的|了|是)|(?:的|了)$", "", slot) or slot
         if profile.kind == "year" and re.search(r"相继|分别|先后", text):
             # "A、B相继于X、Y": the one date asked for, else the sentence that pairs them
             return _respectively(text, question) or _shorten(_MARKER.sub("", best.text), q_tokens)
         if profile.kind == "year":
-            return _nearest(_YEAR.finditer(text), text, q_tokens, question)
+            return _nearest(_YEAR.finditer(text), text, q_tokens, question, self.idf)
         if profile.kind == "number":
             dates = [m.span() for m in _YEAR.finditer(text)]
             matches = [m for m in _NUMBER.finditer(text)
                        if not any(a <= m.start() < b for a, b in dates)]
             if _MONEY.search(question):
                 matches = [m for m in matches if "元" in m.group()] or matches
-            return _nearest(iter(matches), text, q_tokens, question)
+            return _nearest(iter(matches), text, q_tokens, question, self.idf)
         if profile.kind == "person":
-            return _nearest(_person_names(text), text, q_tokens, question)
+            return _nearest(_person_names(text), text, q_tokens, question, self.idf)
         if profile.kind == "org":
-            found = _nearest(_ORG.finditer(text), text, q_tokens, question)
+            found = _nearest(_ORG.finditer(text), text, q_tokens, question, self.idf)
             return re.sub(r"^.*[的了在和与及到]", "", found) if found else None
         if profile.kind == "list":
             lists = [m for m in _LIST.finditer(text) if m.group().count("、") >= 1]
-            phrase = _nearest(iter(lists), text, q_tokens, question, mean=False)
+            phrase = _nearest(iter(lists), text, q_tokens, question, self.idf, kernel=False)
             return phrase.strip(" 和及与") if phrase else None
         return None
+
+
+_SLOT_ASK = re.compile(r"哪一年|哪年|哪一天|哪天|哪家\w{0,2}?(?=[设成创的与和在是])|哪家|哪个\w{0,2}?(?=[的是在])|哪个|哪位|哪些|多少\w?|什么|谁|几[家个款年条]?")
+_CLAUSE_END = re.compile(r"[。;;!?!?]")  # noqa: RUF001
+
+
+def _slot(question: str, sentence: str) -> str | None:
+    """Fill the question's blank from a sentence that mirrors it.
+
+    张江与【哪家机构】设立了AI链接基金 against 从张江与高瓴设立的AI链接基金 gives 高瓴: the text between
+    the question's words just before and just after its interrogative, found in that order.
+    """
+    q = re.sub(r"[??。!!\s]+$", "", question)  # noqa: RUF001
+    m = _SLOT_ASK.search(q)
+    if not m:
+        return None
+    before, after = q[: m.start()], q[m.end():]
+    for left_len in (3, 2):
+        left = before[-left_len:]
+        if len(left) < left_len or not left.strip():
+            continue
+        for right_len in (3, 2):
+            right = after[:right_len]
+            if len(right) < right_len:
+                continue
+            i = sentence.find(left)
+            while i >= 0:
+                j = sentence.find(right, i + len(left))
+                span = sentence[i + len(left): j] if j >= 0 else ""
+                if 1 <= len(span) <= 20 and not _CLAUSE_END.search(span) and span not in question:
+                    return span.strip("“”\"'《》 ")
+                i = sentence.find(left, i + 1)
+    return None
+
+
+def _fits(kind: str, phrase: str) -> bool:
+    """Whether a phrase is the kind of thing the question asks for."""
+    if not phrase:
+        return False
+    if kind == "year":
+        return bool(_YEAR.search(phrase))
+    if kind == "number":
+        return bool(re.search(r"\d|[一二三四五六七八九十两百千万亿]", phrase))
+    if kind == "list":
+        return "、" in phrase
+    return True
 
 
 def _split_asks(question: str) -> list[str]:
@@ -154,6 +217,7 @@ def _split_asks(question: str) -> list[str]:
 
 
 SUBJECT_SHARE = 0.6
+SPECIFIC_IDF = 3.0
 
 
 def _mentions(text: str, subject: str) -> bool:
@@ -247,25 +311,41 @@ def _person_names(text: str):
         yield _Span(name.strip("·"), name_start)
 
 
-def _nearest(matches, text: str, q_tokens: set[str], question: str, mean: bool = True) -> str | None:
+def _nearest(matches, text: str, q_tokens: set[str], question: str, idf: Callable[[str], float],
+             kernel: bool = True) -> str | None:
     """The match closest to where the question's words occur in the sentence; never one the question names.
 
-    Closeness is the mean, over the question's words found in the sentence, of the distance to
-    that word's nearest occurrence: a phrase amid all of them beats one beside a single word.
+    Closeness is a kernel over the question's words found in the sentence: each adds idf / (1 +
+    distance to its nearest occurrence), a synonym half as much. Rare words right beside a phrase
+    count most. With kernel=False, the single nearest word decides.
     """
     lowered = text.lower()
-    anchors = [[m.start() for m in re.finditer(re.escape(t), lowered)] for t in q_tokens]
-    anchors = [a for a in anchors if a]
+    groups = []  # per question word: (weight, positions) of the word itself, or of each synonym found
+    for t in q_tokens:
+        exact = [m.start() for m in re.finditer(re.escape(t), lowered)]
+        if exact:
+            groups.append([(idf(t), exact)])
+            continue
+        similar = [(0.5 * idf(w), [m.start() for m in re.finditer(re.escape(w), lowered)])
+                   for w in synonyms(t) if w != t]
+        similar = [(w, p) for w, p in similar if p]
+        if similar:
+            groups.append(similar)
     best, best_distance = None, None
     for m in matches:
         phrase = m.group().strip()
         if not phrase or phrase in question:
             continue
-        if not anchors:
+
+        def gap(positions: list[int]) -> int:
+            return min(min(abs(p - m.start()), abs(p - m.end())) for p in positions)
+
+        if not groups:
             distance = float(m.start())
+        elif kernel:
+            distance = -sum(max(w / (1 + gap(p)) for w, p in group) for group in groups)
         else:
-            per_word = [min(min(abs(p - m.start()), abs(p - m.end())) for p in positions) for positions in anchors]
-            distance = sum(per_word) / len(per_word) if mean else min(per_word)
+            distance = min(gap(p) for group in groups for _, p in group)
         if best_distance is None or distance < best_distance:
             best, best_distance = phrase, distance
     return best
