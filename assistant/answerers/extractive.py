@@ -25,6 +25,7 @@ _NUMBER = re.compile(
     r"(?:超过|超|近|约|逾)?\d+(?:\.\d+)?(?:万|亿|千)*(?:多|余)?"
     r"(?:亿元人民币|元人民币|亿元|万元|美元|亿美元|元|家|款|卡|公里|年|个|条|PetaFLOPS|倍|%)?"
     r"|(?:千|百|万)亿(?:美元|元)"
+    r"|[一二三四五六七八九十百千万亿]+(?:级|卡级)"
     r"|(?:[二三四五六七八九十两]|一[十百千万])[一二三四五六七八九十两百千万]*(?:家|个|款|条|年|轮)"
 )
 _MARKER = re.compile(r"\[\d{1,3}\]")
@@ -125,7 +126,8 @@ class ExtractiveAnswerer(Answerer):
             m = _META_LINE.match(text)
             if key and m and m.group(1) == key:
                 return m.group(2).strip()
-        if best.source.kind == "reference" and re.search(r"哪家|媒体|报道|来源|出处|发布|刊发", question):
+        if (best.source.kind == "reference" and profile.kind in ("org", "person", "other")
+                and re.search(r"哪家|媒体|来源|出处|谁|发布者|发布的|刊发", question)):
             ref = best.source.citations[0] if best.source.citations else None
             if ref and ref.get("publisher"):
                 return ref["publisher"]
@@ -135,7 +137,13 @@ class ExtractiveAnswerer(Answerer):
         if slot and _fits(profile.kind, slot):
             inner = {"year": _YEAR, "number": _NUMBER}.get(profile.kind)
             found = inner.search(slot) if inner else None
-            return found.group() if found else re.sub(r"^(?:的|了|是)|(?:的|了)$", "", slot) or slot
+            if found:
+                return found.group()
+            slot = re.sub(r"^(?:的|了|是)|(?:的|了)$", "", slot) or slot
+            noun = re.match(r"什么([\u4e00-\u9fff]{1,2})", question[question.find("什么"):]) if "什么" in question else None
+            if noun and _slot_noun_follows(question, noun.group(1)) and not slot.endswith(noun.group(1)):
+                slot += noun.group(1)  # 一家什么公司 -> 显卡 + 公司
+            return slot
         if profile.kind == "year" and re.search(r"相继|分别|先后", text):
             # "A、B相继于X、Y": the one date asked for, else the sentence that pairs them
             return _respectively(text, question) or _shorten(_MARKER.sub("", best.text), q_tokens)
@@ -152,7 +160,7 @@ class ExtractiveAnswerer(Answerer):
             return _nearest(_person_names(text), text, q_tokens, question, self.idf)
         if profile.kind == "org":
             found = _nearest(_ORG.finditer(text), text, q_tokens, question, self.idf)
-            return re.sub(r"^.*[的了在和与及到]", "", found) if found else None
+            return re.sub(r"^.*[的了在和与及到]|^(?:企业|公司|芯片|机构)+", "", found) if found else None
         if profile.kind == "list":
             lists = [m for m in _LIST.finditer(text) if m.group().count("、") >= 1]
             phrase = _nearest(iter(lists), text, q_tokens, question, self.idf, kernel=False)
@@ -191,6 +199,11 @@ def _slot(question: str, sentence: str) -> str | None:
                     return span.strip("“”\"'《》 ")
                 i = sentence.find(left, i + 1)
     return None
+
+
+def _slot_noun_follows(question: str, noun: str) -> bool:
+    """Whether the question's 什么 directly modifies `noun` (什么公司), so the answer should name it too."""
+    return f"什么{noun}" in question and noun not in ("时候", "地方", "意思", "样的")
 
 
 def _fits(kind: str, phrase: str) -> bool:
