@@ -35,8 +35,10 @@ def dense_weight_for(unknown_token_share: float) -> float:
 
     A model that sees most tokens as unknown embeds mostly punctuation and Latin words; its
     ranking still helps for paraphrases, but should not outvote exact Chinese term matches.
+    (1 - share)^2 was measured against 1 - share on the eval set: MiniLM (63% unknown) then
+    weighs about 0.13, which ranked best; a model that reads every token weighs 1.
     """
-    return round(max(0.1, min(1.0, 1.0 - unknown_token_share)), 2)
+    return round(max(0.05, min(1.0, (1.0 - unknown_token_share) ** 2)), 2)
 
 
 @dataclass
@@ -127,9 +129,9 @@ class HybridRetriever(BaseRetriever):
         k = k or CANDIDATES
         parts: dict[int, dict] = {}
         fused: dict[int, float] = {}
-        if self.mode in ("dense", "hybrid"):
+        w = 1.0 if self.mode == "dense" else self.effective_dense_weight
+        if self.mode in ("dense", "hybrid") and w > 0:
             vector = index.store.embeddings.encode([query])[0]
-            w = 1.0 if self.mode == "dense" else self.effective_dense_weight
             for rank, (row, score) in enumerate(index.store.search_by_vector(vector, CANDIDATES)):
                 parts.setdefault(row, {})["dense"] = score
                 fused[row] = fused.get(row, 0.0) + w / (RRF_K + rank + 1)
@@ -151,7 +153,7 @@ class HybridRetriever(BaseRetriever):
         q_tokens = set(terms(query))
         profile = QuestionProfile(query)
         total = sum(self.idf(t) for t in q_tokens) or 1.0
-        top = ranked[0][1]
+        top = ranked[0][1] or 1.0
         rescored = []
         for row, score in ranked:
             chunk = self.index.chunks[row]

@@ -16,10 +16,17 @@ def test_fusion_combines_dense_and_bm25(assistant):
 
 
 def test_dense_weight_follows_model_fitness(assistant):
-    assert dense_weight_for(0.63) == pytest.approx(0.37)
-    assert dense_weight_for(0.0) == 1.0 and dense_weight_for(0.99) == 0.1
+    assert dense_weight_for(0.63) == pytest.approx(0.14)
+    assert dense_weight_for(0.0) == 1.0 and dense_weight_for(0.99) == 0.05
     share = assistant.index.unknown_token_share
     assert assistant.retrievers["hybrid"].effective_dense_weight == dense_weight_for(share)
+
+
+def test_dense_weight_zero_is_bm25_only_and_never_divides_by_zero(assistant):
+    bm25_only = HybridRetriever(index=assistant.index, mode="hybrid", dense_weight=0.0)
+    assert all("dense" not in parts for _, _, parts in bm25_only.rank_chunks("黄仁勋创立英伟达"))
+    assert bm25_only.search("zzzz qqqq") == []  # nothing matches: no sources, no crash
+    assert assistant.ask("Xylophone quartz zebra?").refused
 
 
 def test_reranker_lifts_the_sentence_that_covers_the_question(assistant):
