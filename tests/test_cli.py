@@ -98,3 +98,8 @@ def test_python_m_and_interactive_loop(built):
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "黄仁勋" in proc.stdout and "1993年" in proc.stdout and "黄仁勋在哪一年创立了英伟达" in proc.stdout
+
+
+def test_serve_refuses_a_network_host_without_the_flag(built, capsys):
+    assert main(["serve", "--index", str(built.index_dir), "--host", "0.0.0.0"]) == 1
+    assert "--allow-remote" in capsys.readouterr().err

@@ -85,6 +85,31 @@ def test_chat_sources_follow_up_and_upload_in_the_browser(server, tmp_path):
         page.locator("#sources").get_by_text("检索的问题:黄仁勋在哪一年创立了英伟达?").wait_for(timeout=10000)
         page.screenshot(path=str(tmp_path / "chat.png"))
 
+        # selecting the first answer brings its sources back; a source opens in its article
+        page.locator("#chat [data-testid='bot']").first.click()
+        page.wait_for_function("!document.querySelector('#sources').innerText.includes('检索的问题')", timeout=10000)
+        page.get_by_text("在原文中查看来源").click()
+        page.locator("#pick input").click()
+        page.get_by_role("option").first.click()
+        page.locator("#doc-view mark.support").wait_for(timeout=10000)
+        assert "黄仁勋创立了英伟达" in page.locator("#doc-view mark.support").inner_text()
+        assert "尾声" in page.locator("#doc-view").inner_text()  # the whole article, not just the passage
+
+        # thumbs up is saved with the question, answer and sources
+        page.locator("#chat button[aria-label='Like']").first.click()
+        feedback = root / "data" / "feedback.jsonl"
+        deadline = time.time() + 10
+        while not feedback.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        record = json.loads(feedback.read_text(encoding="utf-8").splitlines()[-1])
+        assert record["liked"] is True and record["question"] == "英伟达是谁创立的?" and record["sources"]
+
+        # an error is a message in the chat, not a stack trace or a spinner
+        question.fill("?!。")
+        question.press("Enter")
+        page.locator("#chat").get_by_text("没有可检索的文字").wait_for(timeout=10000)
+        assert "Traceback" not in page.locator("#chat").inner_text()
+
         page.get_by_role("tab", name="索引").click()
         page.locator("#upload input[type=file]").set_input_files(str(article))
         page.locator("#add").click()
@@ -98,6 +123,20 @@ def test_chat_sources_follow_up_and_upload_in_the_browser(server, tmp_path):
         page.locator("#chat").get_by_text("十二家[1]").wait_for(timeout=30000)
         assert "量子计算小镇" in page.locator("#sources").inner_text()
         page.screenshot(path=str(tmp_path / "after-upload.png"))
+
+        # an article with markup shows it as text and runs nothing
+        evil = tmp_path / "markup.txt"
+        evil.write_text("标记测试\n火星基地的代号是<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">赤焰。\n",
+                        encoding="utf-8")
+        page.get_by_role("tab", name="索引").click()
+        page.locator("#upload input[type=file]").set_input_files(str(evil))
+        page.locator("#add").click()
+        page.locator("#add-msg").get_by_text("markup.txt").wait_for(timeout=60000)
+        page.get_by_role("tab", name="问答").click()
+        question.fill("火星基地的代号是什么?")
+        question.press("Enter")
+        page.locator("#sources").get_by_text("<script>", exact=False).first.wait_for(timeout=30000)
+        assert page.evaluate("window.__pwned") is None
 
         # an empty-looking upload is refused with a message and changes nothing
         empty = tmp_path / "empty.txt"

@@ -69,11 +69,15 @@ def build_app(assistant: Assistant) -> gr.Blocks:
     def select_answer(answers, evt: gr.SelectData):
         answer = _answer_at(answers, evt.index)
         if answer is None:
-            return gr.update(), gr.update()
-        return sources_html(answer), gr.update(choices=_source_choices(answer), value=None)
+            return gr.update(), gr.update(), gr.update()
+        turn = answers.index(answer)
+        return sources_html(answer), gr.update(choices=_source_choices(answer), value=None), turn
 
-    def show_in_context(rank, answers):
-        answer = next((a for a in reversed(answers or []) if a is not None), None)
+    def show_in_context(rank, answers, shown):
+        """The whole document of a source of the answer whose sources are on screen."""
+        answers = answers or []
+        answer = answers[shown] if shown is not None and 0 <= shown < len(answers) else None
+        answer = answer or next((a for a in reversed(answers) if a is not None), None)
         if answer is None or rank is None:
             return ""
         source = next((s for s in answer.sources if s.rank == rank), None)
@@ -124,6 +128,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
 
     with gr.Blocks(title="文章问答助手") as demo:
         answers = gr.State([])
+        shown = gr.State(None)  # which answer's sources the panel shows; None: the latest
         gr.Markdown("## 文章问答助手\n向文章提问:答案简短、带编号引用,右侧显示依据的原文段落。")
         with gr.Tab("问答"):
             with gr.Row(equal_height=False):
@@ -154,13 +159,14 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             add_msg = gr.Markdown(elem_id="add-msg")
 
         outputs = [chatbot, sources, answers, box, pick]
-        box.submit(respond, [box, chatbot, answers, answerer, k], outputs, api_visibility="private")
-        send.click(respond, [box, chatbot, answers, answerer, k], outputs, api_visibility="private")
-        clear.click(lambda: ([], sources_html(None), [], "", gr.update(choices=[], value=None), ""),
-                    None, [chatbot, sources, answers, box, pick, doc_view], api_visibility="private")
-        chatbot.select(select_answer, [answers], [sources, pick], api_visibility="private")
+        for trigger in (box.submit, send.click):
+            trigger(respond, [box, chatbot, answers, answerer, k], outputs, api_visibility="private").then(
+                lambda: None, None, shown, api_visibility="private")
+        clear.click(lambda: ([], sources_html(None), [], "", gr.update(choices=[], value=None), "", None),
+                    None, [chatbot, sources, answers, box, pick, doc_view, shown], api_visibility="private")
+        chatbot.select(select_answer, [answers], [sources, pick, shown], api_visibility="private")
         chatbot.like(feedback, [answers], None, api_visibility="private")
-        pick.change(show_in_context, [pick, answers], doc_view, api_visibility="private")
+        pick.change(show_in_context, [pick, answers, shown], doc_view, api_visibility="private")
         add.click(add_articles, [files], [add_msg, status], api_visibility="private")
         gr.api(api_ask, api_name="ask")
     return demo
