@@ -212,13 +212,6 @@ class Assistant:
     def status(self) -> dict:
         return index_status(self.index)
 
-    def rebuild(self, full: bool = False, progress: bool = False) -> BuildReport:
-        """Rebuild incrementally from the corpus directory and switch to the new index."""
-        report = build_index(self.settings.corpus_dir, self.settings.index_dir, self.embeddings,
-                             full=full, progress=progress)
-        self._set_index(load_index(self.settings.index_dir, self.embeddings))
-        return report
-
     def add_files(self, paths: Sequence[str | Path], replace: bool = False, progress: bool = False) -> BuildReport:
         """Copy articles into the corpus and update the index; on any error nothing changes."""
         report = add_files(paths, self.settings, self.embeddings, replace=replace, progress=progress)

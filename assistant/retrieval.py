@@ -85,7 +85,6 @@ class QuestionProfile:
 
 
 _YEAR = re.compile(r"(?:19|20)\d{2}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|(?:19|20)\d{2}")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:万|亿|千|百)*(?:[^\d\s,。、;:!?]{0,6})|[一二三四五六七八九十两百千万亿]+(?:家|个|款|年|条|卡)")
 
 
 class HybridRetriever(BaseRetriever):
@@ -103,11 +102,7 @@ class HybridRetriever(BaseRetriever):
     def model_post_init(self, __context: Any) -> None:
         if self.mode not in RETRIEVERS:
             raise UnknownNameError(f"Unknown retriever {self.mode!r}; choose one of: {', '.join(RETRIEVERS)}.")
-        df: Counter = Counter()
-        for chunk in self.index.chunks:
-            df.update(set(tokenize(chunk.text)))
-        n = max(1, len(self.index.chunks))
-        self._idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+        self._idf = idf_table(self.index)
 
     @property
     def effective_dense_weight(self) -> float:
@@ -217,6 +212,19 @@ class HybridRetriever(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         return [Document(page_content=s.text, metadata=s.as_dict()) for s in self.search(query)]
+
+
+def idf_table(index: LoadedIndex) -> dict[str, float]:
+    """BM25-style IDF of every token of the index, computed once per loaded index."""
+    cached = getattr(index, "_idf_table", None)
+    if cached is None:
+        df: Counter = Counter()
+        for chunk in index.chunks:
+            df.update(set(tokenize(chunk.text)))
+        n = max(1, len(index.chunks))
+        cached = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+        index._idf_table = cached
+    return cached
 
 
 def _display_title(doc, documents: dict) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..chunking import split_sentences
 from ..followup import subject_of
 from ..lexical import _jieba, synonyms, terms
-from ..retrieval import QuestionProfile, Source
+from ..retrieval import QuestionProfile, Source, type_match
 from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft
 
 # Calibrated on the eval set's answerable and unanswerable questions (see README).
@@ -277,15 +277,9 @@ def _meta_key(question: str) -> str | None:
 
 
 def _has_kind(kind: str, text: str) -> float:
-    if kind == "year":
-        return 1.0 if _YEAR.search(text) else 0.0
-    if kind == "number":
-        return 1.0 if _NUMBER.search(text) else 0.0
-    if kind == "list":
-        return 1.0 if "、" in text else 0.0
     if kind == "person":
         return 1.0 if any(True for _ in _person_names(text)) else 0.0
-    return 0.0
+    return type_match(kind, text)
 
 
 class _Span:
