@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
 import time
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -12,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .answerers import ANSWERERS, Answerer, Citation, Draft, ExtractiveAnswerer
-from .answerers.base import MAX_ANSWER_CHARS
 from .chunking import ChunkerSettings
 from .config import Settings
 from .corpus import ARTICLES, SourceFile, process
@@ -100,14 +98,34 @@ def _turns(history: Sequence | None) -> list[Turn]:
     return [t for t in turns if t.question.strip()]
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """An index with the retrievers and answerers built on it; replaced whole when the index changes."""
+
+    index: LoadedIndex
+    retrievers: dict[str, HybridRetriever]
+    answerers: dict[str, Answerer]
+
+
 class Assistant:
     """Load once, ask many times: `Assistant.load(index_dir=...).ask("问题")`."""
 
     def __init__(self, settings: Settings, index: LoadedIndex, embeddings: SentenceTransformerEmbeddings):
         self.settings = settings
         self.embeddings = embeddings
-        self._lock = threading.Lock()
         self._set_index(index)
+
+    @property
+    def index(self) -> LoadedIndex:
+        return self._loaded.index
+
+    @property
+    def retrievers(self) -> dict[str, HybridRetriever]:
+        return self._loaded.retrievers
+
+    @property
+    def answerers(self) -> dict[str, Answerer]:
+        return self._loaded.answerers
 
     @classmethod
     def load(cls, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides) -> Assistant:
@@ -127,29 +145,30 @@ class Assistant:
 
             s = self.settings
             answerers["llm"] = LLMAnswerer(s.llm_base_url, s.llm_model, s.llm_api_key, s.llm_timeout, extractive)
-        with self._lock:
-            self.index, self.retrievers, self.answerers = index, retrievers, answerers
+        # one assignment: a request that started on the old index finishes on it
+        self._loaded = _Loaded(index, retrievers, answerers)
 
     @property
     def available_answerers(self) -> list[str]:
         return list(self.answerers)
 
-    def _answerer(self, name: str | None) -> Answerer:
+    def _answerer(self, loaded: _Loaded, name: str | None) -> Answerer:
         name = name or self.settings.answerer
         if name not in ANSWERERS:
             raise UnknownNameError(f"Unknown answerer {name!r}; choose one of: {', '.join(ANSWERERS)}.")
-        if name not in self.answerers:
+        if name not in loaded.answerers:
             raise UnknownNameError(
                 "The LLM answerer is not configured: set ASSISTANT_LLM_BASE_URL and ASSISTANT_LLM_MODEL "
                 "(and ASSISTANT_LLM_API_KEY if the endpoint needs one), or use --answerer extractive."
             )
-        return self.answerers[name]
+        return loaded.answerers[name]
 
-    def _retriever(self, name: str | None) -> HybridRetriever:
+    @staticmethod
+    def _retriever(loaded: _Loaded, name: str | None) -> HybridRetriever:
         name = name or "hybrid"
-        if name not in self.retrievers:
-            raise UnknownNameError(f"Unknown retriever {name!r}; choose one of: {', '.join(self.retrievers)}.")
-        return self.retrievers[name]
+        if name not in loaded.retrievers:
+            raise UnknownNameError(f"Unknown retriever {name!r}; choose one of: {', '.join(loaded.retrievers)}.")
+        return loaded.retrievers[name]
 
     def ask(self, question: str, history: Sequence | None = None, *, k: int | None = None,
             answerer: str | None = None, retriever: str | None = None) -> Answer:
@@ -165,12 +184,13 @@ class Assistant:
         """Text pieces of the answer as they come (LLM), then the final Answer."""
         started = time.perf_counter()
         question = normalize_question(question)
-        chosen = self._answerer(answerer)
-        search = self._retriever(retriever)
+        loaded = self._loaded
+        chosen = self._answerer(loaded, answerer)
+        search = self._retriever(loaded, retriever)
         k = k or self.settings.k
         if not 1 <= k <= 50:
             raise QuestionError(f"k must be between 1 and 50, got {k}.")
-        turns = self._resolve_history(_turns(history), search)
+        turns = _resolve_history(_turns(history), search, loaded.answerers["extractive"])
         standalone = rewrite(question, turns)
         t1 = time.perf_counter()
         sources = search.search(standalone, k)
@@ -189,23 +209,11 @@ class Assistant:
             )
         done = time.perf_counter()
         yield Answer(
-            answer=draft.answer if len(draft.answer) <= MAX_ANSWER_CHARS + 4 else draft.answer[:MAX_ANSWER_CHARS],
-            refused=draft.refused, question=question, rewritten_question=standalone, sources=sources,
+            answer=draft.answer, refused=draft.refused, question=question, rewritten_question=standalone, sources=sources,
             citations=draft.citations, answerer=chosen.name, notice=notice,
             timings={"rewrite_ms": (t1 - started) * 1e3, "retrieve_ms": (t2 - t1) * 1e3,
                      "answer_ms": (done - t2) * 1e3, "total_ms": (done - started) * 1e3},
         )
-
-    def _resolve_history(self, turns: list[Turn], search: HybridRetriever) -> list[Turn]:
-        """Fill in the previous turn's answer when only questions were given (it may name the referent)."""
-        if turns and turns[-1].answer is None:
-            prev = turns[-1]
-            standalone = rewrite(prev.question, turns[:-1])
-            draft = self.answerers["extractive"].answer(standalone, search.search(standalone))
-            prev.answer = _MARKERS.sub("", draft.answer).strip().rstrip("。")
-            prev.refused = draft.refused
-            prev.question = standalone
-        return turns
 
     # --- the index ---------------------------------------------------------------------------
 
@@ -219,19 +227,30 @@ class Assistant:
         return report
 
 
+def _resolve_history(turns: list[Turn], search: HybridRetriever, extractive: Answerer) -> list[Turn]:
+    """Fill in the previous turn's answer when only questions were given (it may name the referent)."""
+    if turns and turns[-1].answer is None:
+        prev = turns[-1]
+        standalone = rewrite(prev.question, turns[:-1])
+        draft = extractive.answer(standalone, search.search(standalone))
+        prev.answer = _MARKERS.sub("", draft.answer).strip().rstrip("。")
+        prev.refused = draft.refused
+        prev.question = standalone
+    return turns
+
+
 def add_files(paths: Sequence[str | Path], settings: Settings, embeddings: SentenceTransformerEmbeddings,
-              replace: bool = False, progress: bool = False, names: Sequence[str] | None = None) -> BuildReport:
+              replace: bool = False, progress: bool = False) -> BuildReport:
     """Validate, copy into corpus/articles and build; the corpus is restored if anything fails."""
     if not paths:
         raise CorpusError("No files given. Name one or more .txt, .md or .html articles.")
     target_dir = Path(settings.corpus_dir) / ARTICLES
     plans = []
-    for i, raw in enumerate(paths):
+    for raw in paths:
         path = Path(raw)
         check_file(path)
-        name = names[i] if names else path.name
-        target = target_dir / _safe_name(name)
-        process(SourceFile(path, name, target.stem), ChunkerSettings())  # fails before anything is copied
+        target = target_dir / _safe_name(path.name)
+        process(SourceFile(path, path.name, target.stem), ChunkerSettings())  # fails before anything is copied
         if target.exists() and target.read_bytes() != path.read_bytes() and not replace:
             raise CorpusError(f"{target} already exists with other content. Use --replace to update that article.")
         plans.append((path, target))

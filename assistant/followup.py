@@ -21,6 +21,7 @@ _SUBJECT_END = re.compile(
 )
 _INTERROGATIVE = re.compile(r"哪一年|哪年|什么时候|何时|多少|哪些|哪家|哪个|哪位|哪里|什么|谁|几[家个款年]?|吗|呢")
 _TRAILING = re.compile(r"[?？!！。.\s]+$")  # noqa: RUF001
+_LEADING = re.compile(r"^(?:关于|根据|文章|本文|在|为|把|对|从|给|向|据)+")
 
 
 @dataclass
@@ -35,9 +36,6 @@ def needs_rewrite(question: str, history: list[Turn]) -> bool:
         return False
     q = question.strip()
     return bool(_PERSON_PRONOUN.search(q) or _THING_PRONOUN.search(q) or _ELLIPSIS.match(q) or len(q) <= 5)
-
-
-_LEADING = re.compile(r"^(?:关于|根据|文章|本文|在|为|把|对|从|给|向|据)+")
 
 
 def subject_of(question: str) -> str | None:
@@ -55,9 +53,7 @@ def rewrite(question: str, history: list[Turn]) -> str:
     """The standalone form of a follow-up; the question itself when it needs no context."""
     if not needs_rewrite(question, history):
         return question
-    prev = _last_resolved(history)
-    if prev is None:
-        return question
+    prev = history[-1]
     q = question.strip()
     short_answer = prev.answer if (prev.answer and not prev.refused and len(prev.answer) <= 16) else None
     prev_kind = QuestionProfile(prev.question).kind
@@ -74,7 +70,3 @@ def rewrite(question: str, history: list[Turn]) -> str:
     core = _INTERROGATIVE.sub("", _TRAILING.sub("", prev.question)).strip(",,")  # noqa: RUF001
     rest = _ELLIPSIS.sub("", q)
     return f"{core},{rest}" if core else q  # noqa: RUF001
-
-
-def _last_resolved(history: list[Turn]) -> Turn | None:
-    return history[-1] if history else None

@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -31,7 +33,7 @@ from .chunking import Chunk, ChunkerSettings
 from .corpus import IndexedDocument, SourceFile, process, scan_corpus
 from .embeddings import SentenceTransformerEmbeddings
 from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, ModelMismatchError
-from .lexical import BM25Index
+from .lexical import BM25Index, tokenize
 from .vectorstore import FaissVectorStore
 
 FORMAT_VERSION = 1
@@ -85,6 +87,16 @@ class LoadedIndex:
         self._by_paragraph: dict[tuple[str, int | None], list[Chunk]] = {}
         for chunk in self.chunks:
             self._by_paragraph.setdefault((chunk.doc_id, chunk.paragraph), []).append(chunk)
+
+    @functools.cached_property
+    def idf(self) -> dict[str, float]:
+        """BM25-style IDF of every token of the index, computed once per loaded index."""
+        df: dict[str, int] = {}
+        for chunk in self.chunks:
+            for token in set(tokenize(chunk.text)):
+                df[token] = df.get(token, 0) + 1
+        n = max(1, len(self.chunks))
+        return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
 
     def paragraph_chunks(self, chunk: Chunk) -> list[Chunk]:
         """The chunks of the chunk's paragraph, in reading order."""

@@ -20,10 +20,10 @@ _jieba_ready = False
 STOPWORDS = frozenset(
     "的 了 是 在 和 与 及 或 也 都 而 就 被 把 对 从 到 为 以 于 其 这 那 之 着 过 有 个 一 上 中 下 "
     "吗 呢 吧 啊 么 什么 哪 哪些 哪个 哪家 哪里 哪一年 谁 多少 几 怎么 怎样 如何 为什么 是否 请问 "
-    "文章 文中 本文 提到 提及 说 讲 根据 关于 所 等 等等 该 它 他 她 们 我 你 这个 那个 这些 那些".split()
+    "文章 文中 本文 提到 提及 说 讲 根据 关于 所 等 等等 该 它 他 她 们 我 你 这个 那个 这些 那些 "
+    "这篇 篇文章 哪位 分别 各自 共 列出 一下 大约 大概 主要 了什么".split()
 )
 _TOKEN_OK = re.compile(r"[0-9a-z\u3400-\u9fff]")
-STOPWORDS = STOPWORDS | frozenset("这篇 篇文章 哪位 分别 各自 共 列出 一下 大约 大概 主要 了什么".split())
 
 # Words a question uses for what the article says another way. Small on purpose: each group is a
 # paraphrase that users of this kind of article make, measured on the eval set.
@@ -58,41 +58,37 @@ def expand(tokens: list[str]) -> list[str]:
     return out
 
 
-def terms(text: str) -> list[str]:
-    """Content words of a question in jieba's precise mode (no overlapping sub-words), for coverage."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    out = []
-    for token in _jieba().cut(text):
-        token = token.strip()
-        if token and _TOKEN_OK.search(token) and token not in STOPWORDS and token not in out:
-            out.append(token)
-    return out
-
-
-def _jieba():
+def load_jieba():
+    """The jieba module, initialised once per process (its dictionary load takes about a second)."""
     global _jieba_ready
-    import jieba
+    import jieba as _module
 
     with _jieba_lock:
         if not _jieba_ready:
-            jieba.setLogLevel(logging.WARNING)
-            jieba.initialize()
+            _module.setLogLevel(logging.WARNING)
+            _module.initialize()
             _jieba_ready = True
-    return jieba
+    return _module
 
 
-def tokenize(text: str, keep_stopwords: bool = False) -> list[str]:
-    """Lower-cased jieba search-mode tokens, punctuation and (by default) stopwords dropped."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    tokens = []
-    for token in _jieba().cut_for_search(text):
-        token = token.strip()
-        if not token or not _TOKEN_OK.search(token):
-            continue
-        if not keep_stopwords and token in STOPWORDS:
-            continue
-        tokens.append(token)
-    return tokens
+def _content_words(words, unique: bool = False) -> list[str]:
+    """Stripped words that hold a letter, digit or Chinese character and are not stopwords."""
+    out: list[str] = []
+    for word in words:
+        word = word.strip()
+        if word and _TOKEN_OK.search(word) and word not in STOPWORDS and not (unique and word in out):
+            out.append(word)
+    return out
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased jieba search-mode tokens (a word and its sub-words), for BM25."""
+    return _content_words(load_jieba().cut_for_search(unicodedata.normalize("NFKC", text).lower()))
+
+
+def terms(text: str) -> list[str]:
+    """Content words of a question in jieba's precise mode (no overlapping sub-words), for coverage."""
+    return _content_words(load_jieba().cut(unicodedata.normalize("NFKC", text).lower()), unique=True)
 
 
 class BM25Index:

@@ -6,9 +6,7 @@ passage of its paragraph, with overlapping passages merged so no sentence is sho
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +53,6 @@ class Source:
     end: int
     score: float
     chunk_ids: list[str]
-    hits: list[tuple[int, int]]  # spans of the retrieved sentences inside the document text
     citations: list[dict] = field(default_factory=list)  # number, title, publisher
 
     def as_dict(self) -> dict:
@@ -102,7 +99,7 @@ class HybridRetriever(BaseRetriever):
     def model_post_init(self, __context: Any) -> None:
         if self.mode not in RETRIEVERS:
             raise UnknownNameError(f"Unknown retriever {self.mode!r}; choose one of: {', '.join(RETRIEVERS)}.")
-        self._idf = idf_table(self.index)
+        self._idf = self.index.idf
 
     @property
     def effective_dense_weight(self) -> float:
@@ -169,14 +166,12 @@ class HybridRetriever(BaseRetriever):
             if merged is not None:
                 merged.start, merged.end = min(merged.start, start), max(merged.end, end)
                 merged.chunk_ids.append(chunk.id)
-                merged.hits.append((chunk.start, chunk.end))
                 continue
             if len(sources) == k:
                 continue
             doc = self.index.documents[chunk.doc_id]
             sources.append(Source(len(sources) + 1, chunk.doc_id, _display_title(doc, self.index.documents),
-                                  chunk.kind, chunk.paragraph, "", start, end, score, [chunk.id],
-                                  [(chunk.start, chunk.end)]))
+                                  chunk.kind, chunk.paragraph, "", start, end, score, [chunk.id]))
         for source in sources:
             doc = self.index.documents[source.doc_id]
             source.text = doc.text[source.start:source.end]
@@ -212,19 +207,6 @@ class HybridRetriever(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         return [Document(page_content=s.text, metadata=s.as_dict()) for s in self.search(query)]
-
-
-def idf_table(index: LoadedIndex) -> dict[str, float]:
-    """BM25-style IDF of every token of the index, computed once per loaded index."""
-    cached = getattr(index, "_idf_table", None)
-    if cached is None:
-        df: Counter = Counter()
-        for chunk in index.chunks:
-            df.update(set(tokenize(chunk.text)))
-        n = max(1, len(index.chunks))
-        cached = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
-        index._idf_table = cached
-    return cached
 
 
 def _display_title(doc, documents: dict) -> str:

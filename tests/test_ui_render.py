@@ -6,7 +6,7 @@ from ui.render import answer_markdown, document_html, highlight, sources_html
 
 
 def _answer(text="黄仁勋[1]", refused=False, passage="1993年,黄仁勋创立了英伟达。", rewritten=None):
-    source = Source(1, "doc", "标题<b>", "body", 3, passage, 100, 100 + len(passage), 1.5, ["doc:1"], [(100, 115)],
+    source = Source(1, "doc", "标题<b>", "body", 3, passage, 100, 100 + len(passage), 1.5, ["doc:1"],
                     [{"number": 1, "title": "上海AI“芯”势力抢滩资本赛道", "publisher": "上海证券报"}])
     cites = [] if refused else [Citation(1, "doc", passage[:15], 100, 115)]
     return Answer(text, refused, "英伟达是谁创立的?", rewritten or "英伟达是谁创立的?", [source], cites)

@@ -11,6 +11,12 @@ from ..retrieval import Source
 MAX_ANSWER_CHARS = 150
 
 
+def clip_answer(text: str, reserve: int = 0) -> str:
+    """The answer cut to fit MAX_ANSWER_CHARS, leaving `reserve` characters for a citation marker."""
+    limit = MAX_ANSWER_CHARS - reserve
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 @dataclass
 class Citation:
     """A source (numbered as shown) and the sentence in it that supports the answer."""

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 from ..chunking import split_sentences
 from ..followup import subject_of
-from ..lexical import _jieba, synonyms, terms
-from ..retrieval import QuestionProfile, Source, type_match
-from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft
+from ..lexical import load_jieba, synonyms, terms
+from ..retrieval import QuestionProfile, Source, coverage, type_match
+from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft, clip_answer
 
 # Calibrated on the eval set's answerable and unanswerable questions (see README).
-MIN_COVERAGE = 0.5
+MIN_COVERAGE = 0.5  # share of the question's IDF mass the answering sentence must hold
+SUBJECT_SHARE = 0.6  # share of a specific subject's characters the sentence must contain
+SPECIFIC_IDF = 3.0  # a subject this rare (or rarer) in the corpus is specific enough to check
 _YEAR = re.compile(r"(?:19|20)\d{2}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日")
 _NUMBER = re.compile(
     r"(?:超过|超|近|约|逾)?\d+(?:\.\d+)?(?:万|亿|千)*(?:多|余)?"
@@ -62,8 +64,8 @@ class ExtractiveAnswerer(Answerer):
         parts = _split_asks(question)
         if len(parts) > 1:
             drafts = [self._answer_one(part, sources) for part in parts]
-            if all(not d.refused for d in drafts):
-                text = ";".join(d.answer for d in drafts)  # noqa: RUF001
+            text = ";".join(d.answer for d in drafts)  # noqa: RUF001
+            if all(not d.refused for d in drafts) and len(text) <= MAX_ANSWER_CHARS:
                 return Draft(text, False, [c for d in drafts for c in d.citations])
         return self._answer_one(question, sources)
 
@@ -73,20 +75,20 @@ class ExtractiveAnswerer(Answerer):
         subject = self._specific_subject(question)
         candidates = self._candidates(q_terms, subject, profile, sources)
         if not candidates:
-            return refusal(question, sources)
+            return refusal(question)
         best = max(candidates, key=lambda c: c.score)
         cite = Citation(best.source.rank, best.source.doc_id, best.text, best.start, best.end)
         if best.coverage < self.min_coverage:
-            return refusal(question, sources)
+            return refusal(question)
         if subject and best.source.kind not in ("metadata", "reference") and not _mentions(best.text, subject):
-            return refusal(question, sources)  # the best evidence is about something else
+            return refusal(question)  # the best evidence is about something else
         phrase = self._phrase(question, profile, best, set(q_terms))
-        two_asks = len(set(_ASK_WORDS.findall(question))) >= 2
-        if phrase is None and not two_asks and (profile.kind in ("year", "number") or
-                               (profile.kind == "person" and _NEEDS_PERSON.search(question))):
-            return refusal(question, sources)  # the question asks for what this sentence does not hold
-        text = phrase or _shorten(_MARKER.sub("", best.text), set(q_terms))
-        return Draft(f"{text}[{best.source.rank}]", False, [cite])
+        if phrase is None and not _asks_two_things(question) and (
+                profile.kind in ("year", "number") or (profile.kind == "person" and _NEEDS_PERSON.search(question))):
+            return refusal(question)  # the question asks for what this sentence does not hold
+        marker = f"[{best.source.rank}]"
+        text = clip_answer(phrase or _shorten(_MARKER.sub("", best.text), set(q_terms)), reserve=len(marker))
+        return Draft(text + marker, False, [cite])
 
     def _specific_subject(self, question: str) -> str:
         """The question's subject when it names something specific (rare in the corpus), else "".
@@ -106,8 +108,7 @@ class ExtractiveAnswerer(Answerer):
         for source in sources:
             for s, e in _sentences(source):
                 text = source.text[s - source.start:e - source.start]
-                lowered = text.lower()
-                cov = sum(self.idf(t) for t in q_terms if any(w in lowered for w in synonyms(t))) / total
+                cov = coverage(text, q_terms, self.idf) / total
                 bonus = 0.1 * _has_kind(profile.kind, _MARKER.sub("", text))
                 bonus += 0.02 * (len(sources) - source.rank) / len(sources)
                 if subject and _mentions(text, subject):
@@ -131,7 +132,7 @@ class ExtractiveAnswerer(Answerer):
             ref = best.source.citations[0] if best.source.citations else None
             if ref and ref.get("publisher"):
                 return ref["publisher"]
-        if len(set(_ASK_WORDS.findall(question))) >= 2:
+        if _asks_two_things(question):
             return None  # two things asked in one breath: the sentence answers both
         slot = _slot(question, text)
         if slot and _fits(profile.kind, slot):
@@ -229,8 +230,8 @@ def _split_asks(question: str) -> list[str]:
     return [parts[0], second]
 
 
-SUBJECT_SHARE = 0.6
-SPECIFIC_IDF = 3.0
+def _asks_two_things(question: str) -> bool:
+    return len(set(_ASK_WORDS.findall(question))) >= 2
 
 
 def _mentions(text: str, subject: str) -> bool:
@@ -252,7 +253,7 @@ def _respectively(text: str, question: str) -> str | None:
     return None
 
 
-def refusal(question: str, sources: list[Source]) -> Draft:
+def refusal(question: str) -> Draft:
     topic = re.sub(r"[??!!。.\s]+$", "", question)[:40]  # noqa: RUF001
     return Draft(f"文章中没有提到{topic}的答案。下面是最接近的段落,供参考。", True, [])
 
@@ -302,7 +303,7 @@ def _person_names(text: str):
     """Person names by jieba's part-of-speech tags; '·' joins the parts of a transliterated name."""
     import jieba.posseg as pseg
 
-    _jieba()
+    load_jieba()
     pos, name, name_start = 0, "", 0
     for word, flag in pseg.cut(text):
         if flag in ("nr", "nrt", "nrfg") or (name and word == "·") or (name.endswith("·") and flag.startswith("n")):

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 
 from ..retrieval import Source
-from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft
+from .base import Answerer, Citation, Draft, clip_answer
 
 SYSTEM_PROMPT = (
     "你是一个严谨的问答助手。只根据给出的编号段落回答问题,用简短的中文(不超过100字)作答,"
@@ -58,11 +58,10 @@ class LLMAnswerer(Answerer):
         cleaned = _MARKER.sub(lambda m: m.group(0) if int(m.group(1)) in by_rank else "", text).strip()
         cited = sorted({int(n) for n in _MARKER.findall(cleaned)})
         if "没有提到" in cleaned and not cited:
-            return Draft(cleaned[:MAX_ANSWER_CHARS], True, [])
+            return Draft(clip_answer(cleaned), True, [])
         if not cited:
             return self._fallback(question, sources, "大模型的回答没有引用任何给出的段落,已改用抽取式回答。")
-        if len(cleaned) > MAX_ANSWER_CHARS:
-            cleaned = cleaned[: MAX_ANSWER_CHARS - 1] + "…"
+        cleaned = clip_answer(cleaned)
         citations = [Citation(n, by_rank[n].doc_id, by_rank[n].text, by_rank[n].start, by_rank[n].end) for n in cited]
         return Draft(cleaned, False, citations)
 
