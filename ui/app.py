@@ -102,9 +102,6 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         paths = [Path(getattr(f, "name", f)) for f in files or []]
         if not paths:
             return "请先选择要上传的 .txt、.md 或 .html 文件。", gr.update()
-        too_big = [p.name for p in paths if p.exists() and p.stat().st_size > MAX_FILE_BYTES]
-        if too_big:
-            return f"⚠️ 文件太大(单个上限 {MAX_FILE_BYTES // 1024 // 1024} MB):{', '.join(too_big)}。索引未改变。", gr.update()
         progress(0.1, desc="检查并复制文件")
         try:
             progress(0.3, desc="向量化新文章")
