@@ -10,15 +10,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .answerers import ANSWERERS, Answerer, Citation, Draft, ExtractiveAnswerer
+from .answerers import ANSWERERS, Answerer, Citation, CombinedAnswerer, Draft, ExtractiveAnswerer
+from .answerers.base import mostly_latin
+from .answerers.reader import ReaderAnswerer
 from .chunking import ChunkerSettings
 from .config import Settings
 from .corpus import ARTICLES, SourceFile, process
-from .embeddings import SentenceTransformerEmbeddings
+from .embeddings import E5_NAMES, Embedder, get_embeddings
 from .errors import CorpusError, QuestionError, UnknownNameError
 from .followup import Turn, rewrite
 from .indexing import BuildReport, LoadedIndex, build_index, load_index
 from .loaders import check_file
+from .reader import SpanReader
 from .retrieval import HybridRetriever, Source
 
 MAX_QUESTION_CHARS = 500
@@ -36,8 +39,10 @@ class Answer:
     sources: list[Source]
     citations: list[Citation]
     timings: dict[str, float] = field(default_factory=dict)
-    answerer: str = "extractive"
+    answerer: str = "combined"
     notice: str | None = None
+    kind: str = "factoid"  # factoid, list, explanation or summary
+    confidence: float | None = None
 
     @property
     def latency_ms(self) -> float:
@@ -57,6 +62,8 @@ class Answer:
             "sources": [s.as_dict() for s in self.sources],
             "citations": [c.as_dict() for c in self.citations],
             "answerer": self.answerer,
+            "kind": self.kind,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
             "notice": self.notice,
             "latency_ms": round(self.latency_ms, 2),
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
@@ -110,7 +117,7 @@ class _Loaded:
 class Assistant:
     """Load once, ask many times: `Assistant.load(index_dir=...).ask("问题")`."""
 
-    def __init__(self, settings: Settings, index: LoadedIndex, embeddings: SentenceTransformerEmbeddings):
+    def __init__(self, settings: Settings, index: LoadedIndex, embeddings: Embedder):
         self.settings = settings
         self.embeddings = embeddings
         self._set_index(index)
@@ -130,7 +137,7 @@ class Assistant:
     @classmethod
     def load(cls, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides) -> Assistant:
         settings = settings or Settings.load(index_dir=index_dir, **overrides)
-        embeddings = SentenceTransformerEmbeddings(settings.embed_model, settings.allow_download)
+        embeddings = get_embeddings(settings.embed_model, settings.allow_download)
         index = load_index(settings.index_dir, embeddings)
         return cls(settings, index, embeddings)
 
@@ -139,14 +146,26 @@ class Assistant:
                                             dense_weight=self.settings.dense_weight)
                       for mode in ("dense", "bm25", "hybrid")}
         extractive = ExtractiveAnswerer(retrievers["hybrid"].idf)
-        answerers: dict[str, Answerer] = {"extractive": extractive}
+        reader = ReaderAnswerer(self._span_reader(), index)
+        combined = CombinedAnswerer(extractive, reader)
+        answerers: dict[str, Answerer] = {"combined": combined, "reader": reader, "extractive": extractive}
         if self.settings.llm_configured:
             from .answerers.llm import LLMAnswerer
 
             s = self.settings
-            answerers["llm"] = LLMAnswerer(s.llm_base_url, s.llm_model, s.llm_api_key, s.llm_timeout, extractive)
+            answerers["llm"] = LLMAnswerer(s.llm_base_url, s.llm_model, s.llm_api_key, s.llm_timeout, combined)
         # one assignment: a request that started on the old index finishes on it
         self._loaded = _Loaded(index, retrievers, answerers)
+
+    def _span_reader(self) -> SpanReader:
+        """The trained reader, loaded once per process; it shares the e5 embedding table when it can."""
+        if getattr(self, "_reader", None) is None:
+            shared = None
+            model = getattr(self.embeddings, "model", None)
+            if getattr(self.embeddings, "model_name", "").lower() in E5_NAMES and model is not None:
+                shared = model[0].auto_model.embeddings.word_embeddings.weight
+            self._reader = SpanReader.load(share_word_embeddings=shared)
+        return self._reader
 
     @property
     def available_answerers(self) -> list[str]:
@@ -159,7 +178,7 @@ class Assistant:
         if name not in loaded.answerers:
             raise UnknownNameError(
                 "The LLM answerer is not configured: set ASSISTANT_LLM_BASE_URL and ASSISTANT_LLM_MODEL "
-                "(and ASSISTANT_LLM_API_KEY if the endpoint needs one), or use --answerer extractive."
+                "(and ASSISTANT_LLM_API_KEY if the endpoint needs one), or use --answerer combined."
             )
         return loaded.answerers[name]
 
@@ -169,6 +188,12 @@ class Assistant:
         if name not in loaded.retrievers:
             raise UnknownNameError(f"Unknown retriever {name!r}; choose one of: {', '.join(loaded.retrievers)}.")
         return loaded.retrievers[name]
+
+    def standalone(self, question: str, history: Sequence | None = None) -> str:
+        """The question as it is searched: a follow-up rewritten from the conversation so far."""
+        loaded = self._loaded
+        turns = _resolve_history(_turns(history), loaded.retrievers["hybrid"], loaded.answerers["combined"])
+        return rewrite(normalize_question(question), turns)
 
     def ask(self, question: str, history: Sequence | None = None, *, k: int | None = None,
             answerer: str | None = None, retriever: str | None = None) -> Answer:
@@ -190,7 +215,7 @@ class Assistant:
         k = k or self.settings.k
         if not 1 <= k <= 50:
             raise QuestionError(f"k must be between 1 and 50, got {k}.")
-        turns = _resolve_history(_turns(history), search, loaded.answerers["extractive"])
+        turns = _resolve_history(_turns(history), search, loaded.answerers["combined"])
         standalone = rewrite(question, turns)
         t1 = time.perf_counter()
         sources = search.search(standalone, k)
@@ -203,14 +228,13 @@ class Assistant:
                 yield piece
         assert draft is not None
         notice = draft.notice
-        if _mostly_latin(question):
-            notice = (notice + " " if notice else "") + (
-                "本助手面向中文文章:英文提问只能匹配其中的英文词(如 GPU、IPO、OpenAI),结果仅供参考,建议用中文提问。"
-            )
+        if mostly_latin(question) and not draft.refused:
+            notice = (notice + " " if notice else "") + "The answer and sources are quoted from the article's text."
         done = time.perf_counter()
         yield Answer(
-            answer=draft.answer, refused=draft.refused, question=question, rewritten_question=standalone, sources=sources,
-            citations=draft.citations, answerer=chosen.name, notice=notice,
+            answer=draft.answer, refused=draft.refused, question=question, rewritten_question=standalone,
+            sources=draft.sources if draft.sources is not None else sources, citations=draft.citations,
+            answerer=chosen.name, notice=notice, kind=draft.kind, confidence=draft.confidence,
             timings={"rewrite_ms": (t1 - started) * 1e3, "retrieve_ms": (t2 - t1) * 1e3,
                      "answer_ms": (done - t2) * 1e3, "total_ms": (done - started) * 1e3},
         )
@@ -239,7 +263,7 @@ def _resolve_history(turns: list[Turn], search: HybridRetriever, extractive: Ans
     return turns
 
 
-def add_files(paths: Sequence[str | Path], settings: Settings, embeddings: SentenceTransformerEmbeddings,
+def add_files(paths: Sequence[str | Path], settings: Settings, embeddings: Embedder,
               replace: bool = False, progress: bool = False) -> BuildReport:
     """Validate, copy into corpus/articles and build; the corpus is restored if anything fails."""
     if not paths:
@@ -293,9 +317,3 @@ def index_status(index: LoadedIndex) -> dict:
         "built_at": m["built_at"],
         "titles": docs,
     }
-
-
-def _mostly_latin(text: str) -> bool:
-    latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
-    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
-    return latin > 3 * max(cjk, 1) and latin >= 6

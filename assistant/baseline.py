@@ -11,8 +11,11 @@ from .loaders import load_file
 from .vectorstore import FaissVectorStore
 
 
-def run_baseline(settings: Settings, questions: list[EvalQuestion], embeddings) -> dict:
+def run_baseline(settings: Settings, questions: list[EvalQuestion]) -> dict:
     """Retrieval figures of the recipe on the same questions (it has no answerer)."""
+    from .embeddings import MINILM, get_embeddings
+
+    embeddings = get_embeddings(MINILM)
     splitter = RecursiveCharacterTextSplitter(chunk_size=500, chunk_overlap=100)
     texts = []
     for source in scan_corpus(settings.corpus_dir):

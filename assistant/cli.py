@@ -31,9 +31,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _embeddings(settings: Settings):
-    from .embeddings import SentenceTransformerEmbeddings
+    from .embeddings import get_embeddings
 
-    return SentenceTransformerEmbeddings(settings.embed_model, settings.allow_download)
+    return get_embeddings(settings.embed_model, settings.allow_download)
 
 
 def _print_report(report, out=None) -> None:
@@ -41,10 +41,13 @@ def _print_report(report, out=None) -> None:
     if report.up_to_date:
         print(f"Index is up to date: {report.documents} documents, {report.chunks} chunks ({report.version}).", file=out)
         return
+    kind = f"full: {report.full_reason}" if report.full and report.full_reason else (
+        "full" if report.full else "incremental")
+    rate = f", {report.passages_per_second:.0f} passages/s" if report.passages_per_second else ""
     lines = [
-        f"Built index {report.version} ({'full' if report.full else 'incremental'}) in {report.seconds:.1f} s",
+        f"Built index {report.version} ({kind}) in {report.seconds:.1f} s",
         f"  documents   {report.documents}",
-        f"  chunks      {report.chunks}  (embedded {report.embedded}, reused {report.reused})",
+        f"  chunks      {report.chunks}  (embedded {report.embedded}{rate}, reused {report.reused})",
         f"  references  {report.references}",
         f"  model       {report.model} ({report.dimension} dims)",
         f"  unknown-token share  {report.unknown_token_share:.1%}",
@@ -145,6 +148,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return run_eval_command(args, _settings(args))
 
 
+def cmd_train_reader(args: argparse.Namespace) -> int:
+    from .training import config_from, train
+
+    train(config_from(args))
+    return 0
+
+
+def cmd_calibrate_reader(args: argparse.Namespace) -> int:
+    from .answerers.reader import CALIBRATION_FILE
+    from .reader import READER_FILE
+    from .training import calibrate
+
+    calibrate(args.data, Path(args.reader or READER_FILE), Path(args.out or CALIBRATION_FILE), limit=args.limit,
+              questions=args.questions)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ui.app import launch
 
@@ -186,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question", nargs="?")
     ask.add_argument("--index")
     ask.add_argument("--k", type=int, help="number of source passages (default 5)")
-    ask.add_argument("--answerer", choices=["extractive", "llm"])
+    ask.add_argument("--answerer", choices=["combined", "reader", "extractive", "llm"])
     ask.add_argument("--json", action="store_true")
     ask.set_defaults(func=cmd_ask)
 
@@ -194,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--questions", type=Path)
     ev.add_argument("--index")
     ev.add_argument("--k", type=int)
-    ev.add_argument("--answerer", choices=["extractive", "llm"])
+    ev.add_argument("--answerer", choices=["combined", "reader", "extractive", "llm"])
     ev.add_argument("--retriever", choices=["dense", "bm25", "hybrid"], default="hybrid")
     ev.add_argument("--json", type=Path, dest="json_out", metavar="OUT")
     ev.add_argument("--min-accuracy", type=float)
@@ -202,7 +222,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--baseline", action="store_true", help="also run the stock LangChain recipe")
     ev.add_argument("--report", action="store_true", help="write a Markdown report with a chart next to --json")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--squad", type=Path, metavar="FILE", help="a SQuAD-format file (CMRC 2018, DRCD) instead of JSONL")
+    ev.add_argument("--passage-given", action="store_true", help="with --squad: hand the answerer the gold passage")
+    ev.add_argument("--limit", type=int, default=0, help="with --squad: the first N questions")
+    ev.add_argument("--min-f1", type=float, help="with --squad: exit 1 when F1 is below this")
     ev.set_defaults(func=cmd_eval)
+
+    tr = sub.add_parser("train-reader", help="fine-tune the span reader on SQuAD-format data (DRCD)")
+    from .training import add_arguments
+
+    add_arguments(tr)
+    tr.set_defaults(func=cmd_train_reader)
+
+    cal = sub.add_parser("calibrate-reader", help="fit the reader's confidence on held-out DRCD questions")
+    cal.add_argument("--data", nargs="+", required=True)
+    cal.add_argument("--reader", help="reader weights (default: the committed ones)")
+    cal.add_argument("--out", help="calibration JSON (default: next to the reader)")
+    cal.add_argument("--limit", type=int, default=0, help="at most N held-out DRCD questions")
+    cal.add_argument("--questions", nargs="*", default=[], metavar="JSONL",
+                     help="project question files whose answerable and unanswerable questions join the fit "
+                          "(asked over the configured corpus)")
+    cal.set_defaults(func=cmd_calibrate_reader)
 
     serve = sub.add_parser("serve", help="start the web chat")
     serve.add_argument("--index")

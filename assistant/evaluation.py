@@ -9,15 +9,16 @@ import sys
 import time
 import unicodedata
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .answerers.base import MAX_ANSWER_CHARS
+from .answerers.reader import CAPS
 from .config import Settings
 from .errors import EvalError
 
 DEFAULT_QUESTIONS = Path("corpus/eval/questions.jsonl")
-_REQUIRED = {"id": str, "question": str, "type": str, "answers": list, "evidence": str}
+_REQUIRED = {"id": str, "question": str, "type": str, "answers": list}
 
 
 def normalize(text: str) -> str:
@@ -31,59 +32,91 @@ class EvalQuestion:
     question: str
     type: str
     answers: list[str]
-    evidence: str
+    evidence: str = ""  # an exact substring of the supporting passage; optional (no hit@k without it)
     match: str = "any"
     answerable: bool = True
     history: list[str] = field(default_factory=list)
 
 
-def load_questions(path: Path) -> list[EvalQuestion]:
-    """Parse and check the question file; EvalError names the file and line of any problem."""
+def load_questions(path: Path, problems: list[str] | None = None) -> list[EvalQuestion]:
+    """Parse and check the question file; every problem names the file, line and id.
+
+    With `problems` given, a bad row is described there and skipped; without, it raises EvalError.
+    """
+    from .assistant import normalize_question
+    from .errors import CorpusError, QuestionError
+    from .loaders import decode
+
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"Question file {path} not found. Pass --questions FILE (default {DEFAULT_QUESTIONS}).")
+    try:
+        text, _encoding = decode(path.read_bytes(), str(path))
+    except CorpusError as exc:
+        raise EvalError(f"{exc} (one JSON object per line, UTF-8)") from None
     questions, seen = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}, line {number}"
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalError(f"{where}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
-        if not isinstance(row, dict):
-            raise EvalError(f"{where}: expected a JSON object, got {type(row).__name__}.")
-        for name, kind in _REQUIRED.items():
-            if name not in row:
-                raise EvalError(f"{where}: missing field {name!r}. Required: {', '.join(_REQUIRED)}.")
-            if not isinstance(row[name], kind):
-                raise EvalError(f"{where}: field {name!r} must be a {kind.__name__}.")
-        answerable = row.get("answerable", True)
-        match = row.get("match", "any")
-        if match not in ("any", "all"):
-            raise EvalError(f"{where}: 'match' must be \"any\" or \"all\", got {match!r}.")
-        if not isinstance(answerable, bool):
-            raise EvalError(f"{where}: 'answerable' must be true or false.")
-        if answerable and (not row["answers"] or not all(isinstance(a, str) and a for a in row["answers"])):
-            raise EvalError(f"{where}: an answerable question needs non-empty strings in 'answers'.")
-        history = row.get("history", [])
-        if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
-            raise EvalError(f"{where}: 'history' must be a list of earlier questions (strings).")
-        if row["id"] in seen:
-            raise EvalError(f"{where}: duplicate id {row['id']!r}.")
-        seen.add(row["id"])
-        questions.append(EvalQuestion(row["id"], row["question"], row["type"], row["answers"], row["evidence"],
-                                      match, answerable, history))
+            row = _question_row(line, where, seen)
+            normalize_question(row.question)
+        except QuestionError as exc:
+            row_problem = f"{where} (id {row.id!r}): the question cannot be asked: {exc}"
+            if problems is None:
+                raise EvalError(row_problem) from None
+            problems.append(row_problem)
+            continue
+        except EvalError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            continue
+        seen.add(row.id)
+        questions.append(row)
     if not questions:
-        raise EvalError(f"{path} has no questions.")
+        raise EvalError(f"{path} has no usable questions." + (f" First problem: {problems[0]}" if problems else ""))
     return questions
 
 
-def is_correct(q: EvalQuestion, answer: str, refused: bool) -> bool:
-    """Unanswerable: correct when refused. Answerable: not refused, short, and holding the answer(s)."""
+def _question_row(line: str, where: str, seen: set[str]) -> EvalQuestion:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise EvalError(f"{where}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
+    if not isinstance(row, dict):
+        raise EvalError(f"{where}: expected a JSON object, got {type(row).__name__}.")
+    where = f"{where} (id {row.get('id')!r})" if "id" in row else where
+    for name, kind in _REQUIRED.items():
+        if name not in row:
+            raise EvalError(f"{where}: missing field {name!r}. Required: {', '.join(_REQUIRED)}.")
+        if not isinstance(row[name], kind):
+            raise EvalError(f"{where}: field {name!r} must be a {kind.__name__}.")
+    answerable = row.get("answerable", True)
+    match = row.get("match", "any")
+    evidence = row.get("evidence", "")
+    if match not in ("any", "all"):
+        raise EvalError(f"{where}: 'match' must be \"any\" or \"all\", got {match!r}.")
+    if not isinstance(answerable, bool):
+        raise EvalError(f"{where}: 'answerable' must be true or false.")
+    if not isinstance(evidence, str):
+        raise EvalError(f"{where}: 'evidence' must be a string.")
+    if answerable and (not row["answers"] or not all(isinstance(a, str) and a for a in row["answers"])):
+        raise EvalError(f"{where}: an answerable question needs non-empty strings in 'answers'.")
+    history = row.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
+        raise EvalError(f"{where}: 'history' must be a list of earlier questions (strings).")
+    if row["id"] in seen:
+        raise EvalError(f"{where}: duplicate id {row['id']!r}.")
+    return EvalQuestion(row["id"], row["question"], row["type"], row["answers"], evidence, match, answerable, history)
+
+
+def is_correct(q: EvalQuestion, answer: str, refused: bool, kind: str = "factoid") -> bool:
+    """Unanswerable: correct when refused. Answerable: not refused, within its kind's cap, holding the answer(s)."""
     if not q.answerable:
         return refused
-    if refused or len(answer) > MAX_ANSWER_CHARS:
+    if refused or len(answer) > CAPS.get(kind, MAX_ANSWER_CHARS):
         return False
     text = normalize(answer)
     found = [normalize(a) in text for a in q.answers]
@@ -140,30 +173,131 @@ def _ratio(n: float, d: int) -> float | None:
 
 def run_eval(assistant, questions: list[EvalQuestion], k: int | None = None, answerer: str | None = None,
              retriever: str = "hybrid", progress: bool = False) -> dict:
-    """Every question through Assistant.ask (with its history); the full report as a dict."""
+    """Every question through Assistant.ask (with its history); the full report as a dict.
+
+    A question that fails at run time is recorded with its error and counted wrong; the run goes on.
+    """
     from tqdm import tqdm
+
+    from .errors import AssistantError
 
     k = max(k or assistant.settings.k, 5)  # at least 5 sources so hit@5 means what it says
     results = []
     for q in tqdm(questions, desc="eval", unit="q", disable=not progress, file=sys.stderr):
-        answer = assistant.ask(q.question, q.history, k=k, answerer=answerer, retriever=retriever)
-        texts = [s.text for s in answer.sources]
+        row = {"id": q.id, "question": q.question, "type": q.type, "expected": q.answers, "match": q.match,
+               "answerable": q.answerable}
+        try:
+            answer = assistant.ask(q.question, q.history, k=k, answerer=answerer, retriever=retriever)
+        except (AssistantError, RuntimeError, ValueError) as exc:
+            results.append({**row, "rewritten_question": q.question, "answer": "", "refused": False, "kind": None,
+                            "sources": [], "latency_ms": 0.0, "correct": False, "hit_rank": None,
+                            "error": f"{type(exc).__name__}: {exc}"})
+            continue
         results.append({
-            "id": q.id, "question": q.question, "type": q.type,
-            "rewritten_question": answer.rewritten_question, "answer": answer.answer, "refused": answer.refused,
-            "expected": q.answers, "match": q.match, "answerable": q.answerable,
+            **row, "rewritten_question": answer.rewritten_question, "answer": answer.answer,
+            "refused": answer.refused, "kind": answer.kind, "confidence": answer.confidence,
             "sources": [{"doc_id": s.doc_id, "text": s.text, "score": round(s.score, 4), "rank": s.rank,
                          "paragraph": s.paragraph, "start": s.start, "end": s.end} for s in answer.sources],
             "latency_ms": round(answer.latency_ms, 2),
-            "correct": is_correct(q, answer.answer, answer.refused),
-            "hit_rank": hit_rank(q, texts),
+            "correct": is_correct(q, answer.answer, answer.refused, answer.kind),
+            "hit_rank": hit_rank(q, [s.text for s in answer.sources]),
         })
     config = {"k": k, "answerer": answerer or assistant.settings.answerer, "retriever": retriever,
               "embed_model": assistant.index.manifest["embedding"]["model"],
               "dense_weight": assistant.retrievers[retriever].effective_dense_weight if retriever == "hybrid" else None,
               "chunker": assistant.index.manifest["chunker"], "index_version": assistant.index.path.name,
               "questions": len(questions)}
-    return {"summary": summarize(results, questions), "config": config, "results": results}
+    summary = summarize(results, questions)
+    summary["errors"] = sum(1 for r in results if r.get("error"))
+    return {"summary": summary, "config": config, "results": results}
+
+
+# --- SQuAD-format sets (CMRC 2018, DRCD) --------------------------------------------------------------
+
+def run_squad_eval(assistant, squad, doc_of: dict[str, str] | None, questions: list | None = None,
+                   k: int = 5, answerer: str | None = None, progress: bool = False,
+                   given: dict[str, str] | None = None) -> dict:
+    """EM / F1 (CMRC 2018 definitions), containment, hit@1/5, refusals and latency on SQuAD questions.
+
+    With `doc_of` (passage id -> document id of an index holding the passages) questions are asked
+    against the whole corpus; with None the answerer is handed the gold passage alone.
+    """
+    from tqdm import tqdm
+
+    from .errors import AssistantError
+    from .retrieval import Source
+    from .squad import cmrc_em, cmrc_f1
+
+    questions = questions if questions is not None else squad.questions
+    results = []
+    for q in tqdm(questions, desc="squad", unit="q", disable=not progress, file=sys.stderr):
+        row = {"id": q.id, "question": q.question, "expected": q.answers}
+        started = time.perf_counter()
+        try:
+            if doc_of is None:
+                passage = squad.passages[q.passage_id]
+                source = Source(1, (given or {}).get(q.passage_id, q.passage_id), passage.title, "body", 1,
+                                passage.context, 0, len(passage.context), 1.0, [])
+                chosen = assistant.answerers[answerer or assistant.settings.answerer]
+                draft = chosen.answer(normalize_question_text(q.question), [source])
+                text, refused, sources = draft.answer, draft.refused, [source]
+            else:
+                answer = assistant.ask(q.question, k=k, answerer=answerer)
+                text, refused, sources = answer.answer, answer.refused, answer.sources
+        except (AssistantError, RuntimeError, ValueError) as exc:
+            results.append({**row, "answer": "", "refused": False, "em": 0.0, "f1": 0.0, "contains": False,
+                            "hit_rank": None, "latency_ms": 0.0, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        latency = (time.perf_counter() - started) * 1e3
+        plain = "" if refused else _strip_markers(text)
+        gold = [normalize(a) for a in q.answers]
+        target = doc_of.get(q.passage_id) if doc_of else source.doc_id
+        hit = next((s.rank for s in sources if s.doc_id == target and any(g in normalize(s.text) for g in gold)), None)
+        results.append({**row, "answer": text, "refused": refused,
+                        "em": cmrc_em(plain, q.answers) if plain else 0.0,
+                        "f1": cmrc_f1(plain, q.answers) if plain else 0.0,
+                        "contains": bool(plain) and any(g in normalize(plain) for g in gold),
+                        "hit_rank": hit, "latency_ms": round(latency, 2),
+                        "sources": [{"doc_id": s.doc_id, "rank": s.rank, "text": s.text} for s in sources]})
+    n = max(1, len(results))
+    latencies = [r["latency_ms"] for r in results]
+    summary = {
+        "questions": len(results),
+        "em": round(100 * sum(r["em"] for r in results) / n, 2),
+        "f1": round(100 * sum(r["f1"] for r in results) / n, 2),
+        "containment_accuracy": round(sum(r["contains"] for r in results) / n, 4),
+        "hit@1": round(sum(1 for r in results if r["hit_rank"] == 1) / n, 4),
+        "hit@5": round(sum(1 for r in results if r["hit_rank"] and r["hit_rank"] <= 5) / n, 4),
+        "refusal_rate": round(sum(r["refused"] for r in results) / n, 4),
+        "median_answer_chars": statistics.median([len(_strip_markers(r["answer"])) for r in results
+                                                  if r["answer"] and not r["refused"]] or [0]),
+        "latency_ms_p50": round(statistics.median(latencies), 2) if latencies else 0.0,
+        "latency_ms_p95": round(_percentile(latencies, 95), 2),
+        "errors": sum(1 for r in results if r.get("error")),
+    }
+    return {"summary": summary, "results": results}
+
+
+def normalize_question_text(question: str) -> str:
+    from .assistant import normalize_question
+
+    return normalize_question(question)
+
+
+def _strip_markers(text: str) -> str:
+    import re
+
+    return re.sub(r"\[\d{1,3}\]", "", text).strip()
+
+
+def format_squad(summary: dict, title: str) -> str:
+    return (f"== {title} ==\n"
+            f"questions {summary['questions']}  EM {summary['em']:.1f}  F1 {summary['f1']:.1f}  "
+            f"containment {summary['containment_accuracy']:.3f}  hit@1 {summary['hit@1']:.3f}  "
+            f"hit@5 {summary['hit@5']:.3f}  refused {summary['refusal_rate']:.3f}  "
+            f"median answer {summary['median_answer_chars']} chars\n"
+            f"latency ms: p50 {summary['latency_ms_p50']:.1f}, p95 {summary['latency_ms_p95']:.1f}"
+            + (f"\nerrors: {summary['errors']}" if summary["errors"] else ""))
 
 
 # --- output ------------------------------------------------------------------------------------
@@ -250,7 +384,12 @@ def write_report(report: dict, json_path: Path, baseline_summary: dict | None = 
 def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
     from .assistant import Assistant
 
-    questions = load_questions(args.questions or DEFAULT_QUESTIONS)
+    if args.squad:
+        return run_squad_command(args, settings)
+    problems: list[str] = []
+    questions = load_questions(args.questions or DEFAULT_QUESTIONS, problems)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
     baseline_prev = None
     if args.compare:
         try:
@@ -263,21 +402,20 @@ def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
     report = run_eval(assistant, questions, k=args.k, answerer=args.answerer, retriever=args.retriever,
                       progress=not args.no_progress and sys.stderr.isatty())
     report["config"]["seconds"] = round(time.perf_counter() - started, 2)
+    report["skipped"] = problems
+    _write_json(args, report)
     print(format_summary(report["summary"]))
     print("\nFailed questions:\n" + format_failures(report))
     stock = None
     if args.baseline:
         from .baseline import run_baseline
 
-        stock = run_baseline(settings, questions, assistant.embeddings)
+        stock = run_baseline(settings, questions)
         report["baseline"] = stock
         print("\n" + format_side_by_side(report["summary"], stock["summary"]))
+        _write_json(args, report, quiet=True)
     if baseline_prev is not None:
         print("\n== compared with " + str(args.compare) + " ==\n" + compare(report, baseline_prev))
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-        print(f"\nwrote {args.json_out}")
     if args.report:
         target = args.json_out or Path("eval-out/eval.json")
         if not args.json_out:
@@ -287,6 +425,62 @@ def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
     accuracy = report["summary"]["answer_accuracy"]
     if args.min_accuracy is not None and accuracy < args.min_accuracy:
         print(f"FAIL: answer accuracy {accuracy:.3f} is below --min-accuracy {args.min_accuracy:.3f}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _write_json(args: argparse.Namespace, report: dict, quiet: bool = False) -> None:
+    """Write the report as soon as it exists, so that no later step can lose it."""
+    if not args.json_out:
+        return
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    if not quiet:
+        print(f"wrote {args.json_out}", file=sys.stderr)
+
+
+def run_squad_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`assistant eval --squad FILE`: index the file's passages in a temporary index (or hand the reader the gold
+    passage with --passage-given) and report EM / F1 as the CMRC 2018 organisers define them."""
+    import tempfile
+
+    from .assistant import Assistant
+    from .embeddings import get_embeddings
+    from .indexing import build_index, load_index
+    from .squad import load_squad, write_corpus
+
+    squad = load_squad(args.squad)
+    for problem in squad.skipped:
+        print(f"skipped: {args.squad}: {problem}", file=sys.stderr)
+    questions = [q for q in squad.questions if q.answerable][: args.limit or None]
+    embeddings = get_embeddings(settings.embed_model, settings.allow_download)
+    progress = not args.no_progress and sys.stderr.isatty()
+    with tempfile.TemporaryDirectory(prefix="assistant-squad-") as tmp:
+        corpus, index_dir = Path(tmp) / "corpus", Path(tmp) / "index"
+        if args.passage_given:
+            squad_subset = type(squad)({q.passage_id: squad.passages[q.passage_id] for q in questions}, questions, [])
+            # a small index only to load the assistant; the answerer gets the gold passage
+            given = write_corpus(squad_subset, corpus)
+            doc_of = None
+        else:
+            doc_of = write_corpus(squad, corpus)
+        started = time.perf_counter()
+        build = build_index(corpus, index_dir, embeddings)
+        print(f"indexed {build.documents} passages, {build.chunks} chunks in {time.perf_counter() - started:.1f} s",
+              file=sys.stderr)
+        local = replace(settings, corpus_dir=corpus, index_dir=index_dir)
+        assistant = Assistant(local, load_index(index_dir, embeddings), embeddings)
+        report = run_squad_eval(assistant, squad, doc_of, questions, k=args.k or settings.k, answerer=args.answerer,
+                                progress=progress, given=given if args.passage_given else None)
+    mode = "passage given" if args.passage_given else f"open corpus of {len(squad.passages)} passages, k={args.k or settings.k}"
+    report["config"] = {"file": str(args.squad), "mode": mode, "answerer": args.answerer or settings.answerer,
+                        "embed_model": settings.embed_model, "limit": args.limit}
+    report["skipped"] = squad.skipped
+    _write_json(args, report)
+    print(format_squad(report["summary"], f"{Path(args.squad).name}, {mode}"))
+    f1 = report["summary"]["f1"]
+    if args.min_f1 is not None and f1 < args.min_f1:
+        print(f"FAIL: F1 {f1:.1f} is below --min-f1 {args.min_f1:.1f}", file=sys.stderr)
         return 1
     return 0
 

@@ -31,8 +31,9 @@ from langchain_core.documents import Document
 
 from .chunking import Chunk, ChunkerSettings
 from .corpus import IndexedDocument, SourceFile, process, scan_corpus
-from .embeddings import SentenceTransformerEmbeddings
+from .embeddings import Embedder
 from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, ModelMismatchError
+from .language import MATCHING_NORMALIZATION
 from .lexical import BM25Index, tokenize
 from .vectorstore import FaissVectorStore
 
@@ -61,6 +62,8 @@ class BuildReport:
     removed: list[str] = field(default_factory=list)
     up_to_date: bool = False
     version: str = ""
+    full_reason: str | None = None  # why everything was embedded again
+    passages_per_second: float | None = None
 
     @property
     def unknown_token_warning(self) -> str | None:
@@ -97,6 +100,10 @@ class LoadedIndex:
                 df[token] = df.get(token, 0) + 1
         n = max(1, len(self.chunks))
         return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+
+    def document_chunks(self, doc_id: str) -> list[Chunk]:
+        """The chunks of one document, in reading order."""
+        return [c for c in self.chunks if c.doc_id == doc_id]
 
     def paragraph_chunks(self, chunk: Chunk) -> list[Chunk]:
         """The chunks of the chunk's paragraph, in reading order."""
@@ -156,7 +163,7 @@ def _no_index(index_dir: Path) -> str:
     return f"No index in {index_dir}. Build it with `assistant index build --index {index_dir}` (or `make run`)."
 
 
-def load_index(index_dir: Path, embeddings: SentenceTransformerEmbeddings, verify: bool = True,
+def load_index(index_dir: Path, embeddings: Embedder, verify: bool = True,
                check_model: bool = True) -> LoadedIndex:
     """Load the live version; checks file checksums and (unless told not to) that the configured model built it."""
     index_dir = Path(index_dir)
@@ -183,6 +190,16 @@ def load_index(index_dir: Path, embeddings: SentenceTransformerEmbeddings, verif
         raise ModelMismatchError(
             f"The index in {index_dir} was built with embedding model {built_with!r} but {embeddings.model_name!r} "
             f"is configured. Set ASSISTANT_EMBED_MODEL={built_with} or rebuild with `assistant index build --full`."
+        )
+    if check_model and manifest["embedding"].get("prompts", {}) != embeddings.prompts:
+        raise ModelMismatchError(
+            f"The index in {index_dir} was embedded with prefixes {manifest['embedding'].get('prompts', {})} but the "
+            f"model now uses {embeddings.prompts}. Rebuild with `assistant index build --full`."
+        )
+    if manifest.get("matching") != MATCHING_NORMALIZATION:
+        raise ModelMismatchError(
+            f"The index in {index_dir} was built with text matching {manifest.get('matching', 'nfkc+lower')!r}, this "
+            f"version uses {MATCHING_NORMALIZATION!r}. Rebuild it with `assistant index build`."
         )
     store = FaissVectorStore.load(version, embeddings)
     bm25 = BM25Index.load(version)
@@ -218,7 +235,7 @@ def _sha256(path: Path) -> str:
 def build_index(
     corpus_dir: Path,
     index_dir: Path,
-    embeddings: SentenceTransformerEmbeddings,
+    embeddings: Embedder,
     chunker: ChunkerSettings = ChunkerSettings(),
     full: bool = False,
     progress: bool = False,
@@ -250,8 +267,13 @@ def build_index(
                            version=current_version(index_dir).name)
 
         to_embed = [c for s, _, _, chunks in processed if s.rel not in reuse for c in chunks]
-        stage(f"embedding {len(to_embed)} chunks with {embeddings.model_name}")
-        new_vectors = embeddings.encode([c.text for c in to_embed], show_progress=progress)
+        stage(f"embedding {len(to_embed)} chunks with {embeddings.model_name}"
+              + (f" (full rebuild: {full_reason})" if full_reason else ""))
+        if to_embed:
+            _ = embeddings.dimension  # load the model first, so the rate below is the embedding rate
+        embed_started = time.perf_counter()
+        new_vectors = embeddings.encode_documents([c.text for c in to_embed], show_progress=progress)
+        embed_seconds = time.perf_counter() - embed_started
         vector_of = dict(zip((c.id for c in to_embed), new_vectors, strict=True))
 
         store = FaissVectorStore(embeddings, new_vectors.shape[1] if len(to_embed) else old_store.index.d)
@@ -277,6 +299,7 @@ def build_index(
             "built_at": _now(),
             "embedding": {
                 "model": embeddings.model_name,
+                "prompts": embeddings.prompts,
                 "dimension": int(store.index.d),
                 "normalized": True,
                 "metric": "inner_product",
@@ -284,6 +307,7 @@ def build_index(
                 if tokens else 0.0,
             },
             "chunker": chunker.as_dict(),
+            "matching": MATCHING_NORMALIZATION,
             "counts": {
                 "documents": len(sources),
                 "chunks": len(store),
@@ -296,7 +320,9 @@ def build_index(
         version = _write_version(index_dir, store, bm25, all_docs, manifest)
         _remove_stale_versions(index_dir)
         return _report(manifest, started, full=full, embedded=len(to_embed), version=version.name,
-                       added=added, changed=changed, removed=removed)
+                       added=added, changed=changed, removed=removed, full_reason=full_reason,
+                       passages_per_second=round(len(to_embed) / embed_seconds, 1)
+                       if to_embed and embed_seconds > 0 else None)
 
 
 def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool):
@@ -312,9 +338,13 @@ def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool)
     if manifest.get("format") != FORMAT_VERSION:
         return manifest, None, "index format changed"
     if manifest["embedding"]["model"] != embeddings.model_name:
-        return manifest, None, "embedding model changed"
+        return manifest, None, f"embedding model changed from {manifest['embedding']['model']} to {embeddings.model_name}"
+    if manifest["embedding"].get("prompts", {}) != embeddings.prompts:
+        return manifest, None, "the embedding model's query/passage prefixes changed"
     if manifest.get("chunker") != chunker.as_dict():
         return manifest, None, "chunker settings changed"
+    if manifest.get("matching") != MATCHING_NORMALIZATION:
+        return manifest, None, f"text matching changed to {MATCHING_NORMALIZATION}"
     try:
         store = FaissVectorStore.load(current_version(index_dir), embeddings)
     except IndexCorruptError:

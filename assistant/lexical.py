@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import IndexCorruptError
+from .language import simplified
 
 BM25_DIR = "bm25"
 _jieba_lock = threading.Lock()
@@ -83,12 +84,17 @@ def _content_words(words, unique: bool = False) -> list[str]:
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased jieba search-mode tokens (a word and its sub-words), for BM25."""
-    return _content_words(load_jieba().cut_for_search(unicodedata.normalize("NFKC", text).lower()))
+    return _content_words(load_jieba().cut_for_search(matching_form(text)))
 
 
 def terms(text: str) -> list[str]:
     """Content words of a question in jieba's precise mode (no overlapping sub-words), for coverage."""
-    return _content_words(load_jieba().cut(unicodedata.normalize("NFKC", text).lower()), unique=True)
+    return _content_words(load_jieba().cut(matching_form(text)), unique=True)
+
+
+def matching_form(text: str) -> str:
+    """NFKC, lower case, Traditional as Simplified: a question in either script matches text in either."""
+    return simplified(unicodedata.normalize("NFKC", text)).lower()
 
 
 class BM25Index:

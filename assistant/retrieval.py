@@ -19,7 +19,8 @@ from pydantic import ConfigDict
 from .chunking import Chunk
 from .errors import UnknownNameError
 from .indexing import LoadedIndex
-from .lexical import expand, synonyms, terms, tokenize
+from .language import simplified
+from .lexical import expand, matching_form, synonyms, terms, tokenize
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
 RRF_K = 60
@@ -78,7 +79,7 @@ class QuestionProfile:
 
     def __init__(self, question: str):
         self.question = question
-        self.kind = next((name for name, rx in self.PATTERNS if rx.search(question)), "other")
+        self.kind = next((name for name, rx in self.PATTERNS if rx.search(simplified(question))), "other")
 
 
 _YEAR = re.compile(r"(?:19|20)\d{2}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|(?:19|20)\d{2}")
@@ -123,7 +124,7 @@ class HybridRetriever(BaseRetriever):
         fused: dict[int, float] = {}
         w = 1.0 if self.mode == "dense" else self.effective_dense_weight
         if self.mode in ("dense", "hybrid") and w > 0:
-            vector = index.store.embeddings.encode([query])[0]
+            vector = index.store.embeddings.encode_queries([query])[0]
             for rank, (row, score) in enumerate(index.store.search_by_vector(vector, CANDIDATES)):
                 parts.setdefault(row, {})["dense"] = score
                 fused[row] = fused.get(row, 0.0) + w / (RRF_K + rank + 1)
@@ -220,7 +221,7 @@ def _display_title(doc, documents: dict) -> str:
 
 def coverage(text: str, q_terms, idf) -> float:
     """IDF mass of the question's terms that the text contains (itself or a synonym)."""
-    norm_text = text.lower()
+    norm_text = matching_form(text)
     return sum(idf(t) for t in q_terms if any(w in norm_text for w in synonyms(t)))
 
 

@@ -1,8 +1,8 @@
 """Speed and memory of the assistant on this machine: prints figures, asserts nothing.
 
-    python benchmarks/bench_ask.py [--index DIR] [--rounds 3]
+    python benchmarks/bench_ask.py [--index DIR] [--rounds 3] [--answerer reader|extractive]
 
-Warm `ask` (extractive) over every eval question, the cold start of `assistant ask` (process start to
+Warm `ask` over every eval question (p50 / p95 per answer kind and overall), the cold start of `assistant ask` (process start to
 first answer), a full index build, and the process's peak memory.
 """
 
@@ -32,16 +32,18 @@ def main() -> None:
     parser.add_argument("--index", default=os.environ.get("ASSISTANT_INDEX_DIR", str(ROOT / "index")))
     parser.add_argument("--corpus", default=str(ROOT / "corpus"))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--answerer", default=None, help="default: the configured answerer (reader)")
     args = parser.parse_args()
 
     from assistant import Assistant
-    from assistant.embeddings import SentenceTransformerEmbeddings
+    from assistant.config import Settings
+    from assistant.embeddings import get_embeddings
     from assistant.evaluation import load_questions
     from assistant.indexing import build_index
 
     with tempfile.TemporaryDirectory() as tmp:
-        emb = SentenceTransformerEmbeddings()
-        emb.encode(["warm up"])
+        emb = get_embeddings(Settings.load().embed_model)
+        emb.encode_documents(["warm up"])
         started = time.perf_counter()
         report = build_index(Path(args.corpus), Path(tmp) / "index", emb, full=True)
         build_s = time.perf_counter() - started
@@ -53,14 +55,20 @@ def main() -> None:
     assistant.ask("上海")
     print(f"Assistant.load (model already loaded) + first ask: {time.perf_counter() - load_started:.2f} s")
     questions = load_questions(ROOT / "corpus" / "eval" / "questions.jsonl")
+    answerer = args.answerer or assistant.settings.answerer
     latencies: list[float] = []
+    by_kind: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         for q in questions:
             t = time.perf_counter()
-            assistant.ask(q.question, q.history)
-            latencies.append((time.perf_counter() - t) * 1000)
-    print(f"warm ask, extractive, {len(questions)} questions x {args.rounds}: median {statistics.median(latencies):.1f} ms, "
+            answer = assistant.ask(q.question, q.history, answerer=answerer)
+            ms = (time.perf_counter() - t) * 1000
+            latencies.append(ms)
+            by_kind.setdefault("refused" if answer.refused else answer.kind, []).append(ms)
+    print(f"warm ask, {answerer}, {len(questions)} questions x {args.rounds}: p50 {statistics.median(latencies):.1f} ms, "
           f"p95 {percentile(latencies, 95):.1f} ms, max {max(latencies):.1f} ms")
+    for kind, values in sorted(by_kind.items()):
+        print(f"  {kind:<12} n={len(values):<4} p50 {statistics.median(values):.1f} ms, p95 {percentile(values, 95):.1f} ms")
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
     env = {**os.environ, "ASSISTANT_INDEX_DIR": args.index}

@@ -22,9 +22,9 @@ class CountingEmbeddings(SentenceTransformerEmbeddings):
         super().__init__(*args, **kwargs)
         self.embedded: list[str] = []
 
-    def encode(self, texts, show_progress=False):
+    def encode_documents(self, texts, show_progress=False):
         self.embedded.extend(texts)
-        return super().encode(texts, show_progress)
+        return super().encode_documents(texts, show_progress)
 
 
 @pytest.fixture(scope="session")

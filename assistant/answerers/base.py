@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..retrieval import Source
 
-MAX_ANSWER_CHARS = 150
+MAX_ANSWER_CHARS = 150  # a factoid's cap; longer kinds of answer have their own (answerers/reader.py)
+REFUSAL_ZH = "文章没有提到这一点。最接近的段落如下:"
+REFUSAL_EN = "The article does not say. The closest passages are below."
 
 
-def clip_answer(text: str, reserve: int = 0) -> str:
-    """The answer cut to fit MAX_ANSWER_CHARS, leaving `reserve` characters for a citation marker."""
-    limit = MAX_ANSWER_CHARS - reserve
+def clip_answer(text: str, reserve: int = 0, limit: int = MAX_ANSWER_CHARS) -> str:
+    """The answer cut to fit `limit`, leaving `reserve` characters for a citation marker."""
+    limit -= reserve
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def mostly_latin(text: str) -> bool:
+    """Whether a question is written in a Latin-script language rather than Chinese."""
+    latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
+    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
+    return latin > 3 * max(cjk, 1) and latin >= 6
 
 
 @dataclass
@@ -38,6 +48,18 @@ class Draft:
     refused: bool
     citations: list[Citation] = field(default_factory=list)
     notice: str | None = None  # shown to the user, e.g. a fallback from the LLM
+    kind: str = "factoid"  # factoid, list, explanation or summary: decides the length cap
+    confidence: float | None = None  # calibrated probability that the answer is right
+    sources: list[Source] | None = None  # replaces the retrieved sources (a summary cites its own)
+
+
+def refusal(question: str) -> Draft:
+    """"The article does not say", in the question's language, without repeating the question."""
+    return Draft(REFUSAL_EN if mostly_latin(question) else REFUSAL_ZH, True, [])
+
+
+def strip_markers(text: str) -> str:
+    return re.sub(r"\[\d{1,3}\]", "", text).strip()
 
 
 class Answerer(ABC):

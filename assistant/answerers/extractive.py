@@ -16,7 +16,7 @@ from ..chunking import split_sentences
 from ..followup import subject_of
 from ..lexical import load_jieba, synonyms, terms
 from ..retrieval import QuestionProfile, Source, coverage, type_match
-from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft, clip_answer
+from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft, clip_answer, refusal
 
 # Calibrated on the eval set's answerable and unanswerable questions (see README).
 MIN_COVERAGE = 0.5  # share of the question's IDF mass the answering sentence must hold
@@ -253,9 +253,6 @@ def _respectively(text: str, question: str) -> str | None:
     return None
 
 
-def refusal(question: str) -> Draft:
-    topic = re.sub(r"[??!!。.\s]+$", "", question)[:40]  # noqa: RUF001
-    return Draft(f"文章中没有提到{topic}的答案。下面是最接近的段落,供参考。", True, [])
 
 
 def _sentences(source: Source) -> list[tuple[int, int]]:

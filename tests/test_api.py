@@ -1,0 +1,111 @@
+"""The JSON API on a real server started with --auth: routes, HTTP Basic, validation, uploads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from .conftest import SEED
+
+pytestmark = pytest.mark.slow
+AUTH = ("reader", "s3cret-pass")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api")
+    (root / "corpus" / "articles").mkdir(parents=True)
+    shutil.copy(SEED, root / "corpus" / "articles" / SEED.name)
+    env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(root / "corpus"), "ASSISTANT_INDEX_DIR": str(root / "index"),
+           "ASSISTANT_DATA_DIR": str(root / "data")}
+    subprocess.run([sys.executable, "-m", "assistant", "index", "build"], env=env, check=True, capture_output=True)
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--port", str(port), "--auth",
+                             ":".join(AUTH)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/api/status", timeout=2).status_code in (200, 401):
+                break
+        except httpx.HTTPError:
+            assert proc.poll() is None, (root / "server.log").read_text()
+            time.sleep(0.5)
+    with httpx.Client(base_url=url, auth=AUTH, timeout=60) as client:
+        yield client, url, root
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_ask_returns_the_cli_json(api):
+    client, _, _ = api
+    response = client.post("/api/ask", json={"question": "英伟达是谁创立的?"})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert "黄仁勋" in data["answer"] and not data["refused"]
+    assert {"answer", "refused", "kind", "confidence", "question", "rewritten_question", "sources", "citations",
+            "latency_ms"} <= set(data)
+    follow = client.post("/api/ask", json={"question": "他在哪一年创立了英伟达?", "k": 3,
+                                           "history": [{"question": "英伟达是谁创立的?", "answer": "黄仁勋"}]})
+    assert follow.status_code == 200 and follow.json()["rewritten_question"].startswith("黄仁勋")
+    assert len(follow.json()["sources"]) <= 3
+
+
+def test_every_route_needs_the_credentials(api):
+    _, url, _ = api
+    for method, path in (("post", "/api/ask"), ("get", "/api/status"), ("post", "/api/articles")):
+        assert httpx.request(method, url + path, json={"question": "x"}).status_code == 401
+        wrong = httpx.request(method, url + path, json={"question": "x"}, auth=("reader", "wrong"))
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Basic")
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({}, 422, "question"),
+    ({"question": "英伟达是谁创立的?", "k": "abc"}, 422, "k"),
+    ({"question": "英伟达是谁创立的?", "k": 0}, 422, "k"),
+    ({"question": "英伟达是谁创立的?", "history": "text"}, 422, "history"),
+    ({"question": "英伟达是谁创立的?", "history": [{"question": 5}]}, 422, "history"),
+    ({"question": "英伟达是谁创立的?", "surprise": 1}, 422, "surprise"),
+    ({"question": "   "}, 400, "空"),
+    ({"question": "英伟达是谁创立的?", "answerer": "oracle"}, 400, "oracle"),
+])
+def test_bad_bodies_name_the_field(api, body, status, field):
+    client, _, _ = api
+    response = client.post("/api/ask", json=body)
+    assert response.status_code == status and field in response.text, response.text
+
+
+def test_status_and_upload(api, tmp_path):
+    client, _, root = api
+    before = client.get("/api/status").json()
+    article = "# 黄河简介\n\n黄河全长约5464公里,最后在山东省东营市注入渤海。\n"
+    response = client.post("/api/articles", files=[("files", ("huanghe.md", article.encode(), "text/markdown"))])
+    assert response.status_code == 200, response.text
+    assert response.json()["added"] and response.json()["documents"] == before["documents"] + 1
+    answer = client.post("/api/ask", json={"question": "黄河全长多少公里?"}).json()
+    assert "5464公里" in answer["answer"]
+    bad = client.post("/api/articles", files=[("files", ("run.sh", b"echo hi", "text/plain"))])
+    assert bad.status_code == 400 and "only .txt" in bad.json()["error"]
+    assert not (root / "corpus" / "articles" / "run.sh").exists()
+
+
+def test_gradio_endpoint_still_works_with_the_login(api):
+    from gradio_client import Client
+
+    _, url, _ = api
+    result = Client(url + "/", auth=AUTH, verbose=False).predict("英伟达是谁创立的?", [], 5, api_name="/ask")
+    assert "黄仁勋" in result["answer"]

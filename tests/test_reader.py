@@ -1,0 +1,164 @@
+"""The trained span reader, its committed delta, the CMRC metrics, SQuAD eval and training itself."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from assistant.answerers.base import REFUSAL_ZH
+from assistant.cli import main
+from assistant.retrieval import Source
+from assistant.squad import cmrc_em, cmrc_f1, load_squad
+
+# A passage nobody tuned anything on, written for this test.
+RIVER = ("黄河是中国第二长河,全长约5464公里,流域面积约75万平方公里。它发源于青海省巴颜喀拉山脉北麓,"
+         "自西向东流经九个省区,最后在山东省东营市注入渤海。黄河中游流经黄土高原,携带大量泥沙,"
+         "因此被称为世界上含沙量最高的河流之一。")
+
+
+def _source(text: str, rank: int = 1) -> Source:
+    return Source(rank, "river", "黄河", "body", 1, text, 0, len(text), 1.0, [])
+
+
+@pytest.fixture(scope="module")
+def reader(assistant):
+    return assistant.answerers["reader"]
+
+
+def test_cmrc_metrics_follow_the_organisers_script():
+    assert cmrc_em("《天安门》", ["天安门"]) == 1.0  # punctuation is not part of the answer
+    assert cmrc_f1("天安门广场", ["北京天安门"]) == pytest.approx(0.6)  # longest common run 天安门: P = R = 3/5
+    assert cmrc_f1("1980年", ["1980"]) == pytest.approx(2 * 0.5 * 1.0 / 1.5)  # a Latin/digit run is one token
+    assert cmrc_f1("无关", ["黄仁勋", "无关答案"]) == pytest.approx(2 * 1.0 * 0.5 / 1.5)  # best over gold answers
+    assert cmrc_em("", ["x"]) == 0.0 and cmrc_f1("", ["x"]) == 0.0
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("黄河全长多少公里?", "5464公里"),
+    ("黄河发源于哪里?", "巴颜喀拉山"),
+    ("黄河在哪里注入渤海?", "东营"),
+])
+def test_reader_answers_questions_about_unseen_text(reader, question, expected):
+    draft = reader.answer(question, [_source(RIVER)])
+    assert not draft.refused and expected in draft.answer and len(draft.answer) <= len(expected) + 15
+    assert draft.confidence > 0.5
+    (cite,) = draft.citations
+    assert RIVER[cite.start:cite.end] == cite.sentence and expected in cite.sentence
+
+
+def test_reader_explains_why_with_the_sentence(reader):
+    draft = reader.answer("为什么黄河被称为含沙量最高的河流之一?", [_source(RIVER)])
+    (cite,) = draft.citations
+    assert draft.kind == "explanation" and "黄土高原" in draft.answer
+    assert draft.answer == cite.sentence.rstrip("。") + "[1]"  # the whole sentence, cited
+
+
+def test_reader_refuses_a_question_the_passage_does_not_answer(reader):
+    draft = reader.answer("长江三峡大坝是哪一年建成的?", [_source(RIVER)])
+    assert draft.refused and draft.answer == REFUSAL_ZH and draft.confidence < 0.5
+
+
+def test_long_questions_are_cut_so_the_passage_keeps_the_window(reader):
+    question = "请问" * 200 + "黄河全长多少公里?"
+    enc = reader.reader.features(question, [RIVER])
+    seq = enc.sequence_ids(0)
+    assert seq.count(0) <= reader.reader.max_question_tokens and seq.count(1) > 60
+
+
+def test_delta_round_trip(tmp_path):
+    import torch
+
+    from assistant.reader import WORD_EMBEDDINGS, apply_delta, write_delta
+
+    torch.manual_seed(0)
+    base = {"layer.weight": torch.randn(8, 16), "layer.bias": torch.randn(8), WORD_EMBEDDINGS: torch.randn(50, 16)}
+    tuned = {k: v + 0.01 * torch.randn_like(v) for k, v in base.items()}
+    tuned["qa.weight"] = torch.randn(2, 16)
+    write_delta(tuned, base, tmp_path / "d.safetensors", {"training": {"seed": 1}})
+    state, meta = apply_delta(base, tmp_path / "d.safetensors")
+    assert meta == {"training": {"seed": 1}}
+    step = (tuned["layer.weight"] - base["layer.weight"]).abs().amax(dim=1, keepdim=True) / 127
+    assert ((state["layer.weight"] - tuned["layer.weight"]).abs() <= step / 2 + 1e-7).all()  # int8 rounding only
+    assert torch.allclose(state["layer.bias"], tuned["layer.bias"]) and torch.equal(state["qa.weight"], tuned["qa.weight"])
+    assert torch.equal(state[WORD_EMBEDDINGS], base[WORD_EMBEDDINGS])  # frozen, never saved
+
+
+def test_a_file_that_is_not_a_delta_is_refused(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from assistant.errors import ModelNotAvailableError
+    from assistant.reader import SpanReader
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ModelNotAvailableError, match="train-reader"):
+        SpanReader.load(tmp_path / "other.safetensors")
+    with pytest.raises(ModelNotAvailableError, match="missing"):
+        SpanReader.load(tmp_path / "absent.safetensors")
+
+
+def _squad_file(path, with_bad_rows: bool = True):
+    qas = [{"id": "q1", "question": "黄河全长多少公里?", "answers": [{"text": "约5464公里", "answer_start": RIVER.index("约5464")}]},
+           {"id": "q2", "question": "黄河最后注入哪里?", "answers": [{"text": "渤海", "answer_start": RIVER.index("渤海")}]}]
+    if with_bad_rows:
+        qas += [{"id": "q3", "question": "", "answers": [{"text": "渤海", "answer_start": 0}]},
+                {"id": "q4", "answers": [{"text": "渤海"}]}]
+    other = "珠穆朗玛峰海拔8848.86米,是世界最高峰,位于中国与尼泊尔边境。"
+    data = {"data": [{"title": "黄河", "paragraphs": [{"id": "p1", "context": RIVER, "qas": qas}]},
+                     {"title": "珠峰", "paragraphs": [{"id": "p2", "context": other, "qas": [
+                         {"id": "q5", "question": "珠穆朗玛峰海拔多少米?", "answers": [{"text": "8848.86米",
+                                                                            "answer_start": 6}]}]}]}]}
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_load_squad_reports_bad_rows_and_keeps_the_rest(tmp_path):
+    squad = load_squad(_squad_file(tmp_path / "s.json"))
+    assert [q.id for q in squad.questions] == ["q1", "q2", "q5"]
+    assert len(squad.skipped) == 2 and any("q3" in s for s in squad.skipped)
+
+
+@pytest.mark.parametrize("mode", [[], ["--passage-given"]])
+def test_eval_squad_reports_cmrc_metrics(built, tmp_path, capsys, mode):
+    out = tmp_path / "report.json"
+    code = main(["eval", "--squad", str(_squad_file(tmp_path / "s.json")), "--json", str(out), "--no-progress",
+                 *mode])
+    printed = capsys.readouterr()
+    assert code == 0 and "skipped" in printed.err and "q3" in printed.err
+    report = json.loads(out.read_text(encoding="utf-8"))
+    summary = report["summary"]
+    assert summary["questions"] == 3 and summary["f1"] >= 60 and "EM" in printed.out
+    assert {"em", "f1", "containment_accuracy", "hit@1", "hit@5", "refusal_rate", "latency_ms_p95"} <= set(summary)
+    if not mode:
+        assert summary["hit@1"] == 1.0  # the right passage first for each question
+
+
+def test_eval_squad_bad_files(tmp_path, capsys):
+    assert main(["eval", "--squad", str(tmp_path / "none.json")]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    assert main(["eval", "--squad", str(tmp_path / "bad.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_training_is_seeded_checkpointed_and_resumable(tmp_path):
+    from assistant.reader import SpanReader
+    from assistant.training import TrainConfig, train
+
+    data = _squad_file(tmp_path / "train.json", with_bad_rows=False)
+    cfg = TrainConfig(data=[str(data)], out=str(tmp_path / "reader.safetensors"), work_dir=str(tmp_path / "work"),
+                      epochs=1, batch_size=2, max_len=96, stride=32, checkpoint_every=1, heldout_every=1000)
+    first = train(cfg)
+    checkpoints = list((tmp_path / "work").glob("checkpoint-*.json"))
+    (features,) = (tmp_path / "work").glob("features-*.npz")
+    with np.load(features) as f:
+        steps = -(-len(f["lengths"]) // cfg.batch_size)
+    assert len(checkpoints) == 1 and json.loads(checkpoints[0].read_text())["step"] == steps
+    size = (tmp_path / "reader.safetensors").stat().st_size
+    assert size < 30e6  # only what differs from the packaged encoder
+    again = train(cfg)  # resumes at the last step: nothing left to do, same result
+    assert again["history"] == first["history"]
+    loaded = SpanReader.load(tmp_path / "reader.safetensors")
+    assert loaded.meta["training"]["seed"] == cfg.seed and loaded.max_len == 96
