@@ -79,8 +79,12 @@ def main() -> None:
                 run("POST /api/ask", lambda q: client.post("/api/ask", json={"question": q}).json()["answer"], n)
                 run("Gradio /ask", lambda q: gradio.predict(q, [], 5, api_name="/ask")["answer"], n)
         finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+            proc.terminate()  # open keep-alive connections can hold uvicorn's graceful shutdown
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 if __name__ == "__main__":
