@@ -25,6 +25,7 @@ from .reader import SpanReader
 from .retrieval import HybridRetriever, Source
 
 MAX_QUESTION_CHARS = 500
+_READERS: dict[int, SpanReader] = {}  # one loaded reader per shared embedding table
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
 _SEARCHABLE = re.compile(r"[0-9A-Za-z\u3400-\u9fff]")
 _MARKERS = re.compile(r"\[\d{1,2}\]")
@@ -159,13 +160,14 @@ class Assistant:
 
     def _span_reader(self) -> SpanReader:
         """The trained reader, loaded once per process; it shares the e5 embedding table when it can."""
-        if getattr(self, "_reader", None) is None:
-            shared = None
-            model = getattr(self.embeddings, "model", None)
-            if getattr(self.embeddings, "model_name", "").lower() in E5_NAMES and model is not None:
-                shared = model[0].auto_model.embeddings.word_embeddings.weight
-            self._reader = SpanReader.load(share_word_embeddings=shared)
-        return self._reader
+        shared = None
+        model = getattr(self.embeddings, "model", None)
+        if getattr(self.embeddings, "model_name", "").lower() in E5_NAMES and model is not None:
+            shared = model[0].auto_model.embeddings.word_embeddings.weight
+        key = id(shared)  # the embedding model is cached per process, so its table is the same object
+        if key not in _READERS:
+            _READERS[key] = SpanReader.load(share_word_embeddings=shared)
+        return _READERS[key]
 
     @property
     def available_answerers(self) -> list[str]:

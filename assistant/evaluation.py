@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .answerers.base import MAX_ANSWER_CHARS
+from .answerers.base import MAX_ANSWER_CHARS, strip_markers
 from .answerers.reader import CAPS
 from .config import Settings
 from .errors import EvalError
@@ -249,7 +249,7 @@ def run_squad_eval(assistant, squad, doc_of: dict[str, str] | None, questions: l
                             "hit_rank": None, "latency_ms": 0.0, "error": f"{type(exc).__name__}: {exc}"})
             continue
         latency = (time.perf_counter() - started) * 1e3
-        plain = "" if refused else _strip_markers(text)
+        plain = "" if refused else strip_markers(text)
         gold = [normalize(a) for a in q.answers]
         target = doc_of.get(q.passage_id) if doc_of else source.doc_id
         hit = next((s.rank for s in sources if s.doc_id == target and any(g in normalize(s.text) for g in gold)), None)
@@ -269,7 +269,7 @@ def run_squad_eval(assistant, squad, doc_of: dict[str, str] | None, questions: l
         "hit@1": round(sum(1 for r in results if r["hit_rank"] == 1) / n, 4),
         "hit@5": round(sum(1 for r in results if r["hit_rank"] and r["hit_rank"] <= 5) / n, 4),
         "refusal_rate": round(sum(r["refused"] for r in results) / n, 4),
-        "median_answer_chars": statistics.median([len(_strip_markers(r["answer"])) for r in results
+        "median_answer_chars": statistics.median([len(strip_markers(r["answer"])) for r in results
                                                   if r["answer"] and not r["refused"]] or [0]),
         "latency_ms_p50": round(statistics.median(latencies), 2) if latencies else 0.0,
         "latency_ms_p95": round(_percentile(latencies, 95), 2),
@@ -282,12 +282,6 @@ def normalize_question_text(question: str) -> str:
     from .assistant import normalize_question
 
     return normalize_question(question)
-
-
-def _strip_markers(text: str) -> str:
-    import re
-
-    return re.sub(r"\[\d{1,3}\]", "", text).strip()
 
 
 def format_squad(summary: dict, title: str) -> str:

@@ -39,7 +39,7 @@ def needs_rewrite(question: str, history: list[Turn]) -> bool:
 
 
 def subject_of(question: str) -> str | None:
-    """The leading noun phrase of a question: 英伟达是谁创立的? -> 英伟达."""
+    """The leading noun phrase of a question: 某公司是谁创立的? -> 某公司."""
     q = _LEADING.sub("", _TRAILING.sub("", question.strip()))
     m = _SUBJECT_END.search(q, 2) if len(q) > 2 else None
     subject = q[: m.start()] if m else None

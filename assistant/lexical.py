@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -92,6 +93,7 @@ def terms(text: str) -> list[str]:
     return _content_words(load_jieba().cut(matching_form(text)), unique=True)
 
 
+@functools.lru_cache(maxsize=65536)  # the reranker asks for the same chunks' forms query after query
 def matching_form(text: str) -> str:
     """NFKC, lower case, Traditional as Simplified: a question in either script matches text in either."""
     return simplified(unicodedata.normalize("NFKC", text)).lower()

@@ -178,9 +178,7 @@ class SpanReader:
                    training.get("max_answer_tokens", 48), meta)
 
     def features(self, question: str, passages: list[str]):
-        enc = self.tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-        if len(enc["input_ids"]) > self.max_question_tokens:
-            question = question[: enc["offset_mapping"][self.max_question_tokens - 1][1]]
+        question = cut_question(self.tokenizer, question, self.max_question_tokens)
         return self.tokenizer([question] * len(passages), passages, truncation="only_second",
                               max_length=self.max_len, stride=self.stride, return_overflowing_tokens=True,
                               return_offsets_mapping=True, padding=True, return_tensors="np")
@@ -201,6 +199,14 @@ class SpanReader:
         enc = self.features(simplified(question), [simplified_same_length(p) for p in passages])
         start_logits, end_logits = self.logits(enc)
         return best_spans(enc, start_logits, end_logits, self.max_answer_tokens)[:top_n]
+
+
+def cut_question(tokenizer, question: str, limit: int) -> str:
+    """The question cut after `limit` tokens, so that a long one leaves the passage most of each window."""
+    enc = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+    if len(enc["input_ids"]) <= limit:
+        return question
+    return question[: enc["offset_mapping"][limit - 1][1]]
 
 
 def _bf16_is_fast() -> bool:

@@ -98,6 +98,13 @@ def load_squad(path: Path, convert=None) -> SquadSet:
     return SquadSet(passages, questions, skipped)
 
 
+def load_squad_files(paths, convert=None) -> SquadSet:
+    """Several SQuAD files as one set (e.g. DRCD dev + test); rows skipped in any are listed."""
+    sets = [load_squad(Path(p), convert=convert) for p in paths]
+    return SquadSet({k: v for s in sets for k, v in s.passages.items()}, [q for s in sets for q in s.questions],
+                    [problem for s in sets for problem in s.skipped])
+
+
 def write_corpus(squad: SquadSet, corpus_dir: Path) -> dict[str, str]:
     """Write each passage as an article `<n>.md` under corpus_dir/articles; returns passage id -> doc id."""
     articles = Path(corpus_dir) / "articles"

@@ -26,8 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .reader import READER_FILE, WORD_EMBEDDINGS, base_state, best_spans, build_model, load_tokenizer, write_delta
-from .squad import SquadSet, cmrc_em, cmrc_f1, load_squad
+from .language import simplified
+from .reader import (
+    READER_FILE,
+    WORD_EMBEDDINGS,
+    base_state,
+    best_spans,
+    build_model,
+    cut_question,
+    load_tokenizer,
+    write_delta,
+)
+from .squad import SquadSet, cmrc_em, cmrc_f1, load_squad, load_squad_files
 
 CLS = 0  # target position for "no answer"
 
@@ -65,26 +75,12 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def t2s():
-    import opencc
-
-    converter = opencc.OpenCC("t2s")
-    return converter.convert
-
-
 def split_heldout(squad: SquadSet, every: int) -> tuple[list, list]:
     """Questions of every `every`-th passage are held out."""
     held = {pid for i, pid in enumerate(squad.passages) if i % every == every - 1}
     train = [q for q in squad.questions if q.passage_id not in held]
     test = [q for q in squad.questions if q.passage_id in held]
     return train, test
-
-
-def _question_ids(tokenizer, question: str, limit: int) -> str:
-    ids = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-    if len(ids["input_ids"]) <= limit:
-        return question
-    return question[: ids["offset_mapping"][limit - 1][1]]
 
 
 def make_features(cfg: TrainConfig, squad: SquadSet, questions: list, tokenizer, rng: random.Random) -> dict:
@@ -100,7 +96,7 @@ def make_features(cfg: TrainConfig, squad: SquadSet, questions: list, tokenizer,
         if start < 0:
             dropped += 1
             continue
-        question = _question_ids(tokenizer, q.question, cfg.max_question_tokens)
+        question = cut_question(tokenizer, q.question, cfg.max_question_tokens)
         enc = tokenizer(question, passage.context, truncation="only_second", max_length=cfg.max_len,
                         stride=cfg.stride, return_overflowing_tokens=True, return_offsets_mapping=True)
         end = start + len(answer)
@@ -150,7 +146,7 @@ def evaluate_passage_given(reader_model, tokenizer, squad: SquadSet, questions: 
     with torch.inference_mode():
         for i in range(0, len(answered), batch):
             group = answered[i:i + batch]
-            qs = [_question_ids(tokenizer, q.question, cfg.max_question_tokens) for q in group]
+            qs = [cut_question(tokenizer, q.question, cfg.max_question_tokens) for q in group]
             ctxs = [squad.passages[q.passage_id].context for q in group]
             enc = tokenizer(qs, ctxs, truncation="only_second", max_length=cfg.max_len, stride=cfg.stride,
                             return_overflowing_tokens=True, return_offsets_mapping=True, padding=True,
@@ -236,9 +232,7 @@ def _train(cfg: TrainConfig) -> dict:
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer()
-    convert = t2s()
-    sets = [load_squad(Path(p), convert=convert) for p in cfg.data]
-    squad = SquadSet({k: v for s in sets for k, v in s.passages.items()}, [q for s in sets for q in s.questions], [])
+    squad = load_squad_files(cfg.data, convert=simplified)
     train_q, held_q = split_heldout(squad, cfg.heldout_every)
     if cfg.max_questions:
         train_q = rng.sample(train_q, min(cfg.max_questions, len(train_q)))
@@ -431,9 +425,7 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
     from .reader import SpanReader
 
     rng = random.Random(seed)
-    convert = t2s()
-    sets = [load_squad(Path(p), convert=convert) for p in data]
-    squad = SquadSet({k: v for s in sets for k, v in s.passages.items()}, [q for s in sets for q in s.questions], [])
+    squad = load_squad_files(data, convert=simplified)
     _, held = split_heldout(squad, heldout_every)
     held = held[:limit] if limit else held
     reader = SpanReader.load(reader_path)

@@ -184,7 +184,7 @@ def main() -> None:
     from assistant.answerers.reader import ReaderAnswerer
     from assistant.reader import SpanReader
     from assistant.squad import load_squad
-    from assistant.training import split_heldout, t2s
+    from assistant.training import split_heldout
 
     reader = SpanReader.load()
     answerers = {"reader": ReaderAnswerer(reader, index=None), "extractive": ExtractiveAnswerer(lambda term: 1.0)}  # uniform IDF: no index here
@@ -200,12 +200,10 @@ def main() -> None:
         print(f"SKIPPED CMRC 2018: {cmrc} is missing (set ASSISTANT_DATASETS)")
     drcd = [DATASETS / "drcd" / "DRCD_dev.json", DATASETS / "drcd" / "DRCD_test.json"]
     if all(p.is_file() for p in drcd):
-        from assistant.squad import SquadSet
+        from assistant.language import simplified
+        from assistant.squad import load_squad_files
 
-        convert = t2s()
-        parts = [load_squad(p, convert=convert) for p in drcd]
-        squad = SquadSet({k: v for s in parts for k, v in s.passages.items()}, [q for s in parts for q in s.questions],
-                         [])
+        squad = load_squad_files(drcd, convert=simplified)
         _, held = split_heldout(squad, reader.meta.get("training", {}).get("heldout_every", 20))
         if args.shapes:
             report["drcd_heldout"] = shape_table("DRCD held-out", squad, held, reader, args.limit)

@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-
 import httpx
 import pytest
 
-from .conftest import SEED
+from .server import running_server
 
 pytestmark = pytest.mark.slow
 AUTH = ("reader", "s3cret-pass")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
-    (root / "corpus" / "articles").mkdir(parents=True)
-    shutil.copy(SEED, root / "corpus" / "articles" / SEED.name)
-    env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(root / "corpus"), "ASSISTANT_INDEX_DIR": str(root / "index"),
-           "ASSISTANT_DATA_DIR": str(root / "data")}
-    subprocess.run([sys.executable, "-m", "assistant", "index", "build"], env=env, check=True, capture_output=True)
-    port = _free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "assistant", "serve", "--port", str(port), "--auth",
-                             ":".join(AUTH)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/api/status", timeout=2).status_code in (200, 401):
-                break
-        except httpx.HTTPError:
-            assert proc.poll() is None, (root / "server.log").read_text()
-            time.sleep(0.5)
-    with httpx.Client(base_url=url, auth=AUTH, timeout=60) as client:
-        yield client, url, root
-    proc.terminate()
-    proc.wait(timeout=20)
+    with running_server(root, "--auth", ":".join(AUTH)) as url:
+        with httpx.Client(base_url=url, auth=AUTH, timeout=60) as client:
+            yield client, url, root
 
 
 def test_ask_returns_the_cli_json(api):

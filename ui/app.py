@@ -136,17 +136,18 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         answers = gr.State([])
         shown = gr.State(None)  # which answer's sources the panel shows; None: the latest
         gr.Markdown("## 文章问答助手\n向文章提问:答案简短、带编号引用,右侧显示依据的原文段落。")
+        example_questions = examples(assistant.settings.corpus_dir)
         with gr.Tab("问答"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3):
                     chatbot = gr.Chatbot(height=480, label="对话", elem_id="chat", feedback_options=("Like", "Dislike"),
-                                         placeholder="例如:英伟达是谁创立的?")
+                                         placeholder=f"例如:{example_questions[0]}")
                     with gr.Row():
                         box = gr.Textbox(placeholder="输入问题,回车发送", show_label=False, scale=5, elem_id="question",
                                          max_length=500)
                         send = gr.Button("发送", variant="primary", scale=1, elem_id="send")
                     clear = gr.Button("清空对话", elem_id="clear", size="sm")
-                    gr.Examples(examples(assistant.settings.corpus_dir), inputs=box, label="示例问题")
+                    gr.Examples(example_questions, inputs=box, label="示例问题")
                 with gr.Column(scale=2):
                     gr.Markdown("### 来源段落")
                     sources = gr.HTML(sources_html(None), elem_id="sources")

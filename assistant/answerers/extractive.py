@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..chunking import split_sentences
 from ..followup import subject_of
+from ..language import data
 from ..lexical import load_jieba, synonyms, terms
 from ..retrieval import QuestionProfile, Source, coverage, type_match
 from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft, clip_answer, refusal
@@ -32,7 +33,7 @@ _NUMBER = re.compile(
 )
 _MARKER = re.compile(r"\[\d{1,3}\]")
 _MONEY = re.compile(r"市值|金额|募资|融资|投资|多少钱|资金|估值")
-_ORG = re.compile(r"(?:[A-Za-z][A-Za-z0-9]+|[\u4e00-\u9fff]{2,4}?)(?:科技|股份|智能|集团|创投|智芯|星辰|机器人|证券报|日报|财经|之家|基金)")
+_ORG = re.compile(r"(?:[A-Za-z][A-Za-z0-9]+|[\u4e00-\u9fff]{2,4}?)(?:" + "|".join(data()["organisation_suffixes"]) + ")")
 _TWO_ASKS = re.compile(r"[,,;;]")  # noqa: RUF001
 _ASK_WORDS = re.compile(r"哪一年|哪年|何时|多少|哪些|哪家|哪个|哪位|哪里|什么|谁|几")
 _NEEDS_PERSON = re.compile(r"创始人|创立|创办|创建|作者|编辑|谁说|谁写")
@@ -176,7 +177,7 @@ _CLAUSE_END = re.compile(r"[。;;!?!?]")  # noqa: RUF001
 def _slot(question: str, sentence: str) -> str | None:
     """Fill the question's blank from a sentence that mirrors it.
 
-    张江与【哪家机构】设立了AI链接基金 against 从张江与高瓴设立的AI链接基金 gives 高瓴: the text between
+    甲与【哪家机构】设立了某基金 against 乙称,甲与丙设立的某基金 gives 丙: the text between
     the question's words just before and just after its interrogative, found in that order.
     """
     q = re.sub(r"[??。!!\s]+$", "", question)  # noqa: RUF001

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,12 +23,11 @@ from ..language import answer_form, data, summary_topic
 from ..reader import READER_FILE, Span, SpanReader
 from ..retrieval import QuestionProfile, Source
 from ..summary import key_sentences
-from .base import Answerer, Citation, Draft, clip_answer, refusal
+from .base import Answerer, Citation, Draft, clip_answer, refusal, strip_markers
 
 CALIBRATION_FILE = READER_FILE.with_name("reader-calibration.json")
 CAPS = {"factoid": 150, "list": 150, "explanation": 300, "summary": 600}
 _EDGE = "，,。.;；:：、 \t“”\"'‘’《》「」()（）"  # noqa: RUF001
-_MARKER = re.compile(r"\[\d{1,3}\]")
 
 
 SHAPES = ("span", "clause", "sentence", "enumeration", "explanation")
@@ -99,7 +97,7 @@ class ReaderAnswerer(Answerer):
         cite = Citation(source.rank, source.doc_id, sentence, source.start + s_start, source.start + s_end)
         shape = self.calibration.shape(form, QuestionProfile(question).kind)
         text = shaped(shape, source.text, best.start, best.end, s_start, s_end)
-        text = _MARKER.sub("", text).strip(_EDGE) or _MARKER.sub("", sentence).strip()
+        text = strip_markers(text).strip(_EDGE) or strip_markers(sentence)
         marker = f"[{source.rank}]"
         return Draft(clip_answer(text, reserve=len(marker), limit=CAPS[form]) + marker, False, [cite],
                      kind=form, confidence=confidence)
@@ -119,7 +117,7 @@ class ReaderAnswerer(Answerer):
             new_sources.append(Source(rank, doc_id, doc.title, chunk.kind, chunk.paragraph, chunk.text, chunk.start,
                                       chunk.end, 1.0, [chunk.id]))
             citations.append(Citation(rank, doc_id, chunk.text, chunk.start, chunk.end))
-            parts.append(_MARKER.sub("", chunk.text).strip() + f"[{rank}]")
+            parts.append(strip_markers(chunk.text) + f"[{rank}]")
         text = "".join(parts)
         if len(text) > CAPS["summary"]:
             text = clip_answer(text, limit=CAPS["summary"])
@@ -180,12 +178,5 @@ def _explanation(text: str, s_start: int, s_end: int) -> str:
 
 def _enumeration(text: str, start: int, end: int) -> str:
     """The clause around the span when it enumerates items (A、B、C), else the span."""
-    clause_end = "".join(ch for ch in data()["sentence_ends"]) + ",，:："  # noqa: RUF001
-    lo = start
-    while lo > 0 and text[lo - 1] not in clause_end:
-        lo -= 1
-    hi = end
-    while hi < len(text) and text[hi] not in clause_end:
-        hi += 1
-    clause = text[lo:hi]
+    clause = _clause(text, start, end)
     return clause if "、" in clause and len(clause) <= CAPS["list"] else text[start:end]
