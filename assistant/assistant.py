@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import shutil
 import time
-import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import validation as validate
 from .answerers import ANSWERERS, Answerer, Citation, CombinedAnswerer, Draft, ExtractiveAnswerer
 from .answerers.base import mostly_latin
 from .answerers.reader import ReaderAnswerer
@@ -17,18 +17,14 @@ from .chunking import ChunkerSettings
 from .config import Settings
 from .corpus import ARTICLES, SourceFile, process
 from .embeddings import E5_NAMES, Embedder, get_embeddings
-from .errors import CorpusError, QuestionError, UnknownNameError
+from .errors import CorpusError, UnknownNameError
 from .followup import Turn, rewrite
 from .indexing import BuildReport, LoadedIndex, build_index, load_index
 from .loaders import check_file
 from .reader import SpanReader
 from .retrieval import HybridRetriever, Source
 
-MAX_QUESTION_CHARS = 500
 _READERS: dict[int, SpanReader] = {}  # one loaded reader per shared embedding table
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\ufeff]")
-_SEARCHABLE = re.compile(r"[0-9A-Za-z\u3400-\u9fff]")
-_MARKERS = re.compile(r"\[\d{1,2}\]")
 
 
 @dataclass
@@ -52,7 +48,7 @@ class Answer:
     @property
     def plain_answer(self) -> str:
         """The answer without its [n] markers."""
-        return _MARKERS.sub("", self.answer).strip()
+        return validate.MARKERS.sub("", self.answer).strip()
 
     def to_dict(self) -> dict:
         return {
@@ -72,38 +68,8 @@ class Answer:
 
 
 def normalize_question(question: object) -> str:
-    """The question cleaned of control characters; QuestionError when nothing askable is left."""
-    if not isinstance(question, str):
-        raise QuestionError("问题必须是文字。Please ask the question as text.")
-    text = _CONTROL.sub("", unicodedata.normalize("NFC", question)).strip()
-    if not text:
-        raise QuestionError("问题是空的,请输入一个关于文章的问题。(The question is empty: type a question.)")
-    if len(text) > MAX_QUESTION_CHARS:
-        raise QuestionError(
-            f"问题太长({len(text)}字),请缩短到{MAX_QUESTION_CHARS}字以内。"
-            f"(The question has {len(text)} characters; keep it under {MAX_QUESTION_CHARS}.)"
-        )
-    if not _SEARCHABLE.search(text):
-        raise QuestionError("问题中没有可检索的文字(只有标点或表情),请用文字提问。(No words to search for.)")
-    return text
-
-
-def _turns(history: Sequence | None) -> list[Turn]:
-    """History as Turns: a list of questions, of {question, answer} dicts, or of chat messages."""
-    turns: list[Turn] = []
-    for item in history or []:
-        if isinstance(item, str):
-            turns.append(Turn(item))
-        elif isinstance(item, dict) and "question" in item:
-            turns.append(Turn(str(item["question"]), item.get("answer"), bool(item.get("refused", False))))
-        elif isinstance(item, dict) and item.get("role") == "user":
-            turns.append(Turn(str(item.get("content", ""))))
-        elif isinstance(item, dict) and item.get("role") == "assistant" and turns:
-            turns[-1].answer = str(item.get("content", ""))
-    for turn in turns:
-        if turn.answer is not None:
-            turn.answer = _MARKERS.sub("", turn.answer).strip().rstrip("。")
-    return [t for t in turns if t.question.strip()]
+    """The question as every entry point sees it (see assistant.validation)."""
+    return validate.question(question)
 
 
 @dataclass(frozen=True)
@@ -146,7 +112,7 @@ class Assistant:
         retrievers = {mode: HybridRetriever(index=index, mode=mode, k=self.settings.k,
                                             dense_weight=self.settings.dense_weight)
                       for mode in ("dense", "bm25", "hybrid")}
-        extractive = ExtractiveAnswerer(retrievers["hybrid"].idf)
+        extractive = ExtractiveAnswerer(retrievers["hybrid"].idf, index.segmenter)
         reader = ReaderAnswerer(self._span_reader(), index)
         combined = CombinedAnswerer(extractive, reader)
         answerers: dict[str, Answerer] = {"combined": combined, "reader": reader, "extractive": extractive}
@@ -174,7 +140,7 @@ class Assistant:
         return list(self.answerers)
 
     def _answerer(self, loaded: _Loaded, name: str | None) -> Answerer:
-        name = name or self.settings.answerer
+        name = validate.answerer(name, list(ANSWERERS)) or self.settings.answerer
         if name not in ANSWERERS:
             raise UnknownNameError(f"Unknown answerer {name!r}; choose one of: {', '.join(ANSWERERS)}.")
         if name not in loaded.answerers:
@@ -194,7 +160,7 @@ class Assistant:
     def standalone(self, question: str, history: Sequence | None = None) -> str:
         """The question as it is searched: a follow-up rewritten from the conversation so far."""
         loaded = self._loaded
-        turns = _resolve_history(_turns(history), loaded.retrievers["hybrid"], loaded.answerers["combined"])
+        turns = _resolve_history(validate.history(history), loaded.retrievers["hybrid"], loaded.answerers["combined"])
         return rewrite(normalize_question(question), turns)
 
     def ask(self, question: str, history: Sequence | None = None, *, k: int | None = None,
@@ -214,10 +180,8 @@ class Assistant:
         loaded = self._loaded
         chosen = self._answerer(loaded, answerer)
         search = self._retriever(loaded, retriever)
-        k = k or self.settings.k
-        if not 1 <= k <= 50:
-            raise QuestionError(f"k must be between 1 and 50, got {k}.")
-        turns = _resolve_history(_turns(history), search, loaded.answerers["combined"])
+        k = validate.k(k, self.settings.k)
+        turns = _resolve_history(validate.history(history), search, loaded.answerers["combined"])
         standalone = rewrite(question, turns)
         t1 = time.perf_counter()
         sources = search.search(standalone, k)
@@ -259,7 +223,7 @@ def _resolve_history(turns: list[Turn], search: HybridRetriever, extractive: Ans
         prev = turns[-1]
         standalone = rewrite(prev.question, turns[:-1])
         draft = extractive.answer(standalone, search.search(standalone))
-        prev.answer = _MARKERS.sub("", draft.answer).strip().rstrip("。")
+        prev.answer = validate.strip_markers(draft.answer)
         prev.refused = draft.refused
         prev.question = standalone
     return turns
@@ -286,7 +250,8 @@ def add_files(paths: Sequence[str | Path], settings: Settings, embeddings: Embed
         for path, target in plans:
             backups.append((target, target.read_bytes() if target.exists() else None))
             shutil.copyfile(path, target)
-        return build_index(settings.corpus_dir, settings.index_dir, embeddings, progress=progress)
+        return build_index(settings.corpus_dir, settings.index_dir, embeddings, progress=progress,
+                           user_words=settings.user_words)
     except BaseException:
         for target, old in reversed(backups):
             if old is None:

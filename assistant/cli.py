@@ -36,6 +36,9 @@ def _embeddings(settings: Settings):
     return get_embeddings(settings.embed_model, settings.allow_download)
 
 
+MAX_NAMES = 10  # file names per line of the build summary; the rest are counted
+
+
 def _print_report(report, out=None) -> None:
     out = out or sys.stdout
     if report.up_to_date:
@@ -54,7 +57,9 @@ def _print_report(report, out=None) -> None:
     ]
     for label, items in (("added", report.added), ("changed", report.changed), ("removed", report.removed)):
         if items:
-            lines.append(f"  {label:<11} {', '.join(items)}")
+            shown = ", ".join(items[:MAX_NAMES])
+            more = f" and {len(items) - MAX_NAMES} more" if len(items) > MAX_NAMES else ""
+            lines.append(f"  {label:<11} {len(items)}: {shown}{more}")
     print("\n".join(lines), file=out)
     if report.unknown_token_warning:
         print(report.unknown_token_warning, file=sys.stderr)
@@ -65,7 +70,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     report = build_index(settings.corpus_dir, settings.index_dir, _embeddings(settings), full=args.full,
-                         progress=sys.stderr.isatty(), on_stage=lambda m: print(f"… {m}", file=sys.stderr))
+                         progress=sys.stderr.isatty(), on_stage=lambda m: print(f"… {m}", file=sys.stderr),
+                         user_words=settings.user_words)
     _print_report(report)
     return 0
 

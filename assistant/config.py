@@ -9,6 +9,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
+K_RANGE = (1, 20)  # source passages per answer, the same at every entry point
 
 _ENV = {
     "corpus_dir": "ASSISTANT_CORPUS_DIR",
@@ -16,6 +17,7 @@ _ENV = {
     "data_dir": "ASSISTANT_DATA_DIR",
     "embed_model": "ASSISTANT_EMBED_MODEL",
     "allow_download": "ASSISTANT_ALLOW_DOWNLOAD",
+    "user_words": "ASSISTANT_USER_WORDS",
     "k": "ASSISTANT_K",
     "dense_weight": "ASSISTANT_DENSE_WEIGHT",
     "answerer": "ASSISTANT_ANSWERER",
@@ -33,6 +35,7 @@ class Settings:
     data_dir: Path = Path("data")
     embed_model: str = DEFAULT_EMBED_MODEL
     allow_download: bool = False
+    user_words: bool = True  # learn a jieba user dictionary from the corpus at build time
     k: int = 5
     dense_weight: float | None = None  # None: derived from the model's unknown-token share
     answerer: str = "combined"
@@ -59,8 +62,9 @@ class Settings:
             if name in values:
                 values[name] = Path(values[name]).expanduser()  # type: ignore[arg-type]
         settings = replace(cls(), **values)
-        if settings.k < 1 or settings.k > 50:
-            raise ConfigError(f"k must be between 1 and 50, got {settings.k}.")
+        low, high = K_RANGE
+        if not low <= settings.k <= high:
+            raise ConfigError(f"k must be from {low} to {high}, got {settings.k}.")
         if settings.dense_weight is not None and not 0 <= settings.dense_weight <= 1:
             raise ConfigError(f"dense_weight must be between 0 and 1, got {settings.dense_weight}.")
         return settings

@@ -51,10 +51,21 @@ class ModelNotAvailableError(AssistantError):
     exit_code = 4
 
 
-class QuestionError(AssistantError):
-    """A question that cannot be asked (empty, too long, nothing to search)."""
+class InputError(AssistantError):
+    """A request field out of its limits; `field` names it (question, k, history, answerer)."""
 
     exit_code = 2
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+class QuestionError(InputError):
+    """A question that cannot be asked (empty, too long, nothing to search)."""
+
+    def __init__(self, message: str):
+        super().__init__("question", message)
 
 
 class EvalError(AssistantError):

@@ -459,7 +459,7 @@ def run_squad_command(args: argparse.Namespace, settings: Settings) -> int:
         else:
             doc_of = write_corpus(squad, corpus)
         started = time.perf_counter()
-        build = build_index(corpus, index_dir, embeddings)
+        build = build_index(corpus, index_dir, embeddings, user_words=settings.user_words)
         print(f"indexed {build.documents} passages, {build.chunks} chunks in {time.perf_counter() - started:.1f} s",
               file=sys.stderr)
         local = replace(settings, corpus_dir=corpus, index_dir=index_dir)

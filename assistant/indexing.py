@@ -35,6 +35,7 @@ from .embeddings import Embedder
 from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, ModelMismatchError
 from .language import MATCHING_NORMALIZATION
 from .lexical import BM25Index, tokenize
+from .lexicon import LEXICON_FILE, LEXICON_VERSION, Segmenter, default_segmenter, learn_words
 from .vectorstore import FaissVectorStore
 
 FORMAT_VERSION = 1
@@ -84,6 +85,7 @@ class LoadedIndex:
     bm25: BM25Index
     documents: dict[str, IndexedDocument]
     chunks: list[Chunk]
+    segmenter: Segmenter = field(default_factory=default_segmenter)
 
     def __post_init__(self) -> None:
         self.chunk_by_id = {c.id: c for c in self.chunks}
@@ -96,7 +98,7 @@ class LoadedIndex:
         """BM25-style IDF of every token of the index, computed once per loaded index."""
         df: dict[str, int] = {}
         for chunk in self.chunks:
-            for token in set(tokenize(chunk.text)):
+            for token in set(tokenize(chunk.text, self.segmenter)):
                 df[token] = df.get(token, 0) + 1
         n = max(1, len(self.chunks))
         return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
@@ -203,6 +205,7 @@ def load_index(index_dir: Path, embeddings: Embedder, verify: bool = True,
         )
     store = FaissVectorStore.load(version, embeddings)
     bm25 = BM25Index.load(version)
+    segmenter = _load_segmenter(version, manifest)
     try:
         raw_docs = json.loads((version / DOCUMENTS).read_text(encoding="utf-8"))
         documents = {d["id"]: IndexedDocument(**d) for d in raw_docs}
@@ -211,7 +214,21 @@ def load_index(index_dir: Path, embeddings: Embedder, verify: bool = True,
             f"{version / DOCUMENTS} is damaged ({type(exc).__name__}). Rebuild with `assistant index build --full`."
         ) from exc
     chunks = [_chunk_of(doc) for doc in store.documents]
-    return LoadedIndex(version, manifest, store, bm25, documents, chunks)
+    return LoadedIndex(version, manifest, store, bm25, documents, chunks, segmenter)
+
+
+def _load_segmenter(version: Path, manifest: dict) -> Segmenter:
+    """jieba with the index's own user words (none for an index built without them)."""
+    lexicon = manifest.get("lexicon") or {}
+    if not lexicon.get("words"):
+        return default_segmenter()
+    path = version / LEXICON_FILE
+    try:
+        words = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(f"{path} is damaged ({type(exc).__name__}). "
+                                "Rebuild with `assistant index build --full`.") from exc
+    return Segmenter([w for w in words if w])
 
 
 def _chunk_of(doc: Document) -> Chunk:
@@ -240,6 +257,7 @@ def build_index(
     full: bool = False,
     progress: bool = False,
     on_stage: Callable[[str], None] | None = None,
+    user_words: bool = True,
 ) -> BuildReport:
     """Bring the index in line with the corpus, embedding only new or changed files."""
     started = time.perf_counter()
@@ -291,8 +309,11 @@ def build_index(
             all_docs.extend(docs)
             sources_info[source.rel] = {"hash": digest, "doc_ids": [d.id for d in docs], "chunk_ids": ids,
                                         "unk_tokens": unk, "tokens": total}
-        stage("building the BM25 index")
-        bm25 = BM25Index.build([doc.page_content for doc in store.documents])
+        texts = [doc.page_content for doc in store.documents]
+        words = learn_words(texts) if user_words else []
+        stage(f"building the BM25 index ({len(words)} words learned from the corpus)")
+        segmenter = Segmenter(words)
+        bm25 = BM25Index.build(texts, segmenter)
         tokens = sum(i["tokens"] for i in sources_info.values())
         manifest = {
             "format": FORMAT_VERSION,
@@ -308,6 +329,7 @@ def build_index(
             },
             "chunker": chunker.as_dict(),
             "matching": MATCHING_NORMALIZATION,
+            "lexicon": {"version": LEXICON_VERSION, "words": len(words)},
             "counts": {
                 "documents": len(sources),
                 "chunks": len(store),
@@ -317,7 +339,7 @@ def build_index(
             "sources": sources_info,
         }
         stage("writing the new index version")
-        version = _write_version(index_dir, store, bm25, all_docs, manifest)
+        version = _write_version(index_dir, store, bm25, all_docs, manifest, words)
         _remove_stale_versions(index_dir)
         return _report(manifest, started, full=full, embedded=len(to_embed), version=version.name,
                        added=added, changed=changed, removed=removed, full_reason=full_reason,
@@ -353,12 +375,14 @@ def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool)
 
 
 def _write_version(index_dir: Path, store: FaissVectorStore, bm25: BM25Index,
-                   documents: list[IndexedDocument], manifest: dict) -> Path:
+                   documents: list[IndexedDocument], manifest: dict, words: list[str]) -> Path:
     name = f"v-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     tmp = index_dir / f".tmp-{name}"
     tmp.mkdir(parents=True)
     store.save(tmp)
     bm25.save(tmp)
+    if words:
+        (tmp / LEXICON_FILE).write_text("\n".join(words) + "\n", encoding="utf-8")
     (tmp / DOCUMENTS).write_text(json.dumps([d.as_dict() for d in documents], ensure_ascii=False, indent=1),
                                  encoding="utf-8")
     manifest["files"] = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}

@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import IndexCorruptError
 from .language import simplified
+from .lexicon import Segmenter, default_segmenter
 
 BM25_DIR = "bm25"
 _jieba_lock = threading.Lock()
@@ -83,14 +84,14 @@ def _content_words(words, unique: bool = False) -> list[str]:
     return out
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, segmenter: Segmenter | None = None) -> list[str]:
     """Lower-cased jieba search-mode tokens (a word and its sub-words), for BM25."""
-    return _content_words(load_jieba().cut_for_search(matching_form(text)))
+    return _content_words((segmenter or default_segmenter()).cut_for_search(matching_form(text)))
 
 
-def terms(text: str) -> list[str]:
+def terms(text: str, segmenter: Segmenter | None = None) -> list[str]:
     """Content words of a question in jieba's precise mode (no overlapping sub-words), for coverage."""
-    return _content_words(load_jieba().cut(matching_form(text)), unique=True)
+    return _content_words((segmenter or default_segmenter()).cut(matching_form(text)), unique=True)
 
 
 @functools.lru_cache(maxsize=65536)  # the reranker asks for the same chunks' forms query after query
@@ -106,11 +107,11 @@ class BM25Index:
         self._model = model
 
     @classmethod
-    def build(cls, texts: Sequence[str]) -> BM25Index:
+    def build(cls, texts: Sequence[str], segmenter: Segmenter | None = None) -> BM25Index:
         import bm25s
 
         model = bm25s.BM25()
-        corpus = [tokenize(t) or ["\u2205"] for t in texts]
+        corpus = [tokenize(t, segmenter) or ["\u2205"] for t in texts]
         model.index(corpus, show_progress=False)
         return cls(model)
 

@@ -129,7 +129,7 @@ class HybridRetriever(BaseRetriever):
                 parts.setdefault(row, {})["dense"] = score
                 fused[row] = fused.get(row, 0.0) + w / (RRF_K + rank + 1)
         if self.mode in ("bm25", "hybrid"):
-            tokens = expand(tokenize(query))
+            tokens = expand(tokenize(query, index.segmenter))
             if tokens:
                 scores = index.bm25.scores(tokens)
                 top = np.argsort(-scores)[:CANDIDATES]
@@ -143,7 +143,7 @@ class HybridRetriever(BaseRetriever):
 
     def _rerank(self, query: str, ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
         """Reorder fused candidates by how fully and how closely a chunk covers the question."""
-        q_tokens = set(terms(query))
+        q_tokens = set(terms(query, self.index.segmenter))
         profile = QuestionProfile(query)
         total = sum(self.idf(t) for t in q_tokens) or 1.0
         top = ranked[0][1] or 1.0

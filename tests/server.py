@@ -21,11 +21,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(root: Path, *serve_args: str):
+def running_server(root: Path, *serve_args: str, env: dict[str, str] | None = None):
     """Index the seed article under `root`, serve it on a free port, yield the base URL (no trailing /)."""
+    extra = env or {}
     (root / "corpus" / "articles").mkdir(parents=True)
     shutil.copy(SEED, root / "corpus" / "articles" / SEED.name)
-    env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(root / "corpus"), "ASSISTANT_INDEX_DIR": str(root / "index"),
+    env = {**os.environ, **extra, "ASSISTANT_CORPUS_DIR": str(root / "corpus"), "ASSISTANT_INDEX_DIR": str(root / "index"),
            "ASSISTANT_DATA_DIR": str(root / "data")}
     subprocess.run([sys.executable, "-m", "assistant", "index", "build"], env=env, check=True, capture_output=True)
     port = free_port()

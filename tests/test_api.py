@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
+from .fake_llm import FakeLLM
 from .server import running_server
 
 pytestmark = pytest.mark.slow
@@ -14,9 +17,12 @@ AUTH = ("reader", "s3cret-pass")
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
-    with running_server(root, "--auth", ":".join(AUTH)) as url:
-        with httpx.Client(base_url=url, auth=AUTH, timeout=60) as client:
-            yield client, url, root
+    with FakeLLM() as llm:
+        llm.reply = "英伟达由黄仁勋创立[1],总部位于美国。"
+        env = {"ASSISTANT_LLM_BASE_URL": llm.base_url, "ASSISTANT_LLM_MODEL": "fake", "ASSISTANT_LLM_API_KEY": "k"}
+        with running_server(root, "--auth", ":".join(AUTH), env=env) as url:
+            with httpx.Client(base_url=url, auth=AUTH, timeout=60) as client:
+                yield client, url, root
 
 
 def test_ask_returns_the_cli_json(api):
@@ -31,6 +37,21 @@ def test_ask_returns_the_cli_json(api):
                                            "history": [{"question": "英伟达是谁创立的?", "answer": "黄仁勋"}]})
     assert follow.status_code == 200 and follow.json()["rewritten_question"].startswith("黄仁勋")
     assert len(follow.json()["sources"]) <= 3
+
+
+def test_streamed_answer_arrives_in_pieces_then_the_json(api):
+    client, _, _ = api
+    with client.stream("POST", "/api/ask", json={"question": "英伟达是谁创立的?", "answerer": "llm",
+                                                 "stream": True}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [e for e in response.read().decode().split("\n\n") if e.strip()]
+    pieces = [json.loads(e.removeprefix("data: "))["text"] for e in events if e.startswith("data: ")]
+    assert len(pieces) >= 3 and "".join(pieces).startswith("英伟达由黄仁勋创立")  # pieces, not one blob
+    final = events[-1]
+    assert final.startswith("event: answer\n")
+    answer = json.loads(final.split("data: ", 1)[1])
+    assert answer["answerer"] == "llm" and "黄仁勋" in answer["answer"] and answer["sources"]
 
 
 def test_every_route_needs_the_credentials(api):

@@ -105,3 +105,20 @@ def test_python_m_and_interactive_loop(built):
 def test_serve_refuses_a_network_host_without_the_flag(built, capsys):
     assert main(["serve", "--index", str(built.index_dir), "--host", "0.0.0.0"]) == 1
     assert "--allow-remote" in capsys.readouterr().err
+
+
+def test_the_build_summary_counts_files_past_ten():
+    import io
+
+    from assistant.cli import _print_report
+    from assistant.indexing import BuildReport
+
+    report = BuildReport(documents=848, chunks=11598, references=0, model="m", dimension=384,
+                         unknown_token_share=0.0, seconds=44.0, full=False, embedded=11598, reused=0,
+                         added=[f"articles/a{i:03}.txt" for i in range(848)], removed=["articles/old.txt"])
+    out = io.StringIO()
+    _print_report(report, out)
+    lines = out.getvalue().splitlines()
+    added = next(line for line in lines if line.strip().startswith("added"))
+    assert added.count("articles/") == 10 and "848:" in added and "and 838 more" in added
+    assert any(line.strip() == "removed     1: articles/old.txt" for line in lines)

@@ -20,10 +20,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from assistant import Assistant
-from assistant.errors import AssistantError
+from assistant.config import K_RANGE
+from assistant.errors import AssistantError, InputError
 from assistant.loaders import MAX_FILE_BYTES
 
-MAX_K = 20
 MAX_UPLOADS = 10
 SUFFIXES = {".txt", ".md", ".html", ".htm"}
 
@@ -40,7 +40,7 @@ class AskBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str = Field(min_length=1)
     history: list[str | Turn] = Field(default_factory=list)
-    k: int | None = Field(default=None, ge=1, le=MAX_K)
+    k: int | None = Field(default=None, ge=K_RANGE[0], le=K_RANGE[1])
     answerer: str | None = None
     stream: bool = False
 
@@ -75,6 +75,8 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None) -> 
             if body.stream:
                 return StreamingResponse(_events(assistant, body, history), media_type="text/event-stream")
             return assistant.ask(body.question, history, k=body.k, answerer=body.answerer).to_dict()
+        except InputError as exc:
+            return JSONResponse({"error": str(exc), "field": exc.field}, status_code=400)
         except AssistantError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 

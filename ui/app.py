@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from assistant import Answer, Assistant
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, InputError
 from assistant.loaders import MAX_FILE_BYTES
 
 from .render import CSS, answer_markdown, document_html, sources_html, status_html
@@ -48,7 +48,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
     def respond(message, chat, answers, answerer, k):
         chat = list(chat or [])
         answers = list(answers or [])
-        if not (message or "").strip():
+        if not isinstance(message, str) or not message.strip():
             yield chat, gr.update(), answers, message, gr.update()
             return
         chat.append({"role": "user", "content": message})
@@ -56,7 +56,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         answer: Answer | None = None
         text = ""
         try:
-            for item in assistant.stream(message, _history(answers), k=int(k), answerer=answerer):
+            for item in assistant.stream(message, _history(answers), k=k, answerer=answerer):
                 if isinstance(item, str):
                     text += item
                     yield chat + [{"role": "assistant", "content": text}], gr.update(), answers, "", gr.update()
@@ -73,14 +73,14 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             return
         chat.append({"role": "assistant", "content": answer_markdown(answer)})
         answers.append(answer)
-        yield chat, sources_html(answer), answers, "", gr.update(choices=_source_choices(answer), value=None)
+        yield chat, sources_html(answer, assistant.index.segmenter), answers, "", gr.update(choices=_source_choices(answer), value=None)
 
     def select_answer(answers, evt: gr.SelectData):
         answer = _answer_at(answers, evt.index)
         if answer is None:
             return gr.update(), gr.update(), gr.update()
         turn = answers.index(answer)
-        return sources_html(answer), gr.update(choices=_source_choices(answer), value=None), turn
+        return sources_html(answer, assistant.index.segmenter), gr.update(choices=_source_choices(answer), value=None), turn
 
     def show_in_context(rank, answers, shown):
         """The whole document of a source of the answer whose sources are on screen."""
@@ -125,12 +125,20 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         return (f"✅ 已添加:{names}。新向量化 {report.embedded} 个片段,现在共 {report.chunks} 个片段,可以直接提问。",
                 status_html(assistant.status()))
 
-    def api_ask(question: str, history: list[str] | None = None, k: int = 5) -> dict:
-        """Ask over HTTP: the same Assistant.ask the chat uses; errors come back as {"error": ...}."""
+    def api_ask(question: str | None = None, history: list | None = None, k: int | None = None) -> dict:
+        """Ask over HTTP: the same Assistant.ask the chat uses; errors come back as {"error": ..., "field": ...}.
+
+        Gradio passes whatever the client sent, so every value goes through the validation layer as is.
+        """
         try:
-            return assistant.ask(question, history or [], k=int(k)).to_dict()
+            return assistant.ask(question, history, k=k).to_dict()
+        except InputError as exc:
+            return {"error": str(exc), "field": exc.field}
         except AssistantError as exc:
             return {"error": str(exc)}
+        except Exception:
+            log.exception("api ask failed")
+            return {"error": "Internal error; see the server log."}
 
     with gr.Blocks(title="文章问答助手") as demo:
         answers = gr.State([])

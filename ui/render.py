@@ -10,6 +10,7 @@ import re
 
 from assistant import Answer
 from assistant.lexical import terms
+from assistant.lexicon import Segmenter
 
 CSS = """
 .src-card{border:1px solid #d9dee7;border-radius:10px;padding:10px 12px;margin:0 0 10px;background:#fff}
@@ -79,11 +80,14 @@ def _terms(text: str, words: list[str]) -> str:
     return "".join(out)
 
 
-def sources_html(answer: Answer | None) -> str:
-    """The sources panel for one answer: numbered cards, supporting sentence highlighted."""
+def sources_html(answer: Answer | None, segmenter: Segmenter | None = None) -> str:
+    """The sources panel for one answer: numbered cards, supporting sentence highlighted.
+
+    `segmenter` is the index's jieba (with its learned words), so the question's words are marked whole.
+    """
     if answer is None:
         return '<div class="src-note">提问后,这里会显示答案依据的原文段落。</div>'
-    words = [w for w in terms(answer.rewritten_question) if len(w) >= 2]
+    words = [w for w in terms(answer.rewritten_question, segmenter) if len(w) >= 2]
     parts = []
     if answer.refused:
         parts.append('<div class="src-refused">文章没有提到这一点。以下是最接近的段落:</div>')

@@ -16,6 +16,7 @@ from ..chunking import split_sentences
 from ..followup import subject_of
 from ..language import data
 from ..lexical import load_jieba, synonyms, terms
+from ..lexicon import Segmenter
 from ..retrieval import QuestionProfile, Source, coverage, type_match
 from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft, clip_answer, refusal
 
@@ -57,8 +58,10 @@ class _Candidate:
 class ExtractiveAnswerer(Answerer):
     name = "extractive"
 
-    def __init__(self, idf: Callable[[str], float], min_coverage: float = MIN_COVERAGE):
+    def __init__(self, idf: Callable[[str], float], segmenter: Segmenter | None = None,
+                 min_coverage: float = MIN_COVERAGE):
         self.idf = idf
+        self.segmenter = segmenter  # the index's jieba words: the question is cut as its articles are
         self.min_coverage = min_coverage
 
     def answer(self, question: str, sources: list[Source]) -> Draft:
@@ -72,7 +75,7 @@ class ExtractiveAnswerer(Answerer):
 
     def _answer_one(self, question: str, sources: list[Source]) -> Draft:
         profile = QuestionProfile(question)
-        q_terms = terms(question)
+        q_terms = terms(question, self.segmenter)
         subject = self._specific_subject(question)
         candidates = self._candidates(q_terms, subject, profile, sources)
         if not candidates:
@@ -97,7 +100,7 @@ class ExtractiveAnswerer(Answerer):
         A subject the whole article is about (上海) says nothing about which sentence answers.
         """
         subject = subject_of(question) or ""
-        weights = [self.idf(t) for t in terms(subject)]
+        weights = [self.idf(t) for t in terms(subject, self.segmenter)]
         return subject if weights and max(weights) >= SPECIFIC_IDF else ""
 
     def _candidates(self, q_terms: list[str], subject: str, profile: QuestionProfile,

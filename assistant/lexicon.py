@@ -1,0 +1,180 @@
+"""Words of an index's own corpus that jieba would split, learned at build time and kept per index.
+
+jieba's dictionary does not know the names a new article uses (英伟达 comes out as 英/伟达), which
+weakens BM25 on exactly the words a question asks about. At build time we learn a user dictionary
+from the corpus itself: names in 《》 and quotes, Chinese names glossed beside a Latin one
+(`MiniMax(稀宇科技)`), and frequent character n-grams that hold together (high cohesion, free
+boundaries) yet jieba splits. The words are stored with the index and applied through a private
+jieba tokenizer, so one index's words never change how another index in the same process segments.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+LEXICON_VERSION = 1
+LEXICON_FILE = "user_words.txt"
+
+_QUOTED = re.compile(r"[《“「『\"]([^《》“”「」『』\"\n]{2,16})[》”」』\"]")
+_GLOSSED = re.compile(r"[A-Za-z][A-Za-z0-9.\-]*\s*[(（]([\u4e00-\u9fff]{2,10})[)）]"
+                      r"|([\u4e00-\u9fff]{2,10})\s*[(（][A-Za-z][A-Za-z0-9.\- ]*[)）]")
+_HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
+_HAN_ONLY = re.compile(r"^[\u4e00-\u9fff]+$")
+_PUNCT = re.compile(r"[\s,.;:!?，。；：！？、]")
+
+MIN_COUNT = 3       # an n-gram must recur to be a word of the corpus
+MAX_NGRAM = 6
+MIN_COHESION = 0.5  # normalised PMI of its weakest split: the parts occur together far more than apart
+MIN_FREEDOM = 1.0   # entropy of the characters before and after it: a word combines freely
+MAX_WORDS = 5000
+MIN_ALIGNED = 0.5  # share of its occurrences that start and end where jieba puts a boundary
+
+
+class Segmenter:
+    """jieba cutting with an index's user words; never touches jieba's global dictionary."""
+
+    def __init__(self, words: Sequence[str] = ()):
+        from .lexical import load_jieba
+
+        jieba = load_jieba()
+        self.words = tuple(words)
+        if not self.words:
+            self._tokenizer = jieba.dt
+            return
+        private = jieba.Tokenizer()
+        private.FREQ = dict(jieba.dt.FREQ)  # about 10 ms: the default dictionary stays untouched
+        private.total = jieba.dt.total
+        private.initialized = True
+        for word in self.words:
+            private.add_word(word)
+        self._tokenizer = private
+
+    def cut(self, text: str) -> Iterable[str]:
+        return self._tokenizer.cut(text)
+
+    def cut_for_search(self, text: str) -> Iterable[str]:
+        return self._tokenizer.cut_for_search(text)
+
+    def posseg(self):
+        """A part-of-speech cutter over the same dictionary."""
+        import jieba.posseg as pseg
+
+        return pseg.dt if not self.words else pseg.POSTokenizer(self._tokenizer)
+
+
+DEFAULT_SEGMENTER: Segmenter | None = None
+
+
+def default_segmenter() -> Segmenter:
+    global DEFAULT_SEGMENTER
+    if DEFAULT_SEGMENTER is None:
+        DEFAULT_SEGMENTER = Segmenter()
+    return DEFAULT_SEGMENTER
+
+
+def learn_words(texts: Iterable[str]) -> list[str]:
+    """The corpus's own words that jieba's dictionary would split, most frequent first."""
+    from .lexical import STOPWORDS, load_jieba, matching_form
+
+    jieba = load_jieba()
+    texts = [matching_form(t) for t in texts]
+    found: Counter[str] = Counter()
+    for text in texts:
+        for m in _QUOTED.finditer(text):
+            name = m.group(1).strip()
+            if _HAN_ONLY.match(name) and 2 <= len(name) <= 10:
+                found[name] += MIN_COUNT
+        for m in _GLOSSED.finditer(text):
+            found[m.group(1) or m.group(2)] += MIN_COUNT
+    for word, count in _frequent_ngrams(texts).items():
+        found[word] += count
+    stop_chars = {w for w in STOPWORDS if len(w) == 1}
+    words = []
+    for word, _count in found.most_common():
+        if word[0] in stop_chars or word[-1] in stop_chars:
+            continue
+        if len(list(jieba.dt.cut(word, HMM=False))) < 2:
+            continue  # jieba already keeps it whole
+        words.append(word)
+        if len(words) >= MAX_WORDS:
+            break
+    return words
+
+
+def _frequent_ngrams(texts: Sequence[str]) -> Counter[str]:
+    """Han n-grams (2..MAX_NGRAM) that recur, hold together and combine freely with their neighbours."""
+    runs = [run for text in texts for run in _HAN_RUN.findall(text)]
+    counts: Counter[str] = Counter()
+    for run in runs:
+        for n in range(1, MAX_NGRAM + 2):
+            for i in range(len(run) - n + 1):
+                counts[run[i:i + n]] += 1
+    total = sum(c for g, c in counts.items() if len(g) == 1) or 1
+    left: dict[str, Counter] = {}
+    right: dict[str, Counter] = {}
+    candidates = {g for g, c in counts.items() if 2 <= len(g) <= MAX_NGRAM and c >= MIN_COUNT}
+    edge = 0  # a run boundary counts as a distinct free neighbour, except a digit (5月至, 长约3米)
+    for text in texts:
+        for m in _HAN_RUN.finditer(text):
+            run, a, b = m.group(), m.start(), m.end()
+            before = "0" if a and text[a - 1].isdigit() else None
+            after = "0" if b < len(text) and text[b].isdigit() else None
+            for n in range(2, MAX_NGRAM + 1):
+                for i in range(len(run) - n + 1):
+                    gram = run[i:i + n]
+                    if gram in candidates:
+                        edge += 1
+                        left.setdefault(gram, Counter())[run[i - 1] if i else (before or edge)] += 1
+                        right.setdefault(gram, Counter())[run[i + n] if i + n < len(run) else (after or -edge)] += 1
+    from .lexical import STOPWORDS
+
+    stop_chars = {w for w in STOPWORDS if len(w) == 1}
+    aligned = _aligned(runs, candidates)
+    out: Counter[str] = Counter()
+    for gram in candidates:
+        if any(ch in stop_chars for ch in gram):
+            continue  # names do not hold 的, 了, 于 ...
+        if aligned[gram] < MIN_ALIGNED * counts[gram]:
+            continue  # it straddles words jieba knows (党委|副书记 -> 委副书记)
+        c = counts[gram]
+        p = c / total
+        cohesion = min(math.log(p / ((counts[gram[:k]] / total) * (counts[gram[k:]] / total)))
+                       for k in range(1, len(gram))) / -math.log(p)  # normalised PMI, in [-1, 1]
+        if cohesion < MIN_COHESION:
+            continue
+        if min(_entropy(left[gram]), _entropy(right[gram])) < MIN_FREEDOM:
+            continue
+        out[gram] = c
+    # A gram inside a longer accepted gram that occurs just as often is only a piece of it.
+    pieces = {gram[i:j] for gram in out for i in range(len(gram)) for j in range(i + 2, len(gram) + 1)
+              if j - i < len(gram) and gram[i:j] in out and out[gram] >= 0.9 * out[gram[i:j]]}
+    for piece in pieces:
+        del out[piece]
+    return out
+
+
+def _aligned(runs: Sequence[str], candidates: set[str]) -> Counter[str]:
+    """How often each candidate starts and ends on jieba's own word boundaries."""
+    from .lexical import load_jieba
+
+    jieba = load_jieba()
+    aligned: Counter[str] = Counter()
+    for run in runs:
+        bounds = {0}
+        pos = 0
+        for word in jieba.dt.cut(run, HMM=False):
+            pos += len(word)
+            bounds.add(pos)
+        for n in range(2, MAX_NGRAM + 1):
+            for i in range(len(run) - n + 1):
+                if i in bounds and i + n in bounds and run[i:i + n] in candidates:
+                    aligned[run[i:i + n]] += 1
+    return aligned
+
+
+def _entropy(counter: Counter) -> float:
+    n = sum(counter.values())
+    return -sum(c / n * math.log(c / n) for c in counter.values())

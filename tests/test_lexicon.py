@@ -1,0 +1,62 @@
+"""A jieba user dictionary learned from each index's corpus, kept with that index and nowhere else."""
+
+from __future__ import annotations
+
+import json
+
+from assistant.indexing import build_index, current_version, load_index
+from assistant.lexical import load_jieba, terms, tokenize
+from assistant.lexicon import LEXICON_FILE, Segmenter, learn_words
+
+# A made-up company name jieba has never seen, used as a new article would use it.
+ARTICLE = ("# 沃析科技简介\n\n"
+           "沃析科技成立于2019年,总部位于杭州。沃析科技的创始人是林舒。\n\n"
+           "2023年,沃析科技发布了《星穹计划》,沃析科技因此获得了两轮融资。\n\n"
+           "如今沃析科技的员工超过三百人,《星穹计划》也进入了第二阶段。\n")
+
+
+def test_names_jieba_splits_are_learned_from_the_text():
+    assert list(load_jieba().cut("沃析科技")) != ["沃析科技"]  # jieba alone splits the name
+    words = learn_words([ARTICLE])
+    assert "沃析科技" in words and "星穹计划" in words
+    assert all(len(list(load_jieba().cut(w, HMM=False))) > 1 for w in words)  # only what jieba would split
+    assert Segmenter(words).cut("沃析科技的员工") and list(Segmenter(words).cut("沃析科技的员工"))[0] == "沃析科技"
+
+
+def test_glossed_and_quoted_names_count_once_seen():
+    words = learn_words(["MiniMax(稀宇科技)发布了新模型,团队称之为“海螺织梦”。"])
+    assert "稀宇科技" in words and "海螺织梦" in words
+
+
+def test_the_dictionary_belongs_to_its_index(tmp_path, embeddings):
+    corpus = tmp_path / "corpus"
+    (corpus / "articles").mkdir(parents=True)
+    (corpus / "articles" / "woxi.md").write_text(ARTICLE, encoding="utf-8")
+    build_index(corpus, tmp_path / "with", embeddings)
+    build_index(corpus, tmp_path / "without", embeddings, user_words=False)
+
+    version = current_version(tmp_path / "with")
+    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["lexicon"]["words"] >= 2 and LEXICON_FILE in manifest["files"]  # versioned and checksummed
+    with_words = load_index(tmp_path / "with", embeddings)
+    without = load_index(tmp_path / "without", embeddings)
+    assert "沃析科技" in terms("沃析科技是谁创立的?", with_words.segmenter)
+    assert "沃析科技" in tokenize("沃析科技的总部", with_words.segmenter)
+    # the other index in the same process, and jieba's global dictionary, are untouched
+    assert "沃析科技" not in terms("沃析科技是谁创立的?", without.segmenter)
+    assert "沃析科技" not in terms("沃析科技是谁创立的?")
+    assert "沃析科技" not in load_jieba().lcut("沃析科技是谁创立的?")
+    assert without.manifest["lexicon"]["words"] == 0
+
+
+def test_answers_use_the_index_words(tmp_path, embeddings):
+    from assistant import Assistant
+    from assistant.config import Settings
+
+    corpus = tmp_path / "corpus"
+    (corpus / "articles").mkdir(parents=True)
+    (corpus / "articles" / "woxi.md").write_text(ARTICLE, encoding="utf-8")
+    build_index(corpus, tmp_path / "index", embeddings)
+    settings = Settings.load(corpus_dir=corpus, index_dir=tmp_path / "index", data_dir=tmp_path / "data")
+    answer = Assistant(settings, load_index(tmp_path / "index", embeddings), embeddings).ask("沃析科技的创始人是谁?")
+    assert not answer.refused and "林舒" in answer.plain_answer
