@@ -15,11 +15,11 @@ from .answerers.base import mostly_latin
 from .answerers.reader import ReaderAnswerer
 from .chunking import ChunkerSettings
 from .config import Settings
-from .corpus import ARTICLES, SourceFile, process
+from .corpus import ARTICLES, SourceFile, begin_add, end_add, process, undo_add
 from .embeddings import E5_NAMES, Embedder, get_embeddings
 from .errors import CorpusError, UnknownNameError
 from .followup import Turn, rewrite
-from .indexing import BuildReport, LoadedIndex, build_index, load_index
+from .indexing import BuildReport, LoadedIndex, build_index, build_lock, committed_sources, load_index
 from .loaders import check_file
 from .reader import SpanReader
 from .retrieval import HybridRetriever, Source
@@ -240,25 +240,25 @@ def add_files(paths: Sequence[str | Path], settings: Settings, embeddings: Embed
         path = Path(raw)
         check_file(path)
         target = target_dir / _safe_name(path.name)
-        process(SourceFile(path, path.name, target.stem), ChunkerSettings())  # fails before anything is copied
+        process(SourceFile(path, path.name, target.name), ChunkerSettings())  # fails before anything is copied
         if target.exists() and target.read_bytes() != path.read_bytes() and not replace:
             raise CorpusError(f"{target} already exists with other content. Use --replace to update that article.")
         plans.append((path, target))
     target_dir.mkdir(parents=True, exist_ok=True)
-    backups = []
-    try:
-        for path, target in plans:
-            backups.append((target, target.read_bytes() if target.exists() else None))
-            shutil.copyfile(path, target)
-        return build_index(settings.corpus_dir, settings.index_dir, embeddings, progress=progress,
-                           user_words=settings.user_words)
-    except BaseException:
-        for target, old in reversed(backups):
-            if old is None:
-                target.unlink(missing_ok=True)
-            else:
-                target.write_bytes(old)
-        raise
+    corpus_dir = Path(settings.corpus_dir)
+    with build_lock(Path(settings.index_dir)):
+        undo_add(corpus_dir, committed_sources(Path(settings.index_dir)))  # an earlier add that was killed
+        begin_add(corpus_dir, plans)  # a journal first: a kill from here on is rolled back at the next start
+        try:
+            for path, target in plans:
+                shutil.copyfile(path, target)
+            report = build_index(corpus_dir, settings.index_dir, embeddings, progress=progress,
+                                 user_words=settings.user_words, locked=True)
+        except BaseException:
+            undo_add(corpus_dir, committed_sources(Path(settings.index_dir)))
+            raise
+        end_add(corpus_dir)
+        return report
 
 
 def _safe_name(name: str) -> str:

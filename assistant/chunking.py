@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 
 from .cleaning import CleanDocument
 
-CHUNKER_VERSION = 2
+CHUNKER_VERSION = 3  # 3: sentences over MAX_SENTENCE_CHARS are cut into pieces
 DEFAULT_MAX_CHARS = 0  # 0: one sentence per chunk (measured best on the eval set; see README)
+MAX_SENTENCE_CHARS = 400  # hard cap on a chunk: a line without punctuation must not become one huge chunk
+_SOFT_BREAK = re.compile(r"[,，、:：\s]")  # noqa: RUF001
 
 # A sentence ends at Chinese or ASCII terminal punctuation, with any closing quotes and
 # citation markers that follow it ("……助力。”[1]").
-_SENTENCE_END = re.compile(r"(?:[。!?！？;；]+|…+|\.(?=\s|$))[”’」』)）》]*(?:\[\d{1,3}\])*")  # noqa: RUF001
+_SENTENCE_END = re.compile(r"(?:(?:[。?！？;；]|!(?!\[))+|…+|\.(?=\s|$))[”’」』)）》]*(?:\[\d{1,3}\])*")  # noqa: RUF001
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 
 
@@ -80,7 +82,7 @@ def chunk_document(doc: CleanDocument, settings: ChunkerSettings = ChunkerSettin
     chunks: list[Chunk] = []
     for number, para in enumerate(doc.paragraphs, start=1):
         spans = [(para.start, para.end)] if para.kind != "body" else split_sentences(para.text, para.start)
-        for s, e in _pack(spans, settings.max_chars):
+        for s, e in _pack(_bounded(spans, doc.text), settings.max_chars):
             text = doc.text[s:e]
             cites = sorted({int(n) for n in _CITATION.findall(text) if int(n) in known})
             chunks.append(Chunk(f"{doc.doc_id}:{len(chunks)}", doc.doc_id, text, para.kind, number, s, e, cites))
@@ -90,6 +92,21 @@ def chunk_document(doc: CleanDocument, settings: ChunkerSettings = ChunkerSettin
 def chunk_whole(doc_id: str, text: str, kind: str, citations: list[int] | None = None) -> Chunk:
     """A small document (metadata, a reference record) as a single chunk."""
     return Chunk(f"{doc_id}:0", doc_id, text, kind, 1, 0, len(text), citations or [])
+
+
+def _bounded(spans: list[tuple[int, int]], text: str) -> list[tuple[int, int]]:
+    """Spans no longer than MAX_SENTENCE_CHARS: a longer one is cut, after a comma or space when one is near."""
+    out: list[tuple[int, int]] = []
+    for s, e in spans:
+        while e - s > MAX_SENTENCE_CHARS:
+            window = text[s + MAX_SENTENCE_CHARS // 2 : s + MAX_SENTENCE_CHARS]
+            breaks = [m.end() for m in _SOFT_BREAK.finditer(window)]
+            cut = s + MAX_SENTENCE_CHARS // 2 + breaks[-1] if breaks else s + MAX_SENTENCE_CHARS
+            out.append((s, cut))
+            s = cut
+        if text[s:e].strip():
+            out.append((s, e))
+    return out
 
 
 def _pack(spans: list[tuple[int, int]], max_chars: int) -> list[tuple[int, int]]:

@@ -1,14 +1,18 @@
 """The corpus on disk: which files there are, and what documents and chunks each one yields.
 
 Layout:
-    corpus/articles/<id>.{txt,md,html}          an article; <id> is its document id
-    corpus/references/<id>/<n>.{txt,md,html}    the full text of reference [n] of article <id>
+    corpus/articles/<name>.{txt,md,html}          an article; its file name (extension included) is its id
+    corpus/references/<name>/<n>.{txt,md,html}    the full text of reference [n] of that article
+                                                  (the folder may omit the extension when that is unambiguous)
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,15 +65,24 @@ def scan_corpus(corpus_dir: Path) -> list[SourceFile]:
         )
     sources = []
     for path in sorted((corpus_dir / ARTICLES).glob("*")):
-        if _usable(path):
-            sources.append(SourceFile(path, path.relative_to(corpus_dir).as_posix(), path.stem))
+        if _usable(path, corpus_dir):
+            sources.append(SourceFile(path, path.relative_to(corpus_dir).as_posix(), path.name))
+    names = {s.article_id for s in sources}
+    stems: dict[str, list[str]] = {}
+    for name in names:
+        stems.setdefault(Path(name).stem, []).append(name)
     for path in sorted((corpus_dir / REFERENCES).glob("*/*")):
-        if _usable(path):
+        if _usable(path, corpus_dir):
             if not path.stem.isdigit():
                 log.warning("skipping %s: reference files are named by number, e.g. 1.md", path)
                 continue
-            sources.append(SourceFile(path, path.relative_to(corpus_dir).as_posix(), path.parent.name,
-                                      int(path.stem)))
+            folder = path.parent.name
+            parent = folder if folder in names else (stems.get(folder, [None])[0] if len(stems.get(folder, [])) == 1
+                                                     else None)
+            if parent is None:
+                log.warning("skipping %s: no single article named %s in %s/", path, folder, ARTICLES)
+                continue
+            sources.append(SourceFile(path, path.relative_to(corpus_dir).as_posix(), parent, int(path.stem)))
     if not any(s.ref_number is None for s in sources):
         raise CorpusError(
             f"No articles in {corpus_dir / ARTICLES}/. Add .txt, .md or .html files there "
@@ -78,8 +91,11 @@ def scan_corpus(corpus_dir: Path) -> list[SourceFile]:
     return sources
 
 
-def _usable(path: Path) -> bool:
+def _usable(path: Path, corpus_dir: Path) -> bool:
     if path.name.startswith(".") or not path.is_file():
+        return False
+    if not path.resolve().is_relative_to(corpus_dir.resolve()):
+        log.warning("skipping %s: it links to %s, outside the corpus folder", path, path.resolve())
         return False
     if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
         log.warning("skipping %s: unsupported file type (use %s)", path, ", ".join(SUPPORTED_EXTENSIONS))
@@ -121,3 +137,60 @@ def process(source: SourceFile, chunker: ChunkerSettings) -> tuple[list[IndexedD
                                     source.rel, parent=clean.doc_id, ref_number=ref.number))
         chunks.append(chunk_whole(ref_id, text, "reference", [ref.number]))
     return docs, chunks
+
+
+# --- adding files: a journal so that a killed `index add` leaves the corpus as it was -------------
+
+PENDING = ".pending-add"  # in the corpus folder: the files an unfinished add copied, and what they replaced
+
+
+def begin_add(corpus_dir: Path, plans: list[tuple[Path, Path]]) -> None:
+    """Record (before copying) which corpus files an add will write and keep what they held."""
+    journal = Path(corpus_dir) / PENDING
+    shutil.rmtree(journal, ignore_errors=True)
+    journal.mkdir(parents=True)
+    entries = []
+    for n, (source, target) in enumerate(plans):
+        backup = None
+        if target.exists():
+            backup = f"{n}.bak"
+            shutil.copyfile(target, journal / backup)
+        entries.append({"target": target.relative_to(corpus_dir).as_posix(), "backup": backup,
+                        "hash": hashlib.sha256(source.read_bytes()).hexdigest()})
+    tmp = journal / "journal.json.tmp"
+    tmp.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, journal / "journal.json")
+
+
+def end_add(corpus_dir: Path) -> None:
+    shutil.rmtree(Path(corpus_dir) / PENDING, ignore_errors=True)
+
+
+def undo_add(corpus_dir: Path, committed: dict[str, str]) -> list[str]:
+    """Roll back the files of an add that did not commit; `committed` maps index sources to their hashes.
+
+    Files the live index already holds with the copied content stay (that add did commit). Returns the
+    corpus paths restored or removed.
+    """
+    journal = Path(corpus_dir) / PENDING
+    try:
+        entries = json.loads((journal / "journal.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        end_add(corpus_dir)  # killed before the journal was complete: nothing was copied yet
+        return []
+    undone = []
+    for entry in entries:
+        target = Path(corpus_dir) / entry["target"]
+        if committed.get(entry["target"]) == entry["hash"]:
+            continue
+        if entry["backup"]:
+            shutil.copyfile(journal / entry["backup"], target)
+        else:
+            target.unlink(missing_ok=True)
+        undone.append(entry["target"])
+    end_add(corpus_dir)
+    if undone:
+        log.warning("an earlier `index add` did not finish; restored %s", ", ".join(undone))
+    return undone

@@ -33,6 +33,12 @@ class IndexCorruptError(AssistantError):
     exit_code = 3
 
 
+class IndexWriteError(AssistantError):
+    """The index folder cannot be written (read-only, full disk); the previous index is unchanged."""
+
+    exit_code = 3
+
+
 class IndexBusyError(AssistantError):
     """Another build holds the index lock."""
 

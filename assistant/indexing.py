@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import time
@@ -30,20 +31,21 @@ import numpy as np
 from langchain_core.documents import Document
 
 from .chunking import Chunk, ChunkerSettings
-from .corpus import IndexedDocument, SourceFile, process, scan_corpus
+from .corpus import IndexedDocument, SourceFile, process, scan_corpus, undo_add
 from .embeddings import Embedder
-from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, ModelMismatchError
+from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
 from .language import MATCHING_NORMALIZATION
 from .lexical import BM25Index, tokenize
 from .lexicon import LEXICON_FILE, LEXICON_VERSION, Segmenter, default_segmenter, learn_words
 from .vectorstore import FaissVectorStore
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: documents keyed by file name with extension
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 DOCUMENTS = "documents.json"
 LOCK = ".lock"
 UNK_WARN_SHARE = 0.2
+_VERSION_NAME = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{6}")
 
 
 @dataclass
@@ -123,13 +125,17 @@ def _now() -> str:
 def current_version(index_dir: Path) -> Path | None:
     """The live version directory, or None when there is no index yet."""
     pointer = Path(index_dir) / CURRENT
-    if not pointer.exists():
+    if not pointer.exists() and not pointer.is_symlink():
         return None
-    name = pointer.read_text(encoding="utf-8").strip()
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IndexCorruptError(f"{pointer} cannot be read ({type(exc).__name__}). "
+                                "Rebuild with `assistant index build --full`.") from None
     version = Path(index_dir) / name
-    if not name or "/" in name or not version.is_dir():
+    if not _VERSION_NAME.fullmatch(name) or not version.is_dir():
         raise IndexCorruptError(
-            f"{pointer} names {name!r}, which is not an index version in {index_dir}. "
+            f"{pointer} names {name[:80]!r}, which is not an index version in {index_dir}. "
             "Rebuild with `assistant index build --full`."
         )
     return version
@@ -137,8 +143,13 @@ def current_version(index_dir: Path) -> Path | None:
 
 @contextlib.contextmanager
 def build_lock(index_dir: Path) -> Iterator[None]:
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with open(index_dir / LOCK, "w") as handle:
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(index_dir / LOCK, "a")  # noqa: SIM115 - closed below, after the build
+    except OSError as exc:
+        raise IndexWriteError(f"Cannot write the index in {index_dir}: {exc.strerror or exc}. Make the folder "
+                              "writable (or pass --index DIR), then build again.") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -154,11 +165,48 @@ def read_manifest(index_dir: Path) -> dict:
     if version is None:
         raise IndexNotFoundError(_no_index(index_dir))
     try:
-        return json.loads((version / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((version / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise IndexCorruptError(
             f"{version / MANIFEST} is damaged ({type(exc).__name__}). Rebuild with `assistant index build --full`."
         ) from exc
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise IndexCorruptError(f"{version / MANIFEST} is damaged ({problem}). "
+                                "Rebuild with `assistant index build --full`.")
+    return manifest
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    """What is wrong with a manifest's shape, or None; a valid JSON of the wrong shape is damage too."""
+    if not isinstance(manifest, dict):
+        return "not an object"
+    shapes = {"format": int, "embedding": dict, "chunker": dict, "counts": dict, "sources": dict, "files": dict}
+    for key, kind in shapes.items():
+        if not isinstance(manifest.get(key), kind):
+            return f"{key!r} missing or not {kind.__name__}"
+    embedding = manifest["embedding"]
+    if not isinstance(embedding.get("model"), str) or not isinstance(embedding.get("prompts", {}), dict) \
+            or not isinstance(embedding.get("unknown_token_share", 0), int | float):
+        return "'embedding' incomplete"
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
+        return "'files' is not names to checksums"
+    for rel, info in manifest["sources"].items():
+        if not isinstance(info, dict) or not isinstance(info.get("hash"), str) \
+                or not isinstance(info.get("chunk_ids"), list) or not isinstance(info.get("tokens"), int) \
+                or not isinstance(info.get("unk_tokens"), int):
+            return f"source {rel[:60]!r} incomplete"
+    if not isinstance(manifest.get("lexicon", {}), dict):
+        return "'lexicon' not an object"
+    return None
+
+
+def committed_sources(index_dir: Path) -> dict[str, str]:
+    """Corpus path -> content hash of every file the live index holds ({} without a readable index)."""
+    try:
+        return {rel: info["hash"] for rel, info in read_manifest(index_dir)["sources"].items()}
+    except (IndexNotFoundError, IndexCorruptError):
+        return {}
 
 
 def _no_index(index_dir: Path) -> str:
@@ -258,12 +306,19 @@ def build_index(
     progress: bool = False,
     on_stage: Callable[[str], None] | None = None,
     user_words: bool = True,
+    locked: bool = False,
 ) -> BuildReport:
-    """Bring the index in line with the corpus, embedding only new or changed files."""
+    """Bring the index in line with the corpus, embedding only new or changed files.
+
+    `locked`: the caller (an add) already holds the build lock and its journal; otherwise an add that
+    was killed before it committed is rolled back first, so its copied files are not indexed silently.
+    """
     started = time.perf_counter()
     index_dir = Path(index_dir)
     stage = on_stage or (lambda _msg: None)
-    with build_lock(index_dir):
+    with contextlib.nullcontext() if locked else build_lock(index_dir):
+        if not locked:
+            undo_add(corpus_dir, committed_sources(index_dir))
         _remove_stale_versions(index_dir)
         old_manifest, old_store, full_reason = _previous(index_dir, embeddings, chunker, full)
         full = full_reason is not None
@@ -378,6 +433,19 @@ def _write_version(index_dir: Path, store: FaissVectorStore, bm25: BM25Index,
                    documents: list[IndexedDocument], manifest: dict, words: list[str]) -> Path:
     name = f"v-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
     tmp = index_dir / f".tmp-{name}"
+    pointer_tmp = index_dir / f".{CURRENT}.{name}"
+    try:
+        return _write_files(index_dir, name, tmp, pointer_tmp, store, bm25, documents, manifest, words)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            pointer_tmp.unlink(missing_ok=True)
+        raise IndexWriteError(f"Cannot write the index in {index_dir}: {exc.strerror or exc}. Make the folder "
+                              "writable or free disk space, then build again; the previous index is unchanged.") from None
+
+
+def _write_files(index_dir: Path, name: str, tmp: Path, pointer_tmp: Path, store: FaissVectorStore, bm25: BM25Index,
+                 documents: list[IndexedDocument], manifest: dict, words: list[str]) -> Path:
     tmp.mkdir(parents=True)
     store.save(tmp)
     bm25.save(tmp)
@@ -390,10 +458,12 @@ def _write_version(index_dir: Path, store: FaissVectorStore, bm25: BM25Index,
     _fsync_tree(tmp)
     version = index_dir / name
     os.replace(tmp, version)
-    pointer_tmp = index_dir / f".{CURRENT}.{name}"
     pointer_tmp.write_text(name + "\n", encoding="utf-8")
     _fsync_file(pointer_tmp)
-    os.replace(pointer_tmp, index_dir / CURRENT)  # the atomic switch
+    pointer = index_dir / CURRENT
+    if pointer.is_dir() and not pointer.is_symlink():
+        shutil.rmtree(pointer)  # damage (a folder where the pointer belongs); under the build lock
+    os.replace(pointer_tmp, pointer)  # the atomic switch
     _fsync_dir(index_dir)
     return version
 

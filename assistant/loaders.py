@@ -49,7 +49,10 @@ def check_file(path: Path) -> None:
 
 
 def decode(data: bytes, name: str = "input") -> tuple[str, str]:
-    """Decode bytes as UTF-8 (with or without BOM), UTF-16 with BOM, or GB18030/GBK; return (text, encoding)."""
+    """Decode bytes as UTF-8 (with or without BOM), UTF-16 with BOM, GB18030/GBK or Big5; return (text, encoding).
+
+    Legacy encodings are told apart by charset-normalizer; Japanese, Korean and other encodings are refused.
+    """
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:
@@ -60,18 +63,83 @@ def decode(data: bytes, name: str = "input") -> tuple[str, str]:
         raise CorpusError(f"{name}: the file is empty. Add the article's text and try again.")
     if b"\x00" in data[:8192]:
         raise CorpusError(f"{name}: looks like a binary file (it contains NUL bytes). Give a text, Markdown or HTML file.")
-    for encoding in ("utf-8", "gb18030"):
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
         if _looks_like_text(text):
-            return text, encoding
-    # No guessing beyond these: a wrong guess would index mojibake as if it were the article.
+            return text, "utf-8"
+    other = _japanese_or_korean(data)
+    best = max(((_chinese_score(text), encoding, text) for encoding in ("gb18030", "big5")
+                for text in [_try_decode(data, encoding)] if text is not None), default=None)
+    if other is None and best is not None and best[0] >= MIN_CHINESE_SCORE and _looks_like_text(best[2]):
+        return best[2], best[1]
+    # A wrong guess would index mojibake as if it were the article: anything else is refused.
+    encoding = other or _detect(data)
+    found = f" (it looks like {encoding})" if encoding else ""
     raise CorpusError(
-        f"{name}: cannot decode the file as UTF-8, GBK/GB18030 or another known encoding. "
-        "Re-save it as UTF-8 and try again."
+        f"{name}: cannot decode the file as UTF-8, GBK/GB18030 or Big5{found}. Re-save it as UTF-8 and try again."
     )
+
+
+MIN_CHINESE_SCORE = 0.9  # share of common Chinese characters a GB or Big5 decoding must reach
+_FORMS = re.compile(r"[\x00-\x7f\u3000-\u303f\uff01-\uff5e\u2010-\u2027\u00b7\s]")
+
+
+def _try_decode(data: bytes, encoding: str) -> str | None:
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def _chinese_score(text: str) -> float:
+    """Share of the non-ASCII characters that are common Chinese ones (a wrong decoding yields rare ones).
+
+    Short texts defeat statistical detectors (a GBK line reads as Shift-JIS to charset-normalizer), so the
+    choice between GB and Big5 rests on the character frequencies of jieba's dictionary instead.
+    """
+    from .language import simplified
+    from .lexical import load_jieba
+
+    sample = _FORMS.sub("", text[:20_000])
+    if not sample:
+        return 0.0
+    freq = load_jieba().dt.FREQ
+    return sum(freq.get(ch, 0) >= 10 for ch in simplified(sample)) / len(sample)
+
+
+def _japanese_or_korean(data: bytes) -> str | None:
+    """'Korean (EUC-KR)' or 'Japanese (Shift-JIS/EUC-JP)' when the bytes read as that language, else None.
+
+    EUC-KR hangul falls on common GB2312 characters, so a frequency score alone would accept it as Chinese.
+    """
+    korean = _try_decode(data, "cp949")
+    if korean is not None:
+        letters = _FORMS.sub("", korean)
+        hangul = sum("\uac00" <= ch <= "\ud7a3" for ch in letters)
+        # Korean is nearly all hangul with spaces between words; GB text read as EUC-KR mixes in hanja
+        if letters and hangul / len(letters) >= 0.9 and korean.count(" ") >= 0.1 * hangul:
+            return "Korean (EUC-KR)"
+    for encoding in ("cp932", "euc_jp"):
+        japanese = _try_decode(data, encoding)
+        if japanese is None:
+            continue
+        letters = _FORMS.sub("", japanese)
+        kana = sum("\u3040" <= ch <= "\u30ff" for ch in letters)
+        half = sum("\uff61" <= ch <= "\uff9f" for ch in letters)
+        if letters and kana / len(letters) >= 0.2 and half / len(letters) < 0.05:
+            return "Japanese (Shift-JIS/EUC-JP)"
+    return None
+
+
+def _detect(data: bytes) -> str | None:
+    """What charset-normalizer takes the bytes for, to name it when a file is refused."""
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data[:200_000]).best()
+    return best.encoding if best is not None else None
 
 
 def _looks_like_text(text: str) -> bool:

@@ -160,8 +160,11 @@ class HybridRetriever(BaseRetriever):
         k = k or self.k
         ranked = self.rank_chunks(query, CANDIDATES)
         sources: list[Source] = []
+        seen_texts: dict[str, str] = {}  # chunk text -> the document it was first shown from
         for row, score, _parts in ranked:
             chunk = self.index.chunks[row]
+            if seen_texts.setdefault(chunk.text, chunk.doc_id) != chunk.doc_id:
+                continue  # the same text under another file name: shown once
             start, end = self._passage_span(chunk)
             merged = next((s for s in sources if s.doc_id == chunk.doc_id and s.start < end and start < s.end), None)
             if merged is not None:

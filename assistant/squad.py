@@ -113,7 +113,7 @@ def write_corpus(squad: SquadSet, corpus_dir: Path) -> dict[str, str]:
     for n, passage in enumerate(squad.passages.values(), start=1):
         doc_id = f"p{n:05d}"
         (articles / f"{doc_id}.md").write_text(f"# {passage.title}\n\n{passage.context}\n", encoding="utf-8")
-        doc_of[passage.id] = doc_id
+        doc_of[passage.id] = f"{doc_id}.md"  # documents are keyed by file name
     return doc_of
 
 

@@ -27,6 +27,28 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1)]
 
 
+def bounded_request_cost(assistant, answerer: str, rounds: int = 10) -> None:
+    """A plain question against the largest request the validation layer lets through (and a far larger one)."""
+    from assistant import validation
+
+    question = "英伟达是谁创立的?"
+    turn = {"question": "问" * validation.MAX_TURN_CHARS, "answer": "答" * validation.MAX_TURN_CHARS}
+    cases = {"plain question": ("他在哪一年创立了英伟达?", [{"question": question, "answer": "黄仁勋"}]),
+             "max-size request": ("问" * (validation.MAX_QUESTION_CHARS - 1) + "?",
+                                  [turn] * validation.MAX_HISTORY_TURNS),
+             "450k-char history (trimmed)": (question, [turn] * 450)}
+    base = None
+    for name, (q, history) in cases.items():
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            assistant.ask(q, history, answerer=answerer)
+            times.append((time.perf_counter() - t) * 1000)
+        p50 = statistics.median(times)
+        base = base or p50
+        print(f"  {name:<30} p50 {p50:.1f} ms, max {max(times):.1f} ms ({p50 / base:.1f}x the plain question)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--index", default=os.environ.get("ASSISTANT_INDEX_DIR", str(ROOT / "index")))
@@ -69,6 +91,7 @@ def main() -> None:
           f"p95 {percentile(latencies, 95):.1f} ms, max {max(latencies):.1f} ms")
     for kind, values in sorted(by_kind.items()):
         print(f"  {kind:<12} n={len(values):<4} p50 {statistics.median(values):.1f} ms, p95 {percentile(values, 95):.1f} ms")
+    bounded_request_cost(assistant, answerer)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
     env = {**os.environ, "ASSISTANT_INDEX_DIR": args.index}

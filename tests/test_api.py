@@ -98,3 +98,54 @@ def test_gradio_endpoint_still_works_with_the_login(api):
     _, url, _ = api
     result = Client(url + "/", auth=AUTH, verbose=False).predict("英伟达是谁创立的?", [], 5, api_name="/ask")
     assert "黄仁勋" in result["answer"]
+
+
+def test_a_lone_surrogate_in_json_is_answered_or_named(api):
+    client, _, _ = api
+    body = b'{"question": "\\ud800\\u82f1\\u4f1f\\u8fbe\\u662f\\u8c01\\u521b\\u7acb\\u7684?"}'
+    response = client.post("/api/ask", content=body, headers={"content-type": "application/json"})
+    if response.status_code == 200:
+        assert "黄仁勋" in response.json()["answer"]
+    else:
+        assert response.status_code in (400, 422) and "question" in response.text, response.text
+
+
+def test_uploads_are_bounded_and_cleaned(api):
+    client, _, root = api
+    files = [("files", (f"a{i}.md", f"# 文章{i}\n\n第{i}篇。\n".encode(), "text/markdown")) for i in range(11)]
+    response = client.post("/api/articles", files=files)
+    assert response.status_code == 400 and "At most 10" in response.json()["error"]
+    uploads = root / "data" / "uploads"
+    assert uploads.is_dir() and not any(uploads.glob("api-*"))  # under the data folder, emptied after use
+
+
+@pytest.mark.parametrize("args, field", [
+    ((None, [], 5), "question"),
+    (("英伟达是谁创立的?", "text", 5), "history"),
+    (("英伟达是谁创立的?", [{"question": "q", "answer": 5}], 5), "history"),
+    (("英伟达是谁创立的?", [], "abc"), "k"),
+    (("英伟达是谁创立的?", [], 0), "k"),
+])
+def test_the_gradio_endpoint_names_the_bad_field(api, args, field):
+    from gradio_client import Client
+
+    _, url, _ = api
+    result = Client(url + "/", auth=AUTH, verbose=False).predict(*args, api_name="/ask")
+    assert result.get("field") == field and result["error"], result
+
+
+def test_failed_logins_lock_the_client_out(api):
+    _, url, _ = api
+    other = httpx.HTTPTransport(local_address="127.0.0.2")  # another client; 127.0.0.1 keeps working
+    with httpx.Client(base_url=url, transport=other, timeout=30) as intruder:
+        codes = [intruder.get("/api/status", auth=("reader", f"guess{i}")).status_code for i in range(5)]
+        assert codes == [401] * 5
+        locked = intruder.get("/api/status", auth=AUTH)  # even the right password waits now
+        assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+        form = intruder.post("/login", data={"username": "reader", "password": "s3cret-pass"})
+        assert form.status_code == 429
+    with httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.3"), timeout=30) as page:
+        codes = [page.post("/login", data={"username": "reader", "password": f"guess{i}"}).status_code
+                 for i in range(6)]
+        assert codes[:5] == [400] * 5 and codes[5] == 429
+    assert httpx.get(url + "/api/status", auth=AUTH).status_code == 200

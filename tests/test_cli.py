@@ -30,7 +30,7 @@ def test_index_build_status_and_add(corpus, tmp_path, capsys):
     capsys.readouterr()
     assert main(["ask", "量子计算小镇首批入驻了几家企业?", "--index", str(index), "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert "十二家" in answer["answer"] and answer["sources"][0]["doc_id"] == "new"
+    assert "十二家" in answer["answer"] and answer["sources"][0]["doc_id"] == "new.md"
 
 
 @pytest.mark.parametrize(

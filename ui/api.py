@@ -65,7 +65,8 @@ def basic_auth(credentials: tuple[str, str] | None):
     return check
 
 
-def router(assistant: Assistant, credentials: tuple[str, str] | None = None) -> APIRouter:
+def router(assistant: Assistant, credentials: tuple[str, str] | None = None,
+           uploads: Path | None = None) -> APIRouter:
     api = APIRouter(prefix="/api", dependencies=[Depends(basic_auth(credentials))])
 
     @api.post("/ask")
@@ -88,7 +89,9 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None) -> 
     def articles(files: Annotated[list[UploadFile], File(description="articles: .txt, .md or .html")]):
         if len(files) > MAX_UPLOADS:
             return JSONResponse({"error": f"At most {MAX_UPLOADS} files per request."}, status_code=400)
-        with tempfile.TemporaryDirectory(prefix="assistant-upload-") as tmp:
+        if uploads is not None:
+            uploads.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="api-", dir=uploads) as tmp:
             paths = []
             for upload in files:
                 name = Path(upload.filename or "").name

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from assistant import Answer, Assistant
 from assistant.errors import AssistantError, InputError
 from assistant.loaders import MAX_FILE_BYTES
 
-from .render import CSS, answer_markdown, document_html, sources_html, status_html
+from .api import MAX_UPLOADS
+from .render import CSS, answer_markdown, document_html, inert, sources_html, status_html
 
 log = logging.getLogger(__name__)
 GENERIC_EXAMPLES = ["这篇文章讲了什么?", "文章的作者是谁?"]
@@ -51,7 +54,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         if not isinstance(message, str) or not message.strip():
             yield chat, gr.update(), answers, message, gr.update()
             return
-        chat.append({"role": "user", "content": message})
+        chat.append({"role": "user", "content": inert(message)})
         yield chat + [{"role": "assistant", "content": "…"}], gr.update(), answers, "", gr.update()
         answer: Answer | None = None
         text = ""
@@ -59,11 +62,11 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             for item in assistant.stream(message, _history(answers), k=k, answerer=answerer):
                 if isinstance(item, str):
                     text += item
-                    yield chat + [{"role": "assistant", "content": text}], gr.update(), answers, "", gr.update()
+                    yield chat + [{"role": "assistant", "content": inert(text)}], gr.update(), answers, "", gr.update()
                 else:
                     answer = item
         except AssistantError as exc:
-            chat.append({"role": "assistant", "content": f"⚠️ {exc}"})
+            chat.append({"role": "assistant", "content": f"⚠️ {inert(str(exc))}"})
             yield chat, gr.update(), answers + [None], "", gr.update()
             return
         except Exception:
@@ -108,9 +111,16 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         gr.Info("谢谢反馈!")
 
     def add_articles(files, progress=gr.Progress()):
-        paths = [Path(getattr(f, "name", f)) for f in files or []]
+        if not isinstance(files, list):
+            files = [] if files is None else [files]
+        paths = [Path(getattr(f, "name", f)) for f in files if isinstance(f, str) or hasattr(f, "name")]
         if not paths:
             return "请先选择要上传的 .txt、.md 或 .html 文件。", gr.update()
+        if len(paths) > MAX_UPLOADS:
+            return f"⚠️ 一次最多上传 {MAX_UPLOADS} 个文件。索引未改变。", gr.update()
+        uploads = Path(os.environ.get("GRADIO_TEMP_DIR") or upload_dir(assistant)).resolve()
+        if any(not p.resolve().is_relative_to(uploads) for p in paths):  # a crafted call naming server files
+            return "⚠️ 只能添加通过本页上传的文件。索引未改变。", gr.update()
         progress(0.1, desc="检查并复制文件")
         try:
             progress(0.3, desc="向量化新文章")
@@ -209,13 +219,27 @@ def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth
     from fastapi import FastAPI
 
     from .api import router
+    from .security import protect
 
+    uploads = upload_dir(assistant)
+    shutil.rmtree(uploads, ignore_errors=True)  # what a previous server left behind
+    uploads.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(uploads)  # page uploads land here, not in the system temp folder
     demo = build_app(assistant)
     demo.queue(default_concurrency_limit=4)
     app = FastAPI(title="文章问答助手 API", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
-    app.include_router(router(assistant, credentials))
+    protect(app)
+    app.include_router(router(assistant, credentials, uploads))
     app = gr.mount_gradio_app(app, demo, path="/", auth=credentials, theme=gr.themes.Soft(), css=CSS,
                               max_file_size=f"{MAX_FILE_BYTES // 1024 // 1024}mb", ssr_mode=False, show_error=False,
                               footer_links=[], server_name=host, server_port=port)
     print(f"文章问答助手: http://{host}:{port}  (JSON API: http://{host}:{port}/api/ask)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        shutil.rmtree(uploads, ignore_errors=True)
+
+
+def upload_dir(assistant: Assistant) -> Path:
+    """Where uploads wait until they are added: under the data folder, emptied at start and stop."""
+    return Path(assistant.settings.data_dir).resolve() / "uploads"

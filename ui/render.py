@@ -30,13 +30,26 @@ CSS = """
 """
 
 
+# Everything Markdown, LaTeX or HTML would act on; each is backslash-escaped, then HTML-escaped.
+_MARKUP = re.compile(r"([\\`*_\[\]{}()#+\-.!|~:$])")
+
+
+def inert(text: str) -> str:
+    """Text (from an article, a question or an LLM) as chat Markdown that renders exactly as written.
+
+    Images, links, raw HTML, autolinks and formulas all come out as their literal characters, so nothing
+    in an answer can make the page load anything. Only the project's own markup is added around it.
+    """
+    return html.escape(_MARKUP.sub(r"\\\1", text), quote=False)
+
+
 def citation_label(n: int) -> str:
     return f"[{n}]"
 
 
 def answer_markdown(answer: Answer) -> str:
     """The assistant's chat message: the answer, its citation labels, and any notice."""
-    body = html.escape(answer.answer)
+    body = inert(answer.answer)
     lines = []
     if answer.refused:
         lines.append("**未找到答案** · " + body)
@@ -45,9 +58,9 @@ def answer_markdown(answer: Answer) -> str:
     if answer.refused:
         lines.append("右侧列出了最接近的段落,供参考。")
     if answer.rewritten_question != answer.question:
-        lines.append(f"*检索的问题: {html.escape(answer.rewritten_question)}*")
+        lines.append(f"*检索的问题: {inert(answer.rewritten_question)}*")
     if answer.notice:
-        lines.append(f"> {html.escape(answer.notice)}")
+        lines.append(f"> {inert(answer.notice)}")
     return "\n\n".join(lines)
 
 

@@ -1,0 +1,222 @@
+"""The audit's rows as regression tests: careless and hostile input at the corpus, index and CLI."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import opencc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from assistant import Assistant
+from assistant.chunking import MAX_SENTENCE_CHARS, ChunkerSettings, chunk_document, split_sentences
+from assistant.cleaning import clean_article
+from assistant.config import Settings
+from assistant.corpus import PENDING
+from assistant.errors import CorpusError, IndexCorruptError, IndexWriteError
+from assistant.indexing import CURRENT, MANIFEST, build_index, current_version, load_index, read_manifest
+from assistant.loaders import decode, load_file
+from assistant.vectorstore import FaissVectorStore
+
+from .conftest import SEED
+
+NOTE = "# 火星基地\n\n火星基地的代号是赤焰,建于2031年。\n"
+OTHER = "# 月球基地\n\n月球基地的代号是广寒,建于2029年。\n"
+
+
+def _assistant(corpus, index_dir, embeddings) -> Assistant:
+    settings = Settings.load(corpus_dir=corpus, index_dir=index_dir, data_dir=index_dir.parent / "data")
+    return Assistant(settings, load_index(index_dir, embeddings), embeddings)
+
+
+# --- documents are keyed by file name, extension included --------------------------------------
+
+def test_same_name_with_two_extensions_is_two_documents(corpus, tmp_path, embeddings):
+    (corpus / "articles" / "base.txt").write_text(NOTE, encoding="utf-8")
+    (corpus / "articles" / "base.md").write_text(OTHER, encoding="utf-8")
+    build_index(corpus, tmp_path / "index", embeddings)
+    assistant = _assistant(corpus, tmp_path / "index", embeddings)
+    status = assistant.status()
+    assert status["documents"] == 3 and len([t for t in status["titles"] if t["kind"] == "article"]) == 3
+    assert "赤焰" in assistant.ask("火星基地的代号是什么?").plain_answer
+    assert "广寒" in assistant.ask("月球基地的代号是什么?").plain_answer
+
+
+def test_duplicate_content_under_two_names_is_shown_once(corpus, tmp_path, embeddings):
+    (corpus / "articles" / "mars.txt").write_text(NOTE, encoding="utf-8")
+    (corpus / "articles" / "mars-copy.txt").write_text(NOTE, encoding="utf-8")
+    build_index(corpus, tmp_path / "index", embeddings)
+    sources = _assistant(corpus, tmp_path / "index", embeddings).ask("火星基地的代号是什么?").sources
+    texts = [s.text for s in sources]
+    assert sum("赤焰" in t for t in texts) == 1
+
+
+def test_a_link_out_of_the_corpus_is_skipped(corpus, tmp_path, embeddings, caplog):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("# 机密\n\n服务器的管理员密码是hunter2。\n", encoding="utf-8")
+    (corpus / "articles" / "link.txt").symlink_to(outside)
+    report = build_index(corpus, tmp_path / "index", embeddings)
+    assert report.documents == 1 and "outside the corpus" in caplog.text
+    index = load_index(tmp_path / "index", embeddings)
+    assert not any("hunter2" in c.text for c in index.chunks)
+
+
+# --- ingest --------------------------------------------------------------------------------------
+
+def test_big5_is_decoded_and_japanese_or_korean_refused():
+    simplified = "黄河是中国第二长河,全长约5464公里,流域面积约75万平方公里。"
+    traditional = opencc.OpenCC("s2t").convert(simplified)
+    assert decode(traditional.encode("big5")) == (traditional, "big5")
+    assert decode(simplified.encode("gbk"))[0] == simplified
+    for text, encoding in (("東京は日本の首都です。人口は約千四百万人です。", "shift_jis"),
+                           ("서울은 대한민국의 수도이다. 인구는 약 천만 명이다.", "euc_kr")):
+        with pytest.raises(CorpusError, match="Re-save it as UTF-8"):
+            decode(text.encode(encoding))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400))
+def test_any_bytes_give_a_document_or_a_clear_error(tmp_path, data):
+    path = tmp_path / "any.txt"
+    path.write_bytes(data)
+    try:
+        loaded = load_file(path)
+    except CorpusError as exc:
+        assert str(exc).startswith(str(path)) and "Traceback" not in str(exc)
+    else:
+        assert loaded.text.strip()
+
+
+def test_an_endless_line_becomes_bounded_chunks():
+    text = "上海" + "人工智能产业生态" * 250_000  # 2 MB, no punctuation
+    doc = clean_article(text, "long.txt", None)
+    chunks = chunk_document(doc, ChunkerSettings())
+    assert len(chunks) > 1000 and max(len(c.text) for c in chunks) <= MAX_SENTENCE_CHARS
+    assert "".join(c.text for c in chunks) == doc.text.strip()
+
+
+def test_an_exclamation_mark_in_markdown_image_syntax_does_not_end_a_sentence():
+    text = "这是图片![示意图](a.png)的说明。第二句。"
+    assert [text[s:e] for s, e in split_sentences(text)] == ["这是图片![示意图](a.png)的说明。", "第二句。"]
+
+
+def test_a_killed_add_is_rolled_back_at_the_next_start(corpus, tmp_path, embeddings):
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    before = current_version(index_dir)
+    article = tmp_path / "mars.md"
+    article.write_text(NOTE, encoding="utf-8")
+    env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(corpus), "ASSISTANT_INDEX_DIR": str(index_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "assistant", "index", "add", str(article)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    copied = corpus / "articles" / "mars.md"
+    deadline = time.time() + 60
+    while not copied.exists() and time.time() < deadline:  # killed after the copy, before the commit
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert current_version(index_dir) == before
+    report = build_index(corpus, index_dir, embeddings)
+    assert not copied.exists() and not (corpus / PENDING).exists()
+    assert report.up_to_date and "mars.md" not in json.dumps(read_manifest(index_dir)["sources"])
+
+
+# --- every broken index state: the corrupt-index error, and `build --full` recovers ---------------
+
+def _break_current(index_dir, how):
+    pointer = index_dir / CURRENT
+    if how == "folder":
+        pointer.unlink()
+        pointer.mkdir()
+        (pointer / "x").write_text("x")
+    else:
+        pointer.write_bytes(how)
+
+
+def _break_manifest(index_dir, value):
+    (current_version(index_dir) / MANIFEST).write_text(json.dumps(value), encoding="utf-8")
+
+
+BROKEN = [
+    ("CURRENT bad byte", lambda d: _break_current(d, b"v-2026\xff")),
+    ("CURRENT empty", lambda d: _break_current(d, b"")),
+    ("CURRENT names nothing", lambda d: _break_current(d, b"v-20990101T000000-abcdef\n")),
+    ("CURRENT path", lambda d: _break_current(d, b"../../etc\n")),
+    ("CURRENT folder", lambda d: _break_current(d, "folder")),
+    ("manifest list", lambda d: _break_manifest(d, [1, 2])),
+    ("manifest empty", lambda d: _break_manifest(d, {})),
+    ("manifest embedding string", lambda d: _break_manifest(d, {**read_manifest(d), "embedding": "x"})),
+    ("manifest files list", lambda d: _break_manifest(d, {**read_manifest(d), "files": []})),
+    ("manifest source shape", lambda d: _break_manifest(d, {**read_manifest(d), "sources": {"a": 1}})),
+    ("manifest not json", lambda d: (current_version(d) / MANIFEST).write_bytes(b"\xff{")),
+    ("version removed", lambda d: shutil.rmtree(current_version(d))),
+    ("chunks garbage", lambda d: (current_version(d) / "chunks.jsonl").write_bytes(b"\x00" * 50)),
+    ("bm25 removed", lambda d: shutil.rmtree(current_version(d) / "bm25")),
+]
+
+
+@pytest.mark.parametrize("name, damage", BROKEN, ids=[b[0] for b in BROKEN])
+def test_every_broken_index_state_is_reported_and_rebuilt(corpus, tmp_path, embeddings, name, damage):
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    damage(index_dir)
+    with pytest.raises(IndexCorruptError, match="assistant index build --full"):
+        load_index(index_dir, embeddings)
+    report = build_index(corpus, index_dir, embeddings, full=True)
+    assert report.full and len(load_index(index_dir, embeddings).chunks) > 50
+
+
+def test_a_broken_index_is_one_line_in_the_cli(corpus, tmp_path, embeddings):
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    _break_current(index_dir, "folder")
+    env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(corpus), "ASSISTANT_INDEX_DIR": str(index_dir)}
+    status = subprocess.run([sys.executable, "-m", "assistant", "index", "status"], env=env, capture_output=True,
+                            text=True)
+    assert status.returncode == 3 and "Traceback" not in status.stderr and "build --full" in status.stderr
+    rebuilt = subprocess.run([sys.executable, "-m", "assistant", "index", "build", "--full"], env=env,
+                             capture_output=True, text=True)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert subprocess.run([sys.executable, "-m", "assistant", "index", "status"], env=env).returncode == 0
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_temp_folder(corpus, tmp_path, embeddings,
+                                                                         monkeypatch, code):
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    before = current_version(index_dir)
+    (corpus / "articles" / "mars.md").write_text(NOTE, encoding="utf-8")
+    real_save = FaissVectorStore.save
+
+    def save_then_fail(self, directory):
+        real_save(self, directory)  # part of the version is on disk when the disk gives out
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(FaissVectorStore, "save", save_then_fail)
+    with pytest.raises(IndexWriteError, match="previous index is unchanged") as info:
+        build_index(corpus, index_dir, embeddings)
+    assert "\n" not in str(info.value) and os.strerror(code) in str(info.value)
+    assert sorted(p.name for p in index_dir.iterdir() if p.name not in (".lock", CURRENT)) == [before.name]
+    assert current_version(index_dir) == before
+    monkeypatch.undo()
+    assert build_index(corpus, index_dir, embeddings).added == ["articles/mars.md"]
+
+
+def test_an_unwritable_index_folder_is_one_line(corpus, tmp_path, embeddings):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(IndexWriteError, match="Cannot write the index"):
+        build_index(corpus, blocker / "index", embeddings)
+
+
+def test_seed_is_untouched_by_the_hardening_corpus(seed_text):
+    assert SEED.read_text(encoding="utf-8") == seed_text
