@@ -220,3 +220,58 @@ def test_an_unwritable_index_folder_is_one_line(corpus, tmp_path, embeddings):
 
 def test_seed_is_untouched_by_the_hardening_corpus(seed_text):
     assert SEED.read_text(encoding="utf-8") == seed_text
+
+
+# --- the index state machine: whatever happens, the index loads or says how to rebuild -------------
+
+ARTICLES = {f"a{i}.md": f"# 基地{i}\n\n第{i}号基地的代号是星{i},建于20{i}0年。\n" for i in range(4)}
+
+
+def test_index_state_machine(tmp_path_factory, embeddings):
+    from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+    class IndexMachine(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            root = tmp_path_factory.mktemp("machine")
+            self.corpus, self.index = root / "corpus", root / "index"
+            (self.corpus / "articles").mkdir(parents=True)
+            (self.corpus / "articles" / "seed.txt").write_text(NOTE, encoding="utf-8")
+            build_index(self.corpus, self.index, embeddings)
+            self.indexed = {"seed.txt"}
+            self.damaged = False
+
+        @rule(name=st.sampled_from(sorted(ARTICLES)))
+        def add(self, name):
+            (self.corpus / "articles" / name).write_text(ARTICLES[name], encoding="utf-8")
+
+        @rule(name=st.sampled_from(sorted(ARTICLES)))
+        def remove(self, name):
+            (self.corpus / "articles" / name).unlink(missing_ok=True)
+
+        @rule(full=st.booleans())
+        def build(self, full):
+            build_index(self.corpus, self.index, embeddings, full=full)  # a plain build recovers too
+            self.indexed = {p.name for p in (self.corpus / "articles").iterdir()}
+            self.damaged = False
+
+        @rule(damage=st.sampled_from([b[1] for b in BROKEN]))
+        def break_it(self, damage):
+            try:
+                damage(self.index)
+            except (IndexCorruptError, OSError):
+                pass  # already too broken for this kind of damage
+            self.damaged = True
+
+        @invariant()
+        def loads_or_names_the_fix(self):
+            try:
+                index = load_index(self.index, embeddings)
+            except IndexCorruptError as exc:
+                assert self.damaged and "assistant index build --full" in str(exc)
+                return
+            assert not self.damaged or index  # some damage (to the .lock) is harmless
+            assert {d.id for d in index.documents.values() if d.kind == "article"} == self.indexed
+            assert index.store.index.ntotal == len(index.chunks)
+
+    run_state_machine_as_test(IndexMachine, settings=settings(max_examples=8, stateful_step_count=10, deadline=None))

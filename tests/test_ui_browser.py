@@ -198,12 +198,12 @@ def test_model_output_is_inert_while_streaming_and_after(tmp_path_factory):
                 elements = "#chat img[src*='127.0.0.1'], #chat iframe, #chat a[href^='javascript'], #chat a[href*='127.0.0.1']"
                 seen = 0
                 deadline = time.time() + 60
-                while time.time() < deadline and "结束" not in page.locator("#chat").inner_text():
-                    seen += page.locator(elements).count()  # sampled during streaming
+                while time.time() < deadline and "提问后" in page.locator("#sources").inner_text():
+                    seen += page.locator(elements).count()  # sampled during streaming, until the sources come
                     time.sleep(0.05)
                 time.sleep(1.0)
                 text = page.locator("#chat").inner_text()
-                assert "结束" in text and "![t](" in text and "<img" in text  # shown as the text it is
+                assert "![t](" in text and "<img" in text  # shown as the text it is
                 assert seen == 0 and page.locator(elements).count() == 0
                 assert page.evaluate("window.__pwned") is None
                 browser.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from assistant import Assistant
@@ -113,6 +113,20 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None,
                 "chunks": report.chunks, "documents": report.documents}
 
     return api
+
+
+def install_error_handlers(app) -> None:
+    """422 bodies that name the field, and never echo the input (it may hold lone surrogates or be huge)."""
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request: Request, exc: RequestValidationError):
+        detail = [{"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
+                  for e in exc.errors()]
+        fields = sorted({d["loc"][1] for d in detail if len(d["loc"]) > 1})
+        body = {"error": f"Invalid request body: {', '.join(fields) or 'body'}.", "field": ", ".join(fields),
+                "detail": detail}
+        return Response(json.dumps(body, ensure_ascii=True), status_code=422, media_type="application/json")
 
 
 def _events(assistant: Assistant, body: AskBody, history: list):

@@ -218,7 +218,7 @@ def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth
     import uvicorn
     from fastapi import FastAPI
 
-    from .api import router
+    from .api import install_error_handlers, router
     from .security import protect
 
     uploads = upload_dir(assistant)
@@ -230,6 +230,7 @@ def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth
     app = FastAPI(title="文章问答助手 API", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     protect(app)
     app.include_router(router(assistant, credentials, uploads))
+    install_error_handlers(app)
     app = gr.mount_gradio_app(app, demo, path="/", auth=credentials, theme=gr.themes.Soft(), css=CSS,
                               max_file_size=f"{MAX_FILE_BYTES // 1024 // 1024}mb", ssr_mode=False, show_error=False,
                               footer_links=[], server_name=host, server_port=port)
