@@ -36,7 +36,15 @@ from .embeddings import Embedder
 from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
 from .language import MATCHING_NORMALIZATION
 from .lexical import BM25Index, tokenize
-from .lexicon import LEXICON_FILE, LEXICON_VERSION, Segmenter, default_segmenter, learn_words
+from .lexicon import (
+    LEXICON_FILE,
+    LEXICON_VERSION,
+    MAX_LEARN_CHARS,
+    Segmenter,
+    default_segmenter,
+    learn_words,
+    sample_texts,
+)
 from .vectorstore import FaissVectorStore
 
 FORMAT_VERSION = 2  # 2: documents keyed by file name with extension
@@ -365,7 +373,7 @@ def build_index(
             sources_info[source.rel] = {"hash": digest, "doc_ids": [d.id for d in docs], "chunk_ids": ids,
                                         "unk_tokens": unk, "tokens": total}
         texts = [doc.page_content for doc in store.documents]
-        words = learn_words(texts) if user_words else []
+        words = _user_words(index_dir, texts, [c.text for c in to_embed], user_words, full=full)
         stage(f"building the BM25 index ({len(words)} words learned from the corpus)")
         segmenter = Segmenter(words)
         bm25 = BM25Index.build(texts, segmenter)
@@ -400,6 +408,22 @@ def build_index(
                        added=added, changed=changed, removed=removed, full_reason=full_reason,
                        passages_per_second=round(len(to_embed) / embed_seconds, 1)
                        if to_embed and embed_seconds > 0 else None)
+
+
+def _user_words(index_dir: Path, texts: list[str], new_texts: list[str], enabled: bool, full: bool) -> list[str]:
+    """The corpus's words for jieba: learned from everything on a full build (a sample past MAX_LEARN_CHARS),
+    else the live version's words plus those of the new and changed files, so an add costs what it adds."""
+    if not enabled:
+        return []
+    if full:
+        return learn_words(sample_texts(texts, MAX_LEARN_CHARS))
+    try:
+        version = current_version(index_dir)
+        previous = (version / LEXICON_FILE).read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError, IndexCorruptError, TypeError):  # none yet (or it was off): learn all
+        return learn_words(sample_texts(texts, MAX_LEARN_CHARS))
+    learned = learn_words(new_texts) if new_texts else []
+    return previous + [w for w in learned if w not in set(previous)]
 
 
 def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool):

@@ -30,6 +30,7 @@ MAX_NGRAM = 6
 MIN_COHESION = 0.5  # normalised PMI of its weakest split: the parts occur together far more than apart
 MIN_FREEDOM = 1.0   # entropy of the characters before and after it: a word combines freely
 MAX_WORDS = 5000
+MAX_LEARN_CHARS = 3_000_000  # a full build learns from an even sample of this much text (n-gram counts are RAM)
 MIN_ALIGNED = 0.5  # share of its occurrences that start and end where jieba puts a boundary
 
 
@@ -73,6 +74,15 @@ def default_segmenter() -> Segmenter:
     if DEFAULT_SEGMENTER is None:
         DEFAULT_SEGMENTER = Segmenter()
     return DEFAULT_SEGMENTER
+
+
+def sample_texts(texts: Sequence[str], max_chars: int) -> list[str]:
+    """Every k-th text, so that about max_chars characters remain (all of them when they fit)."""
+    total = sum(len(t) for t in texts)
+    if total <= max_chars:
+        return list(texts)
+    step = -(-total // max_chars)
+    return list(texts[::step])
 
 
 def learn_words(texts: Iterable[str]) -> list[str]:

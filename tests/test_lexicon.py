@@ -60,3 +60,16 @@ def test_answers_use_the_index_words(tmp_path, embeddings):
     settings = Settings.load(corpus_dir=corpus, index_dir=tmp_path / "index", data_dir=tmp_path / "data")
     answer = Assistant(settings, load_index(tmp_path / "index", embeddings), embeddings).ask("沃析科技的创始人是谁?")
     assert not answer.refused and "林舒" in answer.plain_answer
+
+
+def test_an_add_learns_the_new_article_and_keeps_the_old_words(tmp_path, embeddings):
+    corpus = tmp_path / "corpus"
+    (corpus / "articles").mkdir(parents=True)
+    (corpus / "articles" / "woxi.md").write_text(ARTICLE, encoding="utf-8")
+    build_index(corpus, tmp_path / "index", embeddings)
+    other = ARTICLE.replace("沃析科技", "岚屿智造").replace("星穹计划", "潮汐工程")
+    (corpus / "articles" / "lanyu.md").write_text(other, encoding="utf-8")
+    report = build_index(corpus, tmp_path / "index", embeddings)
+    assert not report.full and report.embedded < 20  # incremental: only the new article
+    words = (current_version(tmp_path / "index") / LEXICON_FILE).read_text(encoding="utf-8").split()
+    assert {"沃析科技", "星穹计划", "岚屿智造", "潮汐工程"} <= set(words)
