@@ -275,3 +275,28 @@ def test_index_state_machine(tmp_path_factory, embeddings):
             assert index.store.index.ntotal == len(index.chunks)
 
     run_state_machine_as_test(IndexMachine, settings=settings(max_examples=8, stateful_step_count=10, deadline=None))
+
+
+# --- eval files ----------------------------------------------------------------------------------
+
+def test_an_eval_row_that_fails_at_run_time_is_recorded_and_the_run_goes_on(assistant, tmp_path, monkeypatch):
+    from assistant.evaluation import load_questions, run_eval
+
+    path = tmp_path / "q.jsonl"
+    rows = [{"id": "s", "question": "\ud800英伟达是谁创立的?", "type": "t", "answers": ["黄仁勋"]},
+            {"id": "boom", "question": "苹果在哪一年IPO?", "type": "t", "answers": ["1980"]},
+            {"id": "ok", "question": "文章的作者是谁?", "type": "t", "answers": ["忆海"]}]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")  # \ud800 stays an escape
+    questions = load_questions(path)
+    real_ask = assistant.ask
+
+    def ask(question, *args, **kwargs):
+        if "苹果" in question:
+            raise RuntimeError("simulated failure")
+        return real_ask(question, *args, **kwargs)
+
+    monkeypatch.setattr(assistant, "ask", ask)
+    report = run_eval(assistant, questions)
+    by_id = {r["id"]: r for r in report["results"]}
+    assert by_id["s"]["correct"] and by_id["ok"]["correct"]
+    assert "simulated failure" in by_id["boom"]["error"] and report["summary"]["errors"] == 1
