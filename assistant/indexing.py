@@ -331,12 +331,16 @@ def build_index(
         old_manifest, old_store, full_reason = _previous(index_dir, embeddings, chunker, full)
         full = full_reason is not None
         sources = scan_corpus(corpus_dir)
-        stage(f"reading {len(sources)} files")
+        old_sources = {} if full else old_manifest.get("sources", {})
+        unchanged = _unchanged_by_stat(index_dir, sources, old_sources, old_store)
+        stage(f"reading {len(sources) - len(unchanged)} of {len(sources)} files (the rest unchanged by size and time)")
         processed: list[tuple[SourceFile, str, list[IndexedDocument], list[Chunk]]] = []
         for source in sources:
+            if source.rel in unchanged:
+                processed.append((source, old_sources[source.rel]["hash"], *unchanged[source.rel]))
+                continue
             docs, chunks = process(source, chunker)
             processed.append((source, source.content_hash(), docs, chunks))
-        old_sources = {} if full else old_manifest.get("sources", {})
         reuse = {rel for rel, info in old_sources.items()
                  if any(s.rel == rel and h == info["hash"] for s, h, _, _ in processed)}
         new_rels = {s.rel for s, *_ in processed}
@@ -370,8 +374,10 @@ def build_index(
                 unk, total = embeddings.unknown_token_counts([c.text for c in chunks])
             store.add_vectors(vectors, [_document_of(c) for c in chunks])
             all_docs.extend(docs)
+            stat = source.path.stat()
             sources_info[source.rel] = {"hash": digest, "doc_ids": [d.id for d in docs], "chunk_ids": ids,
-                                        "unk_tokens": unk, "tokens": total}
+                                        "unk_tokens": unk, "tokens": total,
+                                        "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         texts = [doc.page_content for doc in store.documents]
         words = _user_words(index_dir, texts, [c.text for c in to_embed], user_words, full=full)
         stage(f"building the BM25 index ({len(words)} words learned from the corpus)")
@@ -408,6 +414,30 @@ def build_index(
                        added=added, changed=changed, removed=removed, full_reason=full_reason,
                        passages_per_second=round(len(to_embed) / embed_seconds, 1)
                        if to_embed and embed_seconds > 0 else None)
+
+
+def _unchanged_by_stat(index_dir: Path, sources: list[SourceFile], old_sources: dict,
+                       old_store: FaissVectorStore | None) -> dict[str, tuple[list[IndexedDocument], list[Chunk]]]:
+    """The documents and chunks of files whose size and modification time match the live index: not read again."""
+    if old_store is None or not old_sources:
+        return {}
+    try:
+        raw = json.loads((current_version(index_dir) / DOCUMENTS).read_text(encoding="utf-8"))
+        old_docs = {d["id"]: IndexedDocument(**d) for d in raw}
+    except (OSError, ValueError, TypeError, KeyError, IndexCorruptError):
+        return {}
+    by_id = {doc.id: doc for doc in old_store.documents}
+    out = {}
+    for source in sources:
+        info = old_sources.get(source.rel)
+        if not info or "mtime_ns" not in info:
+            continue
+        stat = source.path.stat()
+        if stat.st_size != info["size"] or stat.st_mtime_ns != info["mtime_ns"]:
+            continue
+        if all(i in old_docs for i in info["doc_ids"]) and all(i in by_id for i in info["chunk_ids"]):
+            out[source.rel] = ([old_docs[i] for i in info["doc_ids"]], [_chunk_of(by_id[i]) for i in info["chunk_ids"]])
+    return out
 
 
 def _user_words(index_dir: Path, texts: list[str], new_texts: list[str], enabled: bool, full: bool) -> list[str]:

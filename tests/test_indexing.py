@@ -175,3 +175,30 @@ def test_vectorstore_speaks_langchain(built, embeddings):
     assert len(docs) == 3 and all(d.id for d in docs)
     assert index.store.get_by_ids([docs[0].id])[0].page_content == docs[0].page_content
     assert Path(index.path / "dense.faiss").exists()
+
+
+def test_unchanged_files_are_not_read_again(corpus, tmp_path, embeddings, monkeypatch):
+    import assistant.indexing as indexing
+
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    before = load_index(index_dir, embeddings)
+    read = []
+    real_process = indexing.process
+
+    def counting(source, chunker):
+        read.append(source.rel)
+        return real_process(source, chunker)
+
+    monkeypatch.setattr(indexing, "process", counting)
+    (corpus / "articles" / "quantum.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    report = build_index(corpus, index_dir, embeddings)
+    assert read == ["articles/quantum.txt"] and report.added == ["articles/quantum.txt"]
+    after = load_index(index_dir, embeddings)
+    assert [c.text for c in after.chunks if c.doc_id == "shanghai-ai.txt"] == \
+        [c.text for c in before.chunks if c.doc_id == "shanghai-ai.txt"]
+    seed = corpus / "articles" / "shanghai-ai.txt"
+    seed.write_text(seed.read_text(encoding="utf-8") + "\n新增的一段。\n", encoding="utf-8")  # size changes
+    read.clear()
+    assert build_index(corpus, index_dir, embeddings).changed == ["articles/shanghai-ai.txt"]
+    assert read == ["articles/shanghai-ai.txt"]
