@@ -26,6 +26,7 @@ RETRIEVERS = ("dense", "bm25", "hybrid")
 RRF_K = 60
 OOV_IDF = 2.5
 CANDIDATES = 30  # per retriever, before fusion
+MAX_DENSE_QUERY_CHARS = 160  # longer questions are embedded by their start (BM25 reads all of it)
 PASSAGE_CHARS = 160  # a source passage widens its sentence up to about this length
 
 
@@ -124,7 +125,8 @@ class HybridRetriever(BaseRetriever):
         fused: dict[int, float] = {}
         w = 1.0 if self.mode == "dense" else self.effective_dense_weight
         if self.mode in ("dense", "hybrid") and w > 0:
-            vector = index.store.embeddings.encode_queries([query])[0]
+            # a question's first MAX_DENSE_QUERY_CHARS carry its meaning; the encoder's cost grows with the square
+            vector = index.store.embeddings.encode_queries([query[:MAX_DENSE_QUERY_CHARS]])[0]
             for rank, (row, score) in enumerate(index.store.search_by_vector(vector, CANDIDATES)):
                 parts.setdefault(row, {})["dense"] = score
                 fused[row] = fused.get(row, 0.0) + w / (RRF_K + rank + 1)
