@@ -85,6 +85,16 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_verify(args: argparse.Namespace) -> int:
+    from .indexing import load_index
+
+    settings = _settings(args)
+    index = load_index(settings.index_dir, _embeddings(settings), verify=True, check_model=False)
+    print(f"Index {settings.index_dir} ({index.path.name}): {len(index.manifest['files'])} files, every checksum "
+          f"matches; {len(index.chunks)} chunks load.")
+    return 0
+
+
 def cmd_index_status(args: argparse.Namespace) -> int:
     from .assistant import index_status
     from .indexing import load_index
@@ -203,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--index")
     add.add_argument("--replace", action="store_true", help="update an article of the same file name")
     add.set_defaults(func=cmd_index_add)
+    verify = isub.add_parser("verify", help="re-hash every index file against the checksums in its manifest")
+    verify.add_argument("--index")
+    verify.set_defaults(func=cmd_index_verify)
     status = isub.add_parser("status", help="what the index holds")
     status.add_argument("--index")
     status.add_argument("--json", action="store_true")

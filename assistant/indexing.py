@@ -35,7 +35,7 @@ from .corpus import IndexedDocument, SourceFile, process, scan_corpus, undo_add
 from .embeddings import Embedder
 from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
 from .language import MATCHING_NORMALIZATION
-from .lexical import BM25Index, tokenize
+from .lexical import BM25Index
 from .lexicon import (
     LEXICON_FILE,
     LEXICON_VERSION,
@@ -105,11 +105,8 @@ class LoadedIndex:
 
     @functools.cached_property
     def idf(self) -> dict[str, float]:
-        """BM25-style IDF of every token of the index, computed once per loaded index."""
-        df: dict[str, int] = {}
-        for chunk in self.chunks:
-            for token in set(tokenize(chunk.text, self.segmenter)):
-                df[token] = df.get(token, 0) + 1
+        """BM25-style IDF of every token of the index, from the BM25 index's own document frequencies."""
+        df = self.bm25.document_frequencies()
         n = max(1, len(self.chunks))
         return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
 
@@ -204,6 +201,9 @@ def _manifest_problem(manifest: object) -> str | None:
                 or not isinstance(info.get("chunk_ids"), list) or not isinstance(info.get("tokens"), int) \
                 or not isinstance(info.get("unk_tokens"), int):
             return f"source {rel[:60]!r} incomplete"
+    if not isinstance(manifest.get("sizes", {}), dict) or \
+            not all(isinstance(v, int) for v in manifest.get("sizes", {}).values()):
+        return "'sizes' is not names to byte counts"
     if not isinstance(manifest.get("lexicon", {}), dict):
         return "'lexicon' not an object"
     return None
@@ -221,9 +221,14 @@ def _no_index(index_dir: Path) -> str:
     return f"No index in {index_dir}. Build it with `assistant index build --index {index_dir}` (or `make run`)."
 
 
-def load_index(index_dir: Path, embeddings: Embedder, verify: bool = True,
+def load_index(index_dir: Path, embeddings: Embedder, verify: bool = False,
                check_model: bool = True) -> LoadedIndex:
-    """Load the live version; checks file checksums and (unless told not to) that the configured model built it."""
+    """Load the live version and check (unless told not to) that the configured model built it.
+
+    Every file must exist with the size the manifest records (a cheap stat); `verify` also re-hashes every
+    file against its sha256 (`assistant index verify`), which a normal start skips: files are checksummed when
+    written, and a damaged file that keeps its size fails when it is parsed.
+    """
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
         raise IndexNotFoundError(_no_index(index_dir))
@@ -235,14 +240,15 @@ def load_index(index_dir: Path, embeddings: Embedder, verify: bool = True,
             f"{version / MANIFEST} has format {manifest.get('format')!r}; this version reads {FORMAT_VERSION}. "
             "Rebuild with `assistant index build --full`."
         )
-    if verify:
-        for name, digest in manifest["files"].items():
-            path = version / name
-            if not path.exists() or _sha256(path) != digest:
-                raise IndexCorruptError(
-                    f"Index file {path} is missing or damaged (checksum mismatch). "
-                    "Rebuild with `assistant index build --full`."
-                )
+    sizes = manifest.get("sizes", {})
+    for name, digest in manifest["files"].items():
+        path = version / name
+        if not path.is_file() or (name in sizes and path.stat().st_size != sizes[name]) \
+                or (verify and _sha256(path) != digest):
+            raise IndexCorruptError(
+                f"Index file {path} is missing or damaged ({'checksum' if verify else 'size'} mismatch). "
+                "Rebuild with `assistant index build --full`."
+            )
     built_with = manifest["embedding"]["model"]
     if check_model and built_with != embeddings.model_name:
         raise ModelMismatchError(
@@ -507,7 +513,9 @@ def _write_files(index_dir: Path, name: str, tmp: Path, pointer_tmp: Path, store
         (tmp / LEXICON_FILE).write_text("\n".join(words) + "\n", encoding="utf-8")
     (tmp / DOCUMENTS).write_text(json.dumps([d.as_dict() for d in documents], ensure_ascii=False, indent=1),
                                  encoding="utf-8")
-    manifest["files"] = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    written = [p for p in sorted(tmp.rglob("*")) if p.is_file()]
+    manifest["files"] = {p.relative_to(tmp).as_posix(): _sha256(p) for p in written}
+    manifest["sizes"] = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in written}
     (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     _fsync_tree(tmp)
     version = index_dir / name

@@ -115,6 +115,11 @@ class BM25Index:
         model.index(corpus, show_progress=False)
         return cls(model)
 
+    def document_frequencies(self) -> dict[str, int]:
+        """How many chunks hold each token, read off the index (no re-tokenising of the corpus)."""
+        counts = np.diff(np.asarray(self._model.scores["indptr"]))
+        return {token: int(counts[i]) for token, i in self._model.vocab_dict.items() if token and token != "\u2205"}
+
     def scores(self, query_tokens: list[str]) -> np.ndarray:
         return self._model.get_scores(query_tokens)
 

@@ -300,3 +300,20 @@ def test_an_eval_row_that_fails_at_run_time_is_recorded_and_the_run_goes_on(assi
     by_id = {r["id"]: r for r in report["results"]}
     assert by_id["s"]["correct"] and by_id["ok"]["correct"]
     assert "simulated failure" in by_id["boom"]["error"] and report["summary"]["errors"] == 1
+
+
+def test_a_same_size_change_is_found_by_index_verify(corpus, tmp_path, embeddings):
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    docs = current_version(index_dir) / "documents.json"
+    text = docs.read_text(encoding="utf-8")
+    docs.write_text(text.replace("黄仁勋", "黄仁勇", 1), encoding="utf-8")  # same size, other content
+    load_index(index_dir, embeddings)  # a start only stats the files
+    env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(corpus), "ASSISTANT_INDEX_DIR": str(index_dir)}
+    result = subprocess.run([sys.executable, "-m", "assistant", "index", "verify"], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 3 and "documents.json" in result.stderr and "checksum" in result.stderr
+    assert "Traceback" not in result.stderr
+    build_index(corpus, index_dir, embeddings, full=True)
+    ok = subprocess.run([sys.executable, "-m", "assistant", "index", "verify"], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and "every checksum matches" in ok.stdout

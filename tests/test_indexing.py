@@ -202,3 +202,19 @@ def test_unchanged_files_are_not_read_again(corpus, tmp_path, embeddings, monkey
     read.clear()
     assert build_index(corpus, index_dir, embeddings).changed == ["articles/shanghai-ai.txt"]
     assert read == ["articles/shanghai-ai.txt"]
+
+
+def test_idf_comes_from_the_bm25_index_and_matches_the_chunks(built, embeddings):
+    import math
+
+    from assistant.lexical import tokenize
+
+    index = load_index(built.index_dir, embeddings)
+    df: dict[str, int] = {}
+    for chunk in index.chunks:
+        for token in set(tokenize(chunk.text, index.segmenter)):
+            df[token] = df.get(token, 0) + 1
+    n = len(index.chunks)
+    expected = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+    assert index.idf.keys() == expected.keys()
+    assert all(abs(index.idf[t] - v) < 1e-9 for t, v in expected.items())
