@@ -35,7 +35,7 @@ from .corpus import IndexedDocument, SourceFile, process, scan_corpus, undo_add
 from .embeddings import Embedder
 from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
 from .language import MATCHING_NORMALIZATION
-from .lexical import BM25Index
+from .lexical import BM25Index, matching_form
 from .lexicon import (
     LEXICON_FILE,
     LEXICON_VERSION,
@@ -386,9 +386,11 @@ def build_index(
                                         "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         texts = [doc.page_content for doc in store.documents]
         words = _user_words(index_dir, texts, [c.text for c in to_embed], user_words, full=full)
-        stage(f"building the BM25 index ({len(words)} words learned from the corpus)")
+        known = {} if full or old_store is None else _known_tokens(index_dir, old_store, old_manifest, words)
+        stage(f"building the BM25 index ({len(words)} words learned from the corpus, "
+              f"{sum(t not in known for t in texts)} chunks tokenised)")
         segmenter = Segmenter(words)
-        bm25 = BM25Index.build(texts, segmenter)
+        bm25 = BM25Index.build(texts, segmenter, known)
         tokens = sum(i["tokens"] for i in sources_info.values())
         manifest = {
             "format": FORMAT_VERSION,
@@ -444,6 +446,31 @@ def _unchanged_by_stat(index_dir: Path, sources: list[SourceFile], old_sources: 
         if all(i in old_docs for i in info["doc_ids"]) and all(i in by_id for i in info["chunk_ids"]):
             out[source.rel] = ([old_docs[i] for i in info["doc_ids"]], [_chunk_of(by_id[i]) for i in info["chunk_ids"]])
     return out
+
+
+def _known_tokens(index_dir: Path, old_store: FaissVectorStore, old_manifest: dict,
+                  words: list[str]) -> dict[str, list[str]]:
+    """Text -> BM25 tokens of the live version's chunks, minus chunks a newly learned word would cut otherwise."""
+    version = current_version(index_dir)
+    tokens = BM25Index.load_tokens(version) if version else None
+    if tokens is None or len(tokens) != len(old_store.documents):
+        return {}
+    try:
+        before = set((version / LEXICON_FILE).read_text(encoding="utf-8").split())
+    except OSError:
+        before = set()
+    if (old_manifest.get("lexicon") or {}).get("words", 0) and not before:
+        return {}
+    if before - set(words):
+        return {}  # words were dropped (user words turned off): every text may cut differently
+    added = [w for w in words if w not in before]
+    known = {}
+    for doc, toks in zip(old_store.documents, tokens, strict=True):
+        text = doc.page_content
+        if added and any(w in matching_form(text) for w in added):
+            continue  # a new word may cut this text differently now
+        known[text] = toks
+    return known
 
 
 def _user_words(index_dir: Path, texts: list[str], new_texts: list[str], enabled: bool, full: bool) -> list[str]:
@@ -509,6 +536,7 @@ def _write_files(index_dir: Path, name: str, tmp: Path, pointer_tmp: Path, store
     tmp.mkdir(parents=True)
     store.save(tmp)
     bm25.save(tmp)
+    bm25.save_tokens(tmp)
     if words:
         (tmp / LEXICON_FILE).write_text("\n".join(words) + "\n", encoding="utf-8")
     (tmp / DOCUMENTS).write_text(json.dumps([d.as_dict() for d in documents], ensure_ascii=False, indent=1),

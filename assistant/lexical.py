@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import threading
@@ -17,6 +18,8 @@ from .language import simplified
 from .lexicon import Segmenter, default_segmenter
 
 BM25_DIR = "bm25"
+TOKENS_FILE = "bm25-tokens.npz"  # every chunk's tokens, so a later build re-tokenises only what changed
+TOKENS_VOCAB = "bm25-tokens.json"
 _jieba_lock = threading.Lock()
 _jieba_ready = False
 # Function words that match everywhere and say nothing about the passage.
@@ -103,17 +106,41 @@ def matching_form(text: str) -> str:
 class BM25Index:
     """bm25s over pre-tokenised chunks; scores every chunk for a query in one sparse product."""
 
-    def __init__(self, model):
+    def __init__(self, model, tokens: list[list[str]] | None = None):
         self._model = model
+        self.tokens = tokens  # per chunk, in index order (kept for the next build)
 
     @classmethod
-    def build(cls, texts: Sequence[str], segmenter: Segmenter | None = None) -> BM25Index:
+    def build(cls, texts: Sequence[str], segmenter: Segmenter | None = None,
+              known: dict[str, list[str]] | None = None) -> BM25Index:
+        """Index the texts; `known` maps a text to its tokens from an earlier build (same segmenter)."""
         import bm25s
 
+        known = known or {}
         model = bm25s.BM25()
-        corpus = [tokenize(t, segmenter) or ["\u2205"] for t in texts]
+        corpus = [known.get(t) or tokenize(t, segmenter) or ["\u2205"] for t in texts]
         model.index(corpus, show_progress=False)
-        return cls(model)
+        return cls(model, corpus)
+
+    def save_tokens(self, directory: Path) -> None:
+        vocab: dict[str, int] = {}
+        ids = [vocab.setdefault(token, len(vocab)) for tokens in self.tokens or [] for token in tokens]
+        offsets = np.cumsum([0] + [len(tokens) for tokens in self.tokens or []])
+        np.savez(Path(directory) / TOKENS_FILE, ids=np.asarray(ids, dtype=np.int32), offsets=offsets.astype(np.int64))
+        (Path(directory) / TOKENS_VOCAB).write_text(json.dumps(list(vocab), ensure_ascii=False), encoding="utf-8")
+
+    @staticmethod
+    def load_tokens(directory: Path) -> list[list[str]] | None:
+        """The chunks' tokens saved by a build, in index order; None when absent or unreadable."""
+        try:
+            vocab = json.loads((Path(directory) / TOKENS_VOCAB).read_text(encoding="utf-8"))
+            with np.load(Path(directory) / TOKENS_FILE, allow_pickle=False) as data:
+                ids, offsets = data["ids"], data["offsets"]
+        except (OSError, ValueError, KeyError):
+            return None
+        words = [vocab[i] for i in ids.tolist()]
+        bounds = offsets.tolist()
+        return [words[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
 
     def document_frequencies(self) -> dict[str, int]:
         """How many chunks hold each token, read off the index (no re-tokenising of the corpus)."""

@@ -73,3 +73,29 @@ def test_an_add_learns_the_new_article_and_keeps_the_old_words(tmp_path, embeddi
     assert not report.full and report.embedded < 20  # incremental: only the new article
     words = (current_version(tmp_path / "index") / LEXICON_FILE).read_text(encoding="utf-8").split()
     assert {"沃析科技", "星穹计划", "岚屿智造", "潮汐工程"} <= set(words)
+
+
+def test_an_add_tokenises_only_what_changed_and_the_saved_tokens_stay_exact(tmp_path, embeddings, monkeypatch):
+    import assistant.lexical as lexical
+    from assistant.lexical import BM25Index
+
+    corpus = tmp_path / "corpus"
+    (corpus / "articles").mkdir(parents=True)
+    old = ARTICLE + "\n沃析科技也参与了潮汐工程。\n"  # 潮汐工程 once: not yet a word of this corpus
+    (corpus / "articles" / "woxi.md").write_text(old, encoding="utf-8")
+    build_index(corpus, tmp_path / "index", embeddings)
+    assert "潮汐工程" not in (current_version(tmp_path / "index") / LEXICON_FILE).read_text(encoding="utf-8")
+
+    tokenised = []
+    real = lexical.tokenize
+    monkeypatch.setattr(lexical, "tokenize", lambda text, seg=None: tokenised.append(text) or real(text, seg))
+    new = "# 潮汐工程\n\n潮汐工程于2024年启动。潮汐工程由岚屿牵头。潮汐工程的预算为三亿元。\n"
+    (corpus / "articles" / "tide.md").write_text(new, encoding="utf-8")
+    build_index(corpus, tmp_path / "index", embeddings)
+    index = load_index(tmp_path / "index", embeddings)
+    assert "潮汐工程" in index.segmenter.words
+    old_texts = [c.text for c in index.chunks if c.doc_id == "woxi.md"]
+    assert any("潮汐工程" in t for t in tokenised)  # the old sentence that holds the new word, again
+    assert not any(t in tokenised for t in old_texts if "潮汐工程" not in t)  # the rest came from the cache
+    saved = BM25Index.load_tokens(index.path)
+    assert saved == [real(c.text, index.segmenter) or ["\u2205"] for c in index.chunks]
