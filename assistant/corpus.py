@@ -64,15 +64,16 @@ def scan_corpus(corpus_dir: Path) -> list[SourceFile]:
             "or pass --corpus DIR."
         )
     sources = []
+    root = corpus_dir.resolve()
     for path in sorted((corpus_dir / ARTICLES).glob("*")):
-        if _usable(path, corpus_dir):
+        if _usable(path, root):
             sources.append(SourceFile(path, path.relative_to(corpus_dir).as_posix(), path.name))
     names = {s.article_id for s in sources}
     stems: dict[str, list[str]] = {}
     for name in names:
         stems.setdefault(Path(name).stem, []).append(name)
     for path in sorted((corpus_dir / REFERENCES).glob("*/*")):
-        if _usable(path, corpus_dir):
+        if _usable(path, root):
             if not path.stem.isdigit():
                 log.warning("skipping %s: reference files are named by number, e.g. 1.md", path)
                 continue
@@ -91,10 +92,11 @@ def scan_corpus(corpus_dir: Path) -> list[SourceFile]:
     return sources
 
 
-def _usable(path: Path, corpus_dir: Path) -> bool:
+def _usable(path: Path, root: Path) -> bool:
+    """A supported, visible file that resolves inside the corpus folder `root` (already resolved)."""
     if path.name.startswith(".") or not path.is_file():
         return False
-    if not path.resolve().is_relative_to(corpus_dir.resolve()):
+    if path.is_symlink() and not path.resolve().is_relative_to(root) or not path.parent.resolve().is_relative_to(root):
         log.warning("skipping %s: it links to %s, outside the corpus folder", path, path.resolve())
         return False
     if path.suffix.lower() not in SUPPORTED_EXTENSIONS:
