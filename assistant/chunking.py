@@ -14,7 +14,7 @@ _SOFT_BREAK = re.compile(r"[,，、:：\s]")  # noqa: RUF001
 
 # A sentence ends at Chinese or ASCII terminal punctuation, with any closing quotes and
 # citation markers that follow it ("……助力。”[1]").
-_SENTENCE_END = re.compile(r"(?:(?:[。?！？;；]|!(?!\[))+|…+|\.(?=\s|$))[”’」』)）》]*(?:\[\d{1,3}\])*")  # noqa: RUF001
+_SENTENCE_END = re.compile(r"(?:(?:[。?！？;；]|!(?!\[[^\d]))+|…+|\.(?=\s|$))[”’」』)）》]*(?:\[\d{1,3}\])*")  # noqa: RUF001
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 
 

@@ -53,6 +53,7 @@ MANIFEST = "manifest.json"
 DOCUMENTS = "documents.json"
 LOCK = ".lock"
 UNK_WARN_SHARE = 0.2
+RACY_NS = 2_000_000_000  # files modified this close to a build's start are not trusted by size and time
 _VERSION_NAME = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{6}")
 
 
@@ -328,27 +329,31 @@ def build_index(
     was killed before it committed is rolled back first, so its copied files are not indexed silently.
     """
     started = time.perf_counter()
+    started_ns = time.time_ns()
     index_dir = Path(index_dir)
     stage = on_stage or (lambda _msg: None)
     with contextlib.nullcontext() if locked else build_lock(index_dir):
         if not locked:
             undo_add(corpus_dir, committed_sources(index_dir))
         _remove_stale_versions(index_dir)
-        old_manifest, old_store, full_reason = _previous(index_dir, embeddings, chunker, full)
+        old_manifest, old_store, full_reason = _previous(index_dir, embeddings, chunker, full, user_words)
         full = full_reason is not None
         sources = scan_corpus(corpus_dir)
         old_sources = {} if full else old_manifest.get("sources", {})
         unchanged = _unchanged_by_stat(index_dir, sources, old_sources, old_store)
         stage(f"reading {len(sources) - len(unchanged)} of {len(sources)} files (the rest unchanged by size and time)")
         processed: list[tuple[SourceFile, str, list[IndexedDocument], list[Chunk]]] = []
+        stats: dict[str, os.stat_result] = {}
         for source in sources:
+            stats[source.rel] = source.path.stat()  # before reading: an edit during the build is seen next time
             if source.rel in unchanged:
                 processed.append((source, old_sources[source.rel]["hash"], *unchanged[source.rel]))
                 continue
             docs, chunks = process(source, chunker)
             processed.append((source, source.content_hash(), docs, chunks))
         reuse = {rel for rel, info in old_sources.items()
-                 if any(s.rel == rel and h == info["hash"] for s, h, _, _ in processed)}
+                 if any(s.rel == rel and h == info["hash"] and info.get("article_id") == s.article_id
+                        for s, h, _, _ in processed)}
         new_rels = {s.rel for s, *_ in processed}
         removed = sorted(set(old_sources) - new_rels)
         added = sorted(rel for rel in new_rels if rel not in old_sources)
@@ -380,10 +385,11 @@ def build_index(
                 unk, total = embeddings.unknown_token_counts([c.text for c in chunks])
             store.add_vectors(vectors, [_document_of(c) for c in chunks])
             all_docs.extend(docs)
-            stat = source.path.stat()
+            stat = stats[source.rel]
+            racy = stat.st_mtime_ns >= started_ns - RACY_NS  # modified as the build began: read it again next time
             sources_info[source.rel] = {"hash": digest, "doc_ids": [d.id for d in docs], "chunk_ids": ids,
-                                        "unk_tokens": unk, "tokens": total,
-                                        "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+                                        "unk_tokens": unk, "tokens": total, "article_id": source.article_id,
+                                        "size": stat.st_size, "mtime_ns": -1 if racy else stat.st_mtime_ns}
         texts = [doc.page_content for doc in store.documents]
         words = _user_words(index_dir, texts, [c.text for c in to_embed], user_words, full=full)
         known = {} if full or old_store is None else _known_tokens(index_dir, old_store, old_manifest, words)
@@ -407,6 +413,7 @@ def build_index(
             "chunker": chunker.as_dict(),
             "matching": MATCHING_NORMALIZATION,
             "lexicon": {"version": LEXICON_VERSION, "words": len(words)},
+            "pipeline": pipeline_fingerprint(user_words),
             "counts": {
                 "documents": len(sources),
                 "chunks": len(store),
@@ -441,7 +448,8 @@ def _unchanged_by_stat(index_dir: Path, sources: list[SourceFile], old_sources: 
         if not info or "mtime_ns" not in info:
             continue
         stat = source.path.stat()
-        if stat.st_size != info["size"] or stat.st_mtime_ns != info["mtime_ns"]:
+        if stat.st_size != info["size"] or stat.st_mtime_ns != info["mtime_ns"] \
+                or info.get("article_id") != source.article_id:
             continue
         if all(i in old_docs for i in info["doc_ids"]) and all(i in by_id for i in info["chunk_ids"]):
             out[source.rel] = ([old_docs[i] for i in info["doc_ids"]], [_chunk_of(by_id[i]) for i in info["chunk_ids"]])
@@ -489,7 +497,18 @@ def _user_words(index_dir: Path, texts: list[str], new_texts: list[str], enabled
     return previous + [w for w in learned if w not in set(previous)]
 
 
-def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool):
+def pipeline_fingerprint(user_words: bool) -> dict:
+    """What turns text into tokens besides the chunker and the matching rule; a change re-reads everything."""
+    import jieba
+
+    from .lexical import STOPWORDS, SYNONYM_GROUPS
+
+    words = "\n".join(sorted(STOPWORDS)) + "\n" + "\n".join(SYNONYM_GROUPS)
+    return {"jieba": jieba.__version__, "lexicon": LEXICON_VERSION, "user_words": bool(user_words),
+            "lexical": hashlib.sha256(words.encode("utf-8")).hexdigest()[:16]}
+
+
+def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool, user_words: bool = True):
     """The live index's manifest and store, and why a full build is needed (None if it is not)."""
     try:
         manifest = read_manifest(index_dir)
@@ -509,6 +528,8 @@ def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool)
         return manifest, None, "chunker settings changed"
     if manifest.get("matching") != MATCHING_NORMALIZATION:
         return manifest, None, f"text matching changed to {MATCHING_NORMALIZATION}"
+    if manifest.get("pipeline") != pipeline_fingerprint(user_words):
+        return manifest, None, "the tokeniser, its word lists or the user-dictionary setting changed"
     try:
         store = FaissVectorStore.load(current_version(index_dir), embeddings)
     except IndexCorruptError:
@@ -522,13 +543,22 @@ def _write_version(index_dir: Path, store: FaissVectorStore, bm25: BM25Index,
     tmp = index_dir / f".tmp-{name}"
     pointer_tmp = index_dir / f".{CURRENT}.{name}"
     try:
-        return _write_files(index_dir, name, tmp, pointer_tmp, store, bm25, documents, manifest, words)
-    except OSError as exc:
+        version = _write_files(index_dir, name, tmp, pointer_tmp, store, bm25, documents, manifest, words)
+    except (OSError, RuntimeError) as exc:  # faiss reports a full disk as RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(index_dir / name, ignore_errors=True)
         with contextlib.suppress(OSError):
             pointer_tmp.unlink(missing_ok=True)
-        raise IndexWriteError(f"Cannot write the index in {index_dir}: {exc.strerror or exc}. Make the folder "
-                              "writable or free disk space, then build again; the previous index is unchanged.") from None
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
+        raise IndexWriteError(f"Cannot write the index in {index_dir}: {reason}. Make the folder writable or "
+                              "free disk space, then build again; the previous index is unchanged.") from None
+    pointer = index_dir / CURRENT
+    if pointer.is_dir() and not pointer.is_symlink():
+        shutil.rmtree(pointer)  # damage (a folder where the pointer belongs); under the build lock
+    os.replace(pointer_tmp, pointer)  # the atomic switch: from here on the new version is live
+    with contextlib.suppress(OSError):
+        _fsync_dir(index_dir)
+    return version
 
 
 def _write_files(index_dir: Path, name: str, tmp: Path, pointer_tmp: Path, store: FaissVectorStore, bm25: BM25Index,
@@ -550,11 +580,6 @@ def _write_files(index_dir: Path, name: str, tmp: Path, pointer_tmp: Path, store
     os.replace(tmp, version)
     pointer_tmp.write_text(name + "\n", encoding="utf-8")
     _fsync_file(pointer_tmp)
-    pointer = index_dir / CURRENT
-    if pointer.is_dir() and not pointer.is_symlink():
-        shutil.rmtree(pointer)  # damage (a folder where the pointer belongs); under the build lock
-    os.replace(pointer_tmp, pointer)  # the atomic switch
-    _fsync_dir(index_dir)
     return version
 
 

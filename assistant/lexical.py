@@ -132,15 +132,16 @@ class BM25Index:
     @staticmethod
     def load_tokens(directory: Path) -> list[list[str]] | None:
         """The chunks' tokens saved by a build, in index order; None when absent or unreadable."""
-        try:
+        try:  # any damage means "no cache": the build tokenises again
             vocab = json.loads((Path(directory) / TOKENS_VOCAB).read_text(encoding="utf-8"))
             with np.load(Path(directory) / TOKENS_FILE, allow_pickle=False) as data:
-                ids, offsets = data["ids"], data["offsets"]
-        except (OSError, ValueError, KeyError):
+                ids, offsets = data["ids"].tolist(), data["offsets"].tolist()
+            words = [vocab[i] for i in ids]
+            if not offsets or offsets[0] != 0 or offsets[-1] != len(words) or offsets != sorted(offsets):
+                return None
+            return [words[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        except Exception:  # noqa: BLE001 - zip, npy and JSON errors all read as a missing cache
             return None
-        words = [vocab[i] for i in ids.tolist()]
-        bounds = offsets.tolist()
-        return [words[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=False)]
 
     def document_frequencies(self) -> dict[str, int]:
         """How many chunks hold each token, read off the index (no re-tokenising of the corpus)."""

@@ -58,7 +58,8 @@ def k(value: object, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        elif isinstance(value, str) and value.strip().isdigit():
+        elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() \
+                and len(value.strip()) <= 6:
             value = int(value.strip())
         else:
             raise InputError("k", f"k must be a whole number from {K_RANGE[0]} to {K_RANGE[1]}, got {value!r}.")

@@ -317,3 +317,40 @@ def test_a_same_size_change_is_found_by_index_verify(corpus, tmp_path, embedding
     build_index(corpus, index_dir, embeddings, full=True)
     ok = subprocess.run([sys.executable, "-m", "assistant", "index", "verify"], env=env, capture_output=True, text=True)
     assert ok.returncode == 0 and "every checksum matches" in ok.stdout
+
+
+def test_renaming_an_article_relinks_its_references(corpus, tmp_path, embeddings):
+    (corpus / "articles" / "mars.txt").write_text(NOTE, encoding="utf-8")
+    refs = corpus / "references" / "mars"
+    refs.mkdir(parents=True)
+    (refs / "1.md").write_text("# 火星报告\n\n火星基地的供氧系统来自月球。\n", encoding="utf-8")
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    (corpus / "articles" / "mars.txt").rename(corpus / "articles" / "mars.md")  # same stem, new id
+    build_index(corpus, index_dir, embeddings)
+    index = load_index(index_dir, embeddings)
+    assert index.documents["mars.md#ref-1-text"].parent == "mars.md"
+    assert not any(d.startswith("mars.txt") for d in index.documents)
+
+
+def test_changing_the_user_dictionary_setting_rebuilds(corpus, tmp_path, embeddings):
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    report = build_index(corpus, index_dir, embeddings, user_words=False)
+    assert report.full and "user-dictionary" in report.full_reason
+    assert read_manifest(index_dir)["lexicon"]["words"] == 0
+
+
+def test_a_damaged_token_cache_is_only_a_slower_build(corpus, tmp_path, embeddings):
+    from assistant.lexical import TOKENS_FILE
+
+    index_dir = tmp_path / "index"
+    build_index(corpus, index_dir, embeddings)
+    (current_version(index_dir) / TOKENS_FILE).write_bytes(b"PK\x03\x04 not a zip")
+    (corpus / "articles" / "mars.md").write_text(NOTE, encoding="utf-8")
+    assert build_index(corpus, index_dir, embeddings).added == ["articles/mars.md"]
+
+
+def test_an_exclamation_mark_before_a_citation_still_ends_the_sentence():
+    text = "很好![1]下一句。"
+    assert [text[s:e] for s, e in split_sentences(text)] == ["很好![1]", "下一句。"]

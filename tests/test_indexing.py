@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from assistant.embeddings import SentenceTransformerEmbeddings
-from assistant.errors import CorpusError, IndexCorruptError, IndexNotFoundError, ModelMismatchError
+from assistant.errors import CorpusError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
 from assistant.indexing import build_index, current_version, load_index
 from assistant.lexical import BM25Index, tokenize
 
@@ -91,7 +91,7 @@ def test_crash_mid_build_leaves_the_old_index_loadable(corpus, tmp_path, embeddi
         raise RuntimeError("simulated crash while writing")
 
     monkeypatch.setattr(BM25Index, "save", crash)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(IndexWriteError, match="simulated crash"):  # reported as a write failure, cleaned up
         build_index(corpus, index_dir, embeddings)
     assert current_version(index_dir) == before
     assert not _rows_for(load_index(index_dir, embeddings), "quantum")
@@ -180,7 +180,14 @@ def test_vectorstore_speaks_langchain(built, embeddings):
 def test_unchanged_files_are_not_read_again(corpus, tmp_path, embeddings, monkeypatch):
     import assistant.indexing as indexing
 
+    past = time.time() - 100
+
+    def settle():  # files saved in the last seconds before a build are read again next time, on purpose
+        for path in corpus.rglob("*.*"):
+            os.utime(path, (past, past))
+
     index_dir = tmp_path / "index"
+    settle()
     build_index(corpus, index_dir, embeddings)
     before = load_index(index_dir, embeddings)
     read = []
@@ -192,6 +199,7 @@ def test_unchanged_files_are_not_read_again(corpus, tmp_path, embeddings, monkey
 
     monkeypatch.setattr(indexing, "process", counting)
     (corpus / "articles" / "quantum.txt").write_text(NEW_ARTICLE, encoding="utf-8")
+    settle()
     report = build_index(corpus, index_dir, embeddings)
     assert read == ["articles/quantum.txt"] and report.added == ["articles/quantum.txt"]
     after = load_index(index_dir, embeddings)
@@ -199,6 +207,7 @@ def test_unchanged_files_are_not_read_again(corpus, tmp_path, embeddings, monkey
         [c.text for c in before.chunks if c.doc_id == "shanghai-ai.txt"]
     seed = corpus / "articles" / "shanghai-ai.txt"
     seed.write_text(seed.read_text(encoding="utf-8") + "\n新增的一段。\n", encoding="utf-8")  # size changes
+    settle()
     read.clear()
     assert build_index(corpus, index_dir, embeddings).changed == ["articles/shanghai-ai.txt"]
     assert read == ["articles/shanghai-ai.txt"]
@@ -218,3 +227,14 @@ def test_idf_comes_from_the_bm25_index_and_matches_the_chunks(built, embeddings)
     expected = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
     assert index.idf.keys() == expected.keys()
     assert all(abs(index.idf[t] - v) < 1e-9 for t, v in expected.items())
+
+
+def test_a_file_saved_as_the_build_starts_is_read_again(corpus, tmp_path, embeddings, monkeypatch):
+    import assistant.indexing as indexing
+
+    build_index(corpus, tmp_path / "index", embeddings)  # the seed was just copied: too recent to trust
+    read = []
+    real_process = indexing.process
+    monkeypatch.setattr(indexing, "process", lambda s, c: read.append(s.rel) or real_process(s, c))
+    build_index(corpus, tmp_path / "index", embeddings)
+    assert read == ["articles/shanghai-ai.txt"]  # re-read (same content: nothing re-embedded)

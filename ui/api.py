@@ -57,10 +57,12 @@ def basic_auth(credentials: tuple[str, str] | None):
             user, _, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
             user = password = ""
-        if scheme.lower() != "basic" or not (secrets.compare_digest(user, credentials[0])
-                                             & secrets.compare_digest(password, credentials[1])):
+        # bytes: compare_digest refuses non-ASCII str
+        if scheme.lower() != "basic" or not (secrets.compare_digest(user.encode(), credentials[0].encode())
+                                             & secrets.compare_digest(password.encode(), credentials[1].encode())):
             raise HTTPException(401, "HTTP Basic credentials required (the same as --auth).",
                                 headers={"WWW-Authenticate": 'Basic realm="assistant"'})
+        request.state.auth_ok = True  # the login throttle clears the client only on a checked success
 
     return check
 
