@@ -1,19 +1,21 @@
 """Words of an index's own corpus that jieba would split, learned at build time and kept per index.
 
-jieba's dictionary does not know the names a new article uses (英伟达 comes out as 英/伟达), which
-weakens BM25 on exactly the words a question asks about. At build time we learn a user dictionary
-from the corpus itself: names in 《》 and quotes, Chinese names glossed beside a Latin one
-(`MiniMax(稀宇科技)`), and frequent character n-grams that hold together (high cohesion, free
+jieba's dictionary does not know the names a new article uses (a company name comes out in pieces),
+which weakens BM25 on exactly the words a question asks about. At build time we learn a user
+dictionary from the corpus itself: names in 《》 and quotes, Chinese names glossed beside a Latin one
+(`Acme(某某科技)`), and frequent character n-grams that hold together (high cohesion, free
 boundaries) yet jieba splits. The words are stored with the index and applied through a private
 jieba tokenizer, so one index's words never change how another index in the same process segments.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 LEXICON_VERSION = 1
 LEXICON_FILE = "user_words.txt"
@@ -23,7 +25,6 @@ _GLOSSED = re.compile(r"[A-Za-z][A-Za-z0-9.\-]*\s*[(（]([\u4e00-\u9fff]{2,10})[
                       r"|([\u4e00-\u9fff]{2,10})\s*[(（][A-Za-z][A-Za-z0-9.\- ]*[)）]")
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _HAN_ONLY = re.compile(r"^[\u4e00-\u9fff]+$")
-_PUNCT = re.compile(r"[\s,.;:!?，。；：！？、]")
 
 MIN_COUNT = 3       # an n-gram must recur to be a word of the corpus
 MAX_NGRAM = 6
@@ -59,21 +60,33 @@ class Segmenter:
     def cut_for_search(self, text: str) -> Iterable[str]:
         return self._tokenizer.cut_for_search(text)
 
-    def posseg(self):
-        """A part-of-speech cutter over the same dictionary."""
-        import jieba.posseg as pseg
 
-        return pseg.dt if not self.words else pseg.POSTokenizer(self._tokenizer)
-
-
-DEFAULT_SEGMENTER: Segmenter | None = None
-
-
+@functools.cache
 def default_segmenter() -> Segmenter:
-    global DEFAULT_SEGMENTER
-    if DEFAULT_SEGMENTER is None:
-        DEFAULT_SEGMENTER = Segmenter()
-    return DEFAULT_SEGMENTER
+    """jieba's own dictionary, for text outside any index."""
+    return Segmenter()
+
+
+def save_words(directory: Path, words: Sequence[str]) -> None:
+    """Write an index version's learned words (nothing when there are none)."""
+    if words:
+        (Path(directory) / LEXICON_FILE).write_text("\n".join(words) + "\n", encoding="utf-8")
+
+
+def load_words(directory: Path) -> list[str] | None:
+    """An index version's learned words; None when the version has none or they cannot be read."""
+    try:
+        return (Path(directory) / LEXICON_FILE).read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+@functools.cache
+def _stop_chars() -> frozenset[str]:
+    """Single-character stopwords: a name neither starts, ends nor holds one."""
+    from .lexical import STOPWORDS
+
+    return frozenset(w for w in STOPWORDS if len(w) == 1)
 
 
 def sample_texts(texts: Sequence[str], max_chars: int) -> list[str]:
@@ -87,7 +100,7 @@ def sample_texts(texts: Sequence[str], max_chars: int) -> list[str]:
 
 def learn_words(texts: Iterable[str]) -> list[str]:
     """The corpus's own words that jieba's dictionary would split, most frequent first."""
-    from .lexical import STOPWORDS, load_jieba, matching_form
+    from .lexical import load_jieba, matching_form
 
     jieba = load_jieba()
     texts = [matching_form(t) for t in texts]
@@ -101,7 +114,7 @@ def learn_words(texts: Iterable[str]) -> list[str]:
             found[m.group(1) or m.group(2)] += MIN_COUNT
     for word, count in _frequent_ngrams(texts).items():
         found[word] += count
-    stop_chars = {w for w in STOPWORDS if len(w) == 1}
+    stop_chars = _stop_chars()
     words = []
     for word, _count in found.most_common():
         if word[0] in stop_chars or word[-1] in stop_chars:
@@ -139,9 +152,7 @@ def _frequent_ngrams(texts: Sequence[str]) -> Counter[str]:
                         edge += 1
                         left.setdefault(gram, Counter())[run[i - 1] if i else (before or edge)] += 1
                         right.setdefault(gram, Counter())[run[i + n] if i + n < len(run) else (after or -edge)] += 1
-    from .lexical import STOPWORDS
-
-    stop_chars = {w for w in STOPWORDS if len(w) == 1}
+    stop_chars = _stop_chars()
     aligned = _aligned(runs, candidates)
     out: Counter[str] = Counter()
     for gram in candidates:
