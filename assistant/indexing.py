@@ -37,13 +37,14 @@ from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, Index
 from .language import MATCHING_NORMALIZATION
 from .lexical import BM25Index, matching_form
 from .lexicon import (
-    LEXICON_FILE,
     LEXICON_VERSION,
     MAX_LEARN_CHARS,
     Segmenter,
     default_segmenter,
     learn_words,
+    load_words,
     sample_texts,
+    save_words,
 )
 from .vectorstore import FaissVectorStore
 
@@ -101,8 +102,10 @@ class LoadedIndex:
     def __post_init__(self) -> None:
         self.chunk_by_id = {c.id: c for c in self.chunks}
         self._by_paragraph: dict[tuple[str, int | None], list[Chunk]] = {}
+        self._by_document: dict[str, list[Chunk]] = {}
         for chunk in self.chunks:
             self._by_paragraph.setdefault((chunk.doc_id, chunk.paragraph), []).append(chunk)
+            self._by_document.setdefault(chunk.doc_id, []).append(chunk)
 
     @functools.cached_property
     def idf(self) -> dict[str, float]:
@@ -113,7 +116,7 @@ class LoadedIndex:
 
     def document_chunks(self, doc_id: str) -> list[Chunk]:
         """The chunks of one document, in reading order."""
-        return [c for c in self.chunks if c.doc_id == doc_id]
+        return list(self._by_document.get(doc_id, ()))
 
     def paragraph_chunks(self, chunk: Chunk) -> list[Chunk]:
         """The chunks of the chunk's paragraph, in reading order."""
@@ -282,16 +285,13 @@ def load_index(index_dir: Path, embeddings: Embedder, verify: bool = False,
 
 def _load_segmenter(version: Path, manifest: dict) -> Segmenter:
     """jieba with the index's own user words (none for an index built without them)."""
-    lexicon = manifest.get("lexicon") or {}
-    if not lexicon.get("words"):
+    if not (manifest.get("lexicon") or {}).get("words"):
         return default_segmenter()
-    path = version / LEXICON_FILE
-    try:
-        words = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise IndexCorruptError(f"{path} is damaged ({type(exc).__name__}). "
-                                "Rebuild with `assistant index build --full`.") from exc
-    return Segmenter([w for w in words if w])
+    words = load_words(version)
+    if words is None:
+        raise IndexCorruptError(f"The learned words in {version} are damaged. "
+                                "Rebuild with `assistant index build --full`.")
+    return Segmenter(words)
 
 
 def _chunk_of(doc: Document) -> Chunk:
@@ -340,12 +340,12 @@ def build_index(
         full = full_reason is not None
         sources = scan_corpus(corpus_dir)
         old_sources = {} if full else old_manifest.get("sources", {})
-        unchanged = _unchanged_by_stat(index_dir, sources, old_sources, old_store)
+        # taken before reading: an edit saved during the build is seen by the next one
+        stats = {source.rel: source.path.stat() for source in sources}
+        unchanged = _unchanged_by_stat(index_dir, sources, stats, old_sources, old_store)
         stage(f"reading {len(sources) - len(unchanged)} of {len(sources)} files (the rest unchanged by size and time)")
         processed: list[tuple[SourceFile, str, list[IndexedDocument], list[Chunk]]] = []
-        stats: dict[str, os.stat_result] = {}
         for source in sources:
-            stats[source.rel] = source.path.stat()  # before reading: an edit during the build is seen next time
             if source.rel in unchanged:
                 processed.append((source, old_sources[source.rel]["hash"], *unchanged[source.rel]))
                 continue
@@ -391,8 +391,10 @@ def build_index(
                                         "unk_tokens": unk, "tokens": total, "article_id": source.article_id,
                                         "size": stat.st_size, "mtime_ns": -1 if racy else stat.st_mtime_ns}
         texts = [doc.page_content for doc in store.documents]
-        words = _user_words(index_dir, texts, [c.text for c in to_embed], user_words, full=full)
-        known = {} if full or old_store is None else _known_tokens(index_dir, old_store, old_manifest, words)
+        live = None if full or old_store is None else current_version(index_dir)
+        previous = load_words(live) if live else None  # the live version's learned words
+        words = _user_words(texts, [c.text for c in to_embed], user_words, previous)
+        known = {} if live is None else _known_tokens(live, old_store, old_manifest, previous, words)
         stage(f"building the BM25 index ({len(words)} words learned from the corpus, "
               f"{sum(t not in known for t in texts)} chunks tokenised)")
         segmenter = Segmenter(words)
@@ -431,8 +433,9 @@ def build_index(
                        if to_embed and embed_seconds > 0 else None)
 
 
-def _unchanged_by_stat(index_dir: Path, sources: list[SourceFile], old_sources: dict,
-                       old_store: FaissVectorStore | None) -> dict[str, tuple[list[IndexedDocument], list[Chunk]]]:
+def _unchanged_by_stat(index_dir: Path, sources: list[SourceFile], stats: dict[str, os.stat_result],
+                       old_sources: dict, old_store: FaissVectorStore | None,
+                       ) -> dict[str, tuple[list[IndexedDocument], list[Chunk]]]:
     """The documents and chunks of files whose size and modification time match the live index: not read again."""
     if old_store is None or not old_sources:
         return {}
@@ -447,7 +450,7 @@ def _unchanged_by_stat(index_dir: Path, sources: list[SourceFile], old_sources: 
         info = old_sources.get(source.rel)
         if not info or "mtime_ns" not in info:
             continue
-        stat = source.path.stat()
+        stat = stats[source.rel]
         if stat.st_size != info["size"] or stat.st_mtime_ns != info["mtime_ns"] \
                 or info.get("article_id") != source.article_id:
             continue
@@ -456,19 +459,15 @@ def _unchanged_by_stat(index_dir: Path, sources: list[SourceFile], old_sources: 
     return out
 
 
-def _known_tokens(index_dir: Path, old_store: FaissVectorStore, old_manifest: dict,
+def _known_tokens(live: Path, old_store: FaissVectorStore, old_manifest: dict, previous: list[str] | None,
                   words: list[str]) -> dict[str, list[str]]:
     """Text -> BM25 tokens of the live version's chunks, minus chunks a newly learned word would cut otherwise."""
-    version = current_version(index_dir)
-    tokens = BM25Index.load_tokens(version) if version else None
+    tokens = BM25Index.load_tokens(live)
     if tokens is None or len(tokens) != len(old_store.documents):
         return {}
-    try:
-        before = set((version / LEXICON_FILE).read_text(encoding="utf-8").split())
-    except OSError:
-        before = set()
-    if (old_manifest.get("lexicon") or {}).get("words", 0) and not before:
-        return {}
+    if (old_manifest.get("lexicon") or {}).get("words", 0) and not previous:
+        return {}  # its words are unreadable: the saved tokens cannot be trusted
+    before = set(previous or ())
     if before - set(words):
         return {}  # words were dropped (user words turned off): every text may cut differently
     added = [w for w in words if w not in before]
@@ -481,20 +480,16 @@ def _known_tokens(index_dir: Path, old_store: FaissVectorStore, old_manifest: di
     return known
 
 
-def _user_words(index_dir: Path, texts: list[str], new_texts: list[str], enabled: bool, full: bool) -> list[str]:
-    """The corpus's words for jieba: learned from everything on a full build (a sample past MAX_LEARN_CHARS),
-    else the live version's words plus those of the new and changed files, so an add costs what it adds."""
+def _user_words(texts: list[str], new_texts: list[str], enabled: bool, previous: list[str] | None) -> list[str]:
+    """The corpus's words for jieba: the live version's words (`previous`) plus those of the new and changed
+    files, so an add costs what it adds; learned from everything (a sample past MAX_LEARN_CHARS) when there
+    are none yet (a full build, or they were off)."""
     if not enabled:
         return []
-    if full:
+    if not previous:
         return learn_words(sample_texts(texts, MAX_LEARN_CHARS))
-    try:
-        version = current_version(index_dir)
-        previous = (version / LEXICON_FILE).read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError, IndexCorruptError, TypeError):  # none yet (or it was off): learn all
-        return learn_words(sample_texts(texts, MAX_LEARN_CHARS))
-    learned = learn_words(new_texts) if new_texts else []
-    return previous + [w for w in learned if w not in set(previous)]
+    known = set(previous)
+    return previous + [w for w in (learn_words(new_texts) if new_texts else []) if w not in known]
 
 
 def pipeline_fingerprint(user_words: bool) -> dict:
@@ -567,8 +562,7 @@ def _write_files(index_dir: Path, name: str, tmp: Path, pointer_tmp: Path, store
     store.save(tmp)
     bm25.save(tmp)
     bm25.save_tokens(tmp)
-    if words:
-        (tmp / LEXICON_FILE).write_text("\n".join(words) + "\n", encoding="utf-8")
+    save_words(tmp, words)
     (tmp / DOCUMENTS).write_text(json.dumps([d.as_dict() for d in documents], ensure_ascii=False, indent=1),
                                  encoding="utf-8")
     written = [p for p in sorted(tmp.rglob("*")) if p.is_file()]
