@@ -80,7 +80,8 @@ class QuestionProfile:
 
     def __init__(self, question: str):
         self.question = question
-        self.kind = next((name for name, rx in self.PATTERNS if rx.search(simplified(question))), "other")
+        matched = simplified(question)
+        self.kind = next((name for name, rx in self.PATTERNS if rx.search(matched)), "other")
 
 
 _YEAR = re.compile(r"(?:19|20)\d{2}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|(?:19|20)\d{2}")
