@@ -67,11 +67,6 @@ class Answer:
         }
 
 
-def normalize_question(question: object) -> str:
-    """The question as every entry point sees it (see assistant.validation)."""
-    return validate.question(question)
-
-
 @dataclass(frozen=True)
 class _Loaded:
     """An index with the retrievers and answerers built on it; replaced whole when the index changes."""
@@ -161,7 +156,7 @@ class Assistant:
         """The question as it is searched: a follow-up rewritten from the conversation so far."""
         loaded = self._loaded
         turns = _resolve_history(validate.history(history), loaded.retrievers["hybrid"], loaded.answerers["combined"])
-        return rewrite(normalize_question(question), turns)
+        return rewrite(validate.question(question), turns)
 
     def ask(self, question: str, history: Sequence | None = None, *, k: int | None = None,
             answerer: str | None = None, retriever: str | None = None) -> Answer:
@@ -176,7 +171,7 @@ class Assistant:
                answerer: str | None = None, retriever: str | None = None) -> Iterator[str | Answer]:
         """Text pieces of the answer as they come (LLM), then the final Answer."""
         started = time.perf_counter()
-        question = normalize_question(question)
+        question = validate.question(question)
         loaded = self._loaded
         chosen = self._answerer(loaded, answerer)
         search = self._retriever(loaded, retriever)

@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import validation
 from .answerers.base import MAX_ANSWER_CHARS, strip_markers
 from .answerers.reader import CAPS
 from .config import Settings
@@ -43,7 +44,6 @@ def load_questions(path: Path, problems: list[str] | None = None) -> list[EvalQu
 
     With `problems` given, a bad row is described there and skipped; without, it raises EvalError.
     """
-    from .assistant import normalize_question
     from .errors import CorpusError, QuestionError
     from .loaders import decode
 
@@ -61,7 +61,7 @@ def load_questions(path: Path, problems: list[str] | None = None) -> list[EvalQu
         where = f"{path}, line {number}"
         try:
             row = _question_row(line, where, seen)
-            normalize_question(row.question)
+            validation.question(row.question)
         except QuestionError as exc:
             row_problem = f"{where} (id {row.id!r}): the question cannot be asked: {exc}"
             if problems is None:
@@ -239,7 +239,7 @@ def run_squad_eval(assistant, squad, doc_of: dict[str, str] | None, questions: l
                 source = Source(1, (given or {}).get(q.passage_id, q.passage_id), passage.title, "body", 1,
                                 passage.context, 0, len(passage.context), 1.0, [])
                 chosen = assistant.answerers[answerer or assistant.settings.answerer]
-                draft = chosen.answer(normalize_question_text(q.question), [source])
+                draft = chosen.answer(validation.question(q.question), [source])
                 text, refused, sources = draft.answer, draft.refused, [source]
             else:
                 answer = assistant.ask(q.question, k=k, answerer=answerer)
@@ -276,12 +276,6 @@ def run_squad_eval(assistant, squad, doc_of: dict[str, str] | None, questions: l
         "errors": sum(1 for r in results if r.get("error")),
     }
     return {"summary": summary, "results": results}
-
-
-def normalize_question_text(question: str) -> str:
-    from .assistant import normalize_question
-
-    return normalize_question(question)
 
 
 def format_squad(summary: dict, title: str) -> str:

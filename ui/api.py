@@ -22,10 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from assistant import Assistant
 from assistant.config import K_RANGE
 from assistant.errors import AssistantError, InputError
-from assistant.loaders import MAX_FILE_BYTES
+from assistant.loaders import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
 
 MAX_UPLOADS = 10
-SUFFIXES = {".txt", ".md", ".html", ".htm"}
 
 
 class Turn(BaseModel):
@@ -97,7 +96,7 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None,
             paths = []
             for upload in files:
                 name = Path(upload.filename or "").name
-                if Path(name).suffix.lower() not in SUFFIXES:
+                if Path(name).suffix.lower() not in SUPPORTED_EXTENSIONS:
                     return JSONResponse({"error": f"{name or 'a file'}: only .txt, .md and .html articles can be "
                                                   "added."}, status_code=400)
                 target = Path(tmp) / name

@@ -97,7 +97,7 @@ class ExtractiveAnswerer(Answerer):
     def _specific_subject(self, question: str) -> str:
         """The question's subject when it names something specific (rare in the corpus), else "".
 
-        A subject the whole article is about (上海) says nothing about which sentence answers.
+        A subject the whole article is about (its city, its company) says nothing about which sentence answers.
         """
         subject = subject_of(question) or ""
         weights = [self.idf(t) for t in terms(subject, self.segmenter)]
