@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from .chunking import ChunkerSettings
 from .config import Settings
 from .corpus import ARTICLES, SourceFile, begin_add, end_add, process, undo_add
 from .embeddings import E5_NAMES, Embedder, get_embeddings
-from .errors import CorpusError, UnknownNameError
+from .errors import AssistantError, CorpusError, UnknownNameError
 from .followup import Turn, rewrite
 from .indexing import BuildReport, LoadedIndex, build_index, build_lock, committed_sources, load_index
 from .loaders import check_file
@@ -26,6 +28,8 @@ from .retrieval import HybridRetriever, Source
 
 _READERS: dict[int, SpanReader] = {}  # one loaded reader per shared embedding table
 
+
+_log = logging.getLogger(__name__)
 
 @dataclass
 class Answer:
@@ -82,6 +86,7 @@ class Assistant:
     def __init__(self, settings: Settings, index: LoadedIndex, embeddings: Embedder):
         self.settings = settings
         self.embeddings = embeddings
+        self._reload_lock = threading.Lock()
         self._set_index(index)
 
     @property
@@ -152,9 +157,22 @@ class Assistant:
             raise UnknownNameError(f"Unknown retriever {name!r}; choose one of: {', '.join(loaded.retrievers)}.")
         return loaded.retrievers[name]
 
+    def _current(self) -> _Loaded:
+        """The loaded index, loaded again first when a build committed since (an add from another process)."""
+        loaded = self._loaded
+        if loaded.index.changed_on_disk():
+            with self._reload_lock:
+                if self._loaded is loaded:
+                    try:
+                        self._set_index(load_index(self.settings.index_dir, self.embeddings))
+                    except AssistantError as exc:  # keep answering from what is loaded
+                        _log.warning("The index changed on disk but cannot be loaded: %s", exc)
+                        return loaded
+        return self._loaded
+
     def standalone(self, question: str, history: Sequence | None = None) -> str:
         """The question as it is searched: a follow-up rewritten from the conversation so far."""
-        loaded = self._loaded
+        loaded = self._current()
         turns = _resolve_history(validate.history(history), loaded.retrievers["hybrid"], loaded.answerers["combined"])
         return rewrite(validate.question(question), turns)
 
@@ -172,7 +190,7 @@ class Assistant:
         """Text pieces of the answer as they come (LLM), then the final Answer."""
         started = time.perf_counter()
         question = validate.question(question)
-        loaded = self._loaded
+        loaded = self._current()
         chosen = self._answerer(loaded, answerer)
         search = self._retriever(loaded, retriever)
         k = validate.k(k, self.settings.k)
@@ -264,11 +282,11 @@ def _safe_name(name: str) -> str:
 
 def index_status(index: LoadedIndex) -> dict:
     m = index.manifest
-    docs = [{"id": d.id, "title": d.title, "kind": d.kind, "source": d.source}
-            for d in index.documents.values() if d.kind in ("article", "reference_text")]
+    docs = index.documents.heads(["article", "reference_text"])
     return {
         "index": str(index.path.parent),
-        "version": index.path.name,
+        "version": index.version,
+        "segments": int(m["counts"]["segments"]),
         "documents": int(m["counts"]["documents"]),
         "chunks": int(m["counts"]["chunks"]),
         "references": int(m["counts"]["references"]),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import faiss
+import numpy as np
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from .config import Settings
 from .corpus import scan_corpus
 from .evaluation import EvalQuestion, hit_rank, summarize
 from .loaders import load_file
-from .vectorstore import FaissVectorStore
 
 
 def run_baseline(settings: Settings, questions: list[EvalQuestion]) -> dict:
@@ -20,13 +21,15 @@ def run_baseline(settings: Settings, questions: list[EvalQuestion]) -> dict:
     texts = []
     for source in scan_corpus(settings.corpus_dir):
         texts.extend(splitter.split_text(load_file(source.path).text))  # raw text, as the recipe loads it
-    store = FaissVectorStore.from_texts(texts, embeddings)
+    vectors = np.asarray(embeddings.embed_documents(texts), dtype="float32")
+    store = faiss.IndexFlatIP(vectors.shape[1])  # the recipe's FAISS store: flat inner product, top-5
+    store.add(vectors)
     results = []
     for q in questions:
         query = " ".join([*q.history, q.question])  # the recipe has no rewriting: it sees the whole turn
-        docs = store.similarity_search(query, k=5)
+        _, rows = store.search(np.asarray([embeddings.embed_query(query)], dtype="float32"), 5)
         results.append({"id": q.id, "correct": False, "refused": False, "latency_ms": 0.0,
-                        "hit_rank": hit_rank(q, [d.page_content for d in docs])})
+                        "hit_rank": hit_rank(q, [texts[r] for r in rows[0] if r >= 0])})
     summary = summarize(results, questions)
     summary["answer_accuracy"] = None
     for block in summary["by_type"].values():

@@ -90,8 +90,9 @@ def cmd_index_verify(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     index = load_index(settings.index_dir, _embeddings(settings), verify=True, check_model=False)
-    print(f"Index {settings.index_dir} ({index.path.name}): {len(index.manifest['files'])} files, every checksum "
-          f"matches; {len(index.chunks)} chunks load.")
+    print(f"Index {settings.index_dir} ({index.version}): {len(index.manifest['files'])} segment files in "
+          f"{index.manifest['counts']['segments']} segments, every checksum matches, the catalog passes its "
+          f"integrity check; {len(index.chunks)} chunks load.")
     return 0
 
 
@@ -213,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--index")
     add.add_argument("--replace", action="store_true", help="update an article of the same file name")
     add.set_defaults(func=cmd_index_add)
-    verify = isub.add_parser("verify", help="re-hash every index file against the checksums in its manifest")
+    verify = isub.add_parser("verify", help="re-hash every segment file against its recorded checksum and check the catalog")
     verify.add_argument("--index")
     verify.set_defaults(func=cmd_index_verify)
     status = isub.add_parser("status", help="what the index holds")

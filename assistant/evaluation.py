@@ -205,7 +205,7 @@ def run_eval(assistant, questions: list[EvalQuestion], k: int | None = None, ans
     config = {"k": k, "answerer": answerer or assistant.settings.answerer, "retriever": retriever,
               "embed_model": assistant.index.manifest["embedding"]["model"],
               "dense_weight": assistant.retrievers[retriever].effective_dense_weight if retriever == "hybrid" else None,
-              "chunker": assistant.index.manifest["chunker"], "index_version": assistant.index.path.name,
+              "chunker": assistant.index.manifest["chunker"], "index_version": assistant.index.version,
               "questions": len(questions)}
     summary = summarize(results, questions)
     summary["errors"] = sum(1 for r in results if r.get("error"))

@@ -1,12 +1,17 @@
-"""Build, update and load the hybrid index (FAISS + BM25) atomically.
+"""Build, update and load the hybrid index: FAISS + BM25 segments under a SQLite catalog.
 
-An index directory holds versions side by side and a CURRENT file naming the live one:
+    index/CURRENT                         -> "v-20261124T101500-1a2b3c" (the live generation)
+    index/v-.../manifest.json             what turns text into vectors and tokens (model, chunker, matching)
+    index/v-.../catalog.sqlite            sources, documents, chunks, segments, tombstones, words (WAL)
+    index/v-.../segments/<name>/          one immutable segment: dense.faiss, postings.npz, terms.json
 
-    index/CURRENT            -> "v-20261123T204500-1a2b"
-    index/v-.../manifest.json, dense.faiss, chunks.jsonl, documents.json, bm25/
-
-A build writes a new version completely, then replaces CURRENT with os.replace (atomic), then
-removes older versions. A build killed at any point leaves CURRENT naming a complete version.
+An incremental build (an add, a change, a removal) writes one small new segment with the new and changed
+files' chunks, then commits in one catalog transaction: the segment, its chunks and documents, tombstones
+for the chunks of removed and replaced files, the learned words. It costs what changed, not what exists.
+After the commit, segments merge when a size tier holds too many or a segment is mostly tombstones.
+A full build (new model, chunker or tokeniser, `--full`, damage) writes a new generation beside the live
+one and switches CURRENT to it atomically. A build killed at any point leaves the last commit loadable:
+segment folders that no committed row names are removed by the next build.
 """
 
 from __future__ import annotations
@@ -22,41 +27,35 @@ import os
 import re
 import secrets
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from langchain_core.documents import Document
 
+from .catalog import CATALOG, Catalog, ChunkTable, DocumentTable, SegmentRow, SourceRow
 from .chunking import Chunk, ChunkerSettings
 from .corpus import IndexedDocument, SourceFile, process, scan_corpus, undo_add
 from .embeddings import Embedder
 from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
 from .language import MATCHING_NORMALIZATION
-from .lexical import BM25Index, matching_form
-from .lexicon import (
-    LEXICON_VERSION,
-    MAX_LEARN_CHARS,
-    Segmenter,
-    default_segmenter,
-    learn_words,
-    load_words,
-    sample_texts,
-    save_words,
-)
-from .vectorstore import FaissVectorStore
+from .lexical import BM25Index, tokenize
+from .lexicon import LEXICON_VERSION, MAX_LEARN_CHARS, Segmenter, default_segmenter, learn_words, sample_texts
+from .segments import SEGMENTS, Segment, load_segment, postings_from_tokens, stack_postings, write_segment
+from .vectorstore import SegmentedVectorStore
 
-FORMAT_VERSION = 2  # 2: documents keyed by file name with extension
+FORMAT_VERSION = 3  # 3: segments under a SQLite catalog
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
-DOCUMENTS = "documents.json"
 LOCK = ".lock"
 UNK_WARN_SHARE = 0.2
 RACY_NS = 2_000_000_000  # files modified this close to a build's start are not trusted by size and time
+SEGMENT_ROWS = 50_000  # a full build writes segments of at most this many chunks (bounds its memory)
+MERGE_FACTOR = 8  # this many segments of one size tier (powers of 4 chunks) merge into one
+MAX_DEAD_SHARE = 0.3  # a segment with more tombstones than this is rewritten without them
 _VERSION_NAME = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{6}")
-
 
 @dataclass
 class BuildReport:
@@ -77,6 +76,8 @@ class BuildReport:
     version: str = ""
     full_reason: str | None = None  # why everything was embedded again
     passages_per_second: float | None = None
+    segments: int = 0  # segments after the build
+    merged: int = 0  # segments merged away by this build
 
     @property
     def unknown_token_warning(self) -> str | None:
@@ -91,40 +92,66 @@ class BuildReport:
 
 @dataclass
 class LoadedIndex:
-    path: Path
-    manifest: dict
-    store: FaissVectorStore
-    bm25: BM25Index
-    documents: dict[str, IndexedDocument]
-    chunks: list[Chunk]
-    segmenter: Segmenter = field(default_factory=default_segmenter)
+    """The live index as one snapshot: global row r is the r-th live chunk in segment order."""
 
-    def __post_init__(self) -> None:
-        self.chunk_by_id = {c.id: c for c in self.chunks}
-        self._by_paragraph: dict[tuple[str, int | None], list[Chunk]] = {}
-        self._by_document: dict[str, list[Chunk]] = {}
-        for chunk in self.chunks:
-            self._by_paragraph.setdefault((chunk.doc_id, chunk.paragraph), []).append(chunk)
-            self._by_document.setdefault(chunk.doc_id, []).append(chunk)
+    path: Path  # the generation folder
+    manifest: dict
+    catalog: Catalog
+    parts: list[tuple[Segment, np.ndarray]]  # each segment with the global row of its rows (-1: tombstoned)
+    chunks: ChunkTable
+    documents: DocumentTable
+    store: SegmentedVectorStore
+    bm25: BM25Index
+    commit: int
+    segmenter: Segmenter = field(default_factory=default_segmenter)
 
     @functools.cached_property
     def idf(self) -> dict[str, float]:
-        """BM25-style IDF of every token of the index, from the BM25 index's own document frequencies."""
-        df = self.bm25.document_frequencies()
+        """BM25-style IDF of every token of the index, from the live chunks' document frequencies."""
         n = max(1, len(self.chunks))
-        return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+        return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in self.bm25.document_frequencies().items()}
+
+    @property
+    def version(self) -> str:
+        """The generation and its commit number, e.g. v-20261124T101500-1a2b3c#12."""
+        return f"{self.path.name}#{self.commit}"
+
+    @property
+    def chunk_by_id(self) -> _ChunksById:
+        return _ChunksById(self.catalog)
 
     def document_chunks(self, doc_id: str) -> list[Chunk]:
         """The chunks of one document, in reading order."""
-        return list(self._by_document.get(doc_id, ()))
+        return [c for _, c in self.catalog.chunks_where("doc_id = ?", (doc_id,))]
 
     def paragraph_chunks(self, chunk: Chunk) -> list[Chunk]:
         """The chunks of the chunk's paragraph, in reading order."""
-        return self._by_paragraph[(chunk.doc_id, chunk.paragraph)]
+        return [c for _, c in self.catalog.chunks_where("doc_id = ? AND paragraph IS ?", (chunk.doc_id, chunk.paragraph))]
 
     @property
     def unknown_token_share(self) -> float:
         return float(self.manifest["embedding"]["unknown_token_share"])
+
+    def changed_on_disk(self) -> bool:
+        """Whether a build committed since this snapshot was loaded (then it should be loaded again)."""
+        try:
+            return current_version(self.path.parent) != self.path or self.catalog.commit != self.commit
+        except (IndexCorruptError, OSError):
+            return False  # keep serving what is loaded; the next build repairs the pointer
+
+
+class _ChunksById:
+    def __init__(self, catalog: Catalog):
+        self._catalog = catalog
+
+    def __getitem__(self, chunk_id: str) -> Chunk:
+        found = self._catalog.chunks_where("id = ?", (chunk_id,))
+        if not found:
+            raise KeyError(chunk_id)
+        return found[0][1]
+
+    def __contains__(self, chunk_id: object) -> bool:
+        return bool(self._catalog.chunks_where("id = ?", (chunk_id,)))
 
 
 def _now() -> str:
@@ -150,6 +177,7 @@ def current_version(index_dir: Path) -> Path | None:
     return version
 
 
+
 @contextlib.contextmanager
 def build_lock(index_dir: Path) -> Iterator[None]:
     try:
@@ -169,10 +197,8 @@ def build_lock(index_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def read_manifest(index_dir: Path) -> dict:
-    version = current_version(index_dir)
-    if version is None:
-        raise IndexNotFoundError(_no_index(index_dir))
+
+def _static_manifest(version: Path) -> dict:
     try:
         manifest = json.loads((version / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -190,35 +216,71 @@ def _manifest_problem(manifest: object) -> str | None:
     """What is wrong with a manifest's shape, or None; a valid JSON of the wrong shape is damage too."""
     if not isinstance(manifest, dict):
         return "not an object"
-    shapes = {"format": int, "embedding": dict, "chunker": dict, "counts": dict, "sources": dict, "files": dict}
+    shapes = {"format": int, "embedding": dict, "chunker": dict}
     for key, kind in shapes.items():
         if not isinstance(manifest.get(key), kind):
             return f"{key!r} missing or not {kind.__name__}"
     embedding = manifest["embedding"]
     if not isinstance(embedding.get("model"), str) or not isinstance(embedding.get("prompts", {}), dict) \
-            or not isinstance(embedding.get("unknown_token_share", 0), int | float):
+            or not isinstance(embedding.get("dimension", 0), int):
         return "'embedding' incomplete"
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
-        return "'files' is not names to checksums"
-    for rel, info in manifest["sources"].items():
-        if not isinstance(info, dict) or not isinstance(info.get("hash"), str) \
-                or not isinstance(info.get("chunk_ids"), list) or not isinstance(info.get("tokens"), int) \
-                or not isinstance(info.get("unk_tokens"), int):
-            return f"source {rel[:60]!r} incomplete"
-    if not isinstance(manifest.get("sizes", {}), dict) or \
-            not all(isinstance(v, int) for v in manifest.get("sizes", {}).values()):
-        return "'sizes' is not names to byte counts"
-    if not isinstance(manifest.get("lexicon", {}), dict):
-        return "'lexicon' not an object"
+    if not isinstance(manifest.get("lexicon", {}), dict) or not isinstance(manifest.get("pipeline", {}), dict):
+        return "'lexicon' or 'pipeline' not an object"
     return None
+
+
+def read_manifest(index_dir: Path) -> dict:
+    """The live index's manifest, with what the catalog holds now: sources, counts, words, segment files."""
+    version = current_version(index_dir)
+    if version is None:
+        raise IndexNotFoundError(_no_index(index_dir))
+    manifest = _static_manifest(version)
+    catalog = Catalog(version / CATALOG)
+    try:
+        return _with_catalog(manifest, catalog)
+    finally:
+        catalog.close()
+
+
+def _with_catalog(manifest: dict, catalog: Catalog) -> dict:
+    sources = catalog.sources()
+    chunk_ids = catalog.chunk_ids_by_source()
+    unk = sum(s.unk_tokens for s in sources.values())
+    tokens = sum(s.tokens for s in sources.values())
+    segments = catalog.segments()
+    files = {f"{SEGMENTS}/{seg.name}/{name}": info for seg in segments for name, info in seg.files.items()}
+    heads = catalog.document_heads()
+    return {
+        **manifest,
+        "embedding": {**manifest["embedding"], "unknown_token_share": round(unk / tokens, 4) if tokens else 0.0},
+        "lexicon": {**manifest.get("lexicon", {}), "words": len(catalog.words())},
+        "built_at": catalog.meta("built_at") or manifest.get("built_at"),
+        "commit": catalog.commit,
+        "counts": {"documents": len(sources), "chunks": sum(len(v) for v in chunk_ids.values()),
+                   "references": sum(1 for h in heads if h[1] == "reference"), "segments": len(segments)},
+        "sources": {rel: {"hash": s.hash, "doc_ids": s.doc_ids, "chunk_ids": chunk_ids.get(rel, []),
+                          "unk_tokens": s.unk_tokens, "tokens": s.tokens, "article_id": s.article_id,
+                          "size": s.size, "mtime_ns": s.mtime_ns} for rel, s in sources.items()},
+        "files": {name: info[0] for name, info in files.items()},
+        "sizes": {name: info[1] for name, info in files.items()},
+    }
 
 
 def committed_sources(index_dir: Path) -> dict[str, str]:
     """Corpus path -> content hash of every file the live index holds ({} without a readable index)."""
     try:
-        return {rel: info["hash"] for rel, info in read_manifest(index_dir)["sources"].items()}
+        version = current_version(index_dir)
+        if version is None:
+            return {}
+        catalog = Catalog(version / CATALOG)
     except (IndexNotFoundError, IndexCorruptError):
         return {}
+    try:
+        return {rel: s.hash for rel, s in catalog.sources().items()}
+    except IndexCorruptError:
+        return {}
+    finally:
+        catalog.close()
 
 
 def _no_index(index_dir: Path) -> str:
@@ -227,32 +289,51 @@ def _no_index(index_dir: Path) -> str:
 
 def load_index(index_dir: Path, embeddings: Embedder, verify: bool = False,
                check_model: bool = True) -> LoadedIndex:
-    """Load the live version and check (unless told not to) that the configured model built it.
+    """Load the live snapshot and check (unless told not to) that the configured model built it.
 
-    Every file must exist with the size the manifest records (a cheap stat); `verify` also re-hashes every
-    file against its sha256 (`assistant index verify`), which a normal start skips: files are checksummed when
-    written, and a damaged file that keeps its size fails when it is parsed.
+    Segments are memory-mapped and chunk and document texts stay in the catalog until asked for, so a load
+    reads the row map and the postings, not the corpus. Every segment file must have the size the catalog
+    records (a stat); `verify` also re-hashes them and checks the catalog (`assistant index verify`).
     """
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
         raise IndexNotFoundError(_no_index(index_dir))
-    manifest = read_manifest(index_dir)
     version = current_version(index_dir)
-    assert version is not None
+    if version is None:
+        raise IndexNotFoundError(_no_index(index_dir))
+    manifest = _static_manifest(version)
     if manifest.get("format") != FORMAT_VERSION:
         raise IndexCorruptError(
             f"{version / MANIFEST} has format {manifest.get('format')!r}; this version reads {FORMAT_VERSION}. "
             "Rebuild with `assistant index build --full`."
         )
-    sizes = manifest.get("sizes", {})
-    for name, digest in manifest["files"].items():
-        path = version / name
-        if not path.is_file() or (name in sizes and path.stat().st_size != sizes[name]) \
-                or (verify and _sha256(path) != digest):
-            raise IndexCorruptError(
-                f"Index file {path} is missing or damaged ({'checksum' if verify else 'size'} mismatch). "
-                "Rebuild with `assistant index build --full`."
-            )
+    _check_model(index_dir, manifest, embeddings, check_model)
+    catalog = Catalog(version / CATALOG)
+    if verify and (problem := catalog.integrity_problem()):
+        raise IndexCorruptError(f"{catalog.path} is damaged ({problem}). Rebuild with `assistant index build --full`.")
+    commit = catalog.commit
+    manifest = _with_catalog(manifest, catalog)
+    segments = {row.name: load_segment(version, row.name, row.files, verify) for row in catalog.segments()}
+    places = catalog.live_places()
+    rowids = np.fromiter((p[0] for p in places), dtype=np.int64, count=len(places))
+    global_rows = {name: np.full(seg.rows, -1, dtype=np.int64) for name, seg in segments.items()}
+    for row, (_rowid, seg, seg_row) in enumerate(places):
+        if seg not in global_rows or not 0 <= seg_row < len(global_rows[seg]):
+            raise IndexCorruptError(f"{catalog.path} names row {seg_row} of segment {seg}, which does not hold it. "
+                                    "Rebuild with `assistant index build --full`.")
+        global_rows[seg][seg_row] = row
+    parts = [(segments[name], global_rows[name]) for name in segments]
+    chunks = ChunkTable(catalog, rowids)
+    documents = DocumentTable(catalog)
+    store = SegmentedVectorStore(embeddings, int(manifest["embedding"]["dimension"]), parts, chunks,
+                                 catalog.places_of)
+    words = catalog.words()
+    segmenter = Segmenter(words) if words else default_segmenter()
+    return LoadedIndex(version, manifest, catalog, parts, chunks, documents, store, BM25Index(parts), commit,
+                       segmenter)
+
+
+def _check_model(index_dir: Path, manifest: dict, embeddings: Embedder, check_model: bool) -> None:
     built_with = manifest["embedding"]["model"]
     if check_model and built_with != embeddings.model_name:
         raise ModelMismatchError(
@@ -269,47 +350,16 @@ def load_index(index_dir: Path, embeddings: Embedder, verify: bool = False,
             f"The index in {index_dir} was built with text matching {manifest.get('matching', 'nfkc+lower')!r}, this "
             f"version uses {MATCHING_NORMALIZATION!r}. Rebuild it with `assistant index build`."
         )
-    store = FaissVectorStore.load(version, embeddings)
-    bm25 = BM25Index.load(version)
-    segmenter = _load_segmenter(version, manifest)
-    try:
-        raw_docs = json.loads((version / DOCUMENTS).read_text(encoding="utf-8"))
-        documents = {d["id"]: IndexedDocument(**d) for d in raw_docs}
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise IndexCorruptError(
-            f"{version / DOCUMENTS} is damaged ({type(exc).__name__}). Rebuild with `assistant index build --full`."
-        ) from exc
-    chunks = [_chunk_of(doc) for doc in store.documents]
-    return LoadedIndex(version, manifest, store, bm25, documents, chunks, segmenter)
 
 
-def _load_segmenter(version: Path, manifest: dict) -> Segmenter:
-    """jieba with the index's own user words (none for an index built without them)."""
-    if not (manifest.get("lexicon") or {}).get("words"):
-        return default_segmenter()
-    words = load_words(version)
-    if words is None:
-        raise IndexCorruptError(f"The learned words in {version} are damaged. "
-                                "Rebuild with `assistant index build --full`.")
-    return Segmenter(words)
+@dataclass
+class _Read:
+    """A new or changed file, read, cleaned and chunked."""
 
-
-def _chunk_of(doc: Document) -> Chunk:
-    return Chunk.from_dict({**doc.metadata, "id": doc.id, "text": doc.page_content})
-
-
-def _document_of(chunk: Chunk) -> Document:
-    meta = chunk.as_dict()
-    del meta["id"], meta["text"]
-    return Document(page_content=chunk.text, metadata=meta, id=chunk.id)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    source: SourceFile
+    digest: str
+    docs: list[IndexedDocument]
+    chunks: list[Chunk]
 
 
 def build_index(
@@ -323,173 +373,333 @@ def build_index(
     user_words: bool = True,
     locked: bool = False,
 ) -> BuildReport:
-    """Bring the index in line with the corpus, embedding only new or changed files.
+    """Bring the index in line with the corpus, reading, embedding and tokenising only new or changed files.
 
     `locked`: the caller (an add) already holds the build lock and its journal; otherwise an add that
     was killed before it committed is rolled back first, so its copied files are not indexed silently.
     """
     started = time.perf_counter()
-    started_ns = time.time_ns()
     index_dir = Path(index_dir)
     stage = on_stage or (lambda _msg: None)
     with contextlib.nullcontext() if locked else build_lock(index_dir):
         if not locked:
             undo_add(corpus_dir, committed_sources(index_dir))
         _remove_stale_versions(index_dir)
-        old_manifest, old_store, full_reason = _previous(index_dir, embeddings, chunker, full, user_words)
-        full = full_reason is not None
+        live, full_reason = _previous(index_dir, embeddings, chunker, full, user_words)
         sources = scan_corpus(corpus_dir)
-        old_sources = {} if full else old_manifest.get("sources", {})
         # taken before reading: an edit saved during the build is seen by the next one
         stats = {source.rel: source.path.stat() for source in sources}
-        unchanged = _unchanged_by_stat(index_dir, sources, stats, old_sources, old_store)
-        stage(f"reading {len(sources) - len(unchanged)} of {len(sources)} files (the rest unchanged by size and time)")
-        processed: list[tuple[SourceFile, str, list[IndexedDocument], list[Chunk]]] = []
-        for source in sources:
-            if source.rel in unchanged:
-                processed.append((source, old_sources[source.rel]["hash"], *unchanged[source.rel]))
+        job = _Job(index_dir, embeddings, chunker, user_words, stage, progress, started, time.time_ns())
+        if full_reason is not None:
+            return job.full(sources, stats, full_reason)
+        catalog = Catalog(live / CATALOG)
+        try:
+            _remove_orphan_segments(live, catalog)
+            return job.incremental(live, catalog, sources, stats)
+        finally:
+            catalog.close()
+
+
+@dataclass
+class _Job:
+    index_dir: Path
+    embeddings: Embedder
+    chunker: ChunkerSettings
+    user_words: bool
+    stage: Callable[[str], None]
+    progress: bool
+    started: float
+    started_ns: int
+
+    def source_row(self, read: _Read, stat: os.stat_result, unk: int, total: int) -> SourceRow:
+        racy = stat.st_mtime_ns >= self.started_ns - RACY_NS  # modified as the build began: read it again next time
+        return SourceRow(read.source.rel, read.digest, stat.st_size, -1 if racy else stat.st_mtime_ns,
+                         read.source.article_id, unk, total, [d.id for d in read.docs])
+
+    def embed(self, reads: list[_Read]) -> tuple[np.ndarray, dict[str, tuple[int, int]], float]:
+        """Vectors of the reads' chunks, unknown-token counts per file, and the seconds spent embedding."""
+        texts = [c.text for r in reads for c in r.chunks]
+        if texts:
+            _ = self.embeddings.dimension  # load the model first, so the rate below is the embedding rate
+        began = time.perf_counter()
+        vectors = self.embeddings.encode_documents(texts, show_progress=self.progress) if texts else \
+            np.zeros((0, self.embeddings.dimension), dtype="float32")
+        seconds = time.perf_counter() - began
+        unknown = {r.source.rel: self.embeddings.unknown_token_counts([c.text for c in r.chunks]) for r in reads}
+        return np.asarray(vectors, dtype="float32"), unknown, seconds
+
+    # --- incremental: one small segment and one transaction ----------------------------------------------
+
+    def incremental(self, version: Path, catalog: Catalog, sources: list[SourceFile],
+                    stats: dict[str, os.stat_result]) -> BuildReport:
+        old = catalog.sources()
+        suspects = [s for s in sources if not _same_by_stat(old.get(s.rel), s, stats[s.rel])]
+        self.stage(f"reading {len(suspects)} of {len(sources)} files (the rest unchanged by size and time)")
+        reads, touched = [], []
+        for source in suspects:
+            digest, before = source.content_hash(), old.get(source.rel)
+            if before and before.hash == digest and before.article_id == source.article_id:
+                stat = stats[source.rel]
+                racy = stat.st_mtime_ns >= self.started_ns - RACY_NS
+                touched.append(SourceRow(**{**before.__dict__, "size": stat.st_size,
+                                            "mtime_ns": -1 if racy else stat.st_mtime_ns}))
                 continue
-            docs, chunks = process(source, chunker)
-            processed.append((source, source.content_hash(), docs, chunks))
-        reuse = {rel for rel, info in old_sources.items()
-                 if any(s.rel == rel and h == info["hash"] and info.get("article_id") == s.article_id
-                        for s, h, _, _ in processed)}
-        new_rels = {s.rel for s, *_ in processed}
-        removed = sorted(set(old_sources) - new_rels)
-        added = sorted(rel for rel in new_rels if rel not in old_sources)
-        changed = sorted(rel for rel in new_rels if rel in old_sources and rel not in reuse)
-        if not full and not added and not changed and not removed and old_manifest:
-            return _report(old_manifest, started, full=False, embedded=0, up_to_date=True,
-                           version=current_version(index_dir).name)
+            reads.append(_Read(source, digest, *process(source, self.chunker)))
+        present = {s.rel for s in sources}
+        removed = sorted(set(old) - present)
+        added = sorted(r.source.rel for r in reads if r.source.rel not in old)
+        changed = sorted(r.source.rel for r in reads if r.source.rel in old)
+        if not reads and not removed:
+            if touched:
+                with _writing(self.index_dir), catalog.transaction() as db:
+                    for row in touched:
+                        Catalog.put_source(db, row)
+            return _report(catalog, self.started, full=False, embedded=0, up_to_date=True,
+                           version=f"{version.name}#{catalog.commit}")
 
-        to_embed = [c for s, _, _, chunks in processed if s.rel not in reuse for c in chunks]
-        stage(f"embedding {len(to_embed)} chunks with {embeddings.model_name}"
-              + (f" (full rebuild: {full_reason})" if full_reason else ""))
-        if to_embed:
-            _ = embeddings.dimension  # load the model first, so the rate below is the embedding rate
-        embed_started = time.perf_counter()
-        new_vectors = embeddings.encode_documents([c.text for c in to_embed], show_progress=progress)
-        embed_seconds = time.perf_counter() - embed_started
-        vector_of = dict(zip((c.id for c in to_embed), new_vectors, strict=True))
-
-        store = FaissVectorStore(embeddings, new_vectors.shape[1] if len(to_embed) else old_store.index.d)
-        sources_info: dict[str, dict] = {}
-        all_docs: list[IndexedDocument] = []
-        for source, digest, docs, chunks in processed:
-            ids = [c.id for c in chunks]
-            if source.rel in reuse:
-                vectors = old_store.vectors_for(ids)
-                unk, total = old_sources[source.rel]["unk_tokens"], old_sources[source.rel]["tokens"]
-            else:
-                vectors = np.vstack([vector_of[i] for i in ids]) if ids else np.zeros((0, store.index.d), "float32")
-                unk, total = embeddings.unknown_token_counts([c.text for c in chunks])
-            store.add_vectors(vectors, [_document_of(c) for c in chunks])
-            all_docs.extend(docs)
-            stat = stats[source.rel]
-            racy = stat.st_mtime_ns >= started_ns - RACY_NS  # modified as the build began: read it again next time
-            sources_info[source.rel] = {"hash": digest, "doc_ids": [d.id for d in docs], "chunk_ids": ids,
-                                        "unk_tokens": unk, "tokens": total, "article_id": source.article_id,
-                                        "size": stat.st_size, "mtime_ns": -1 if racy else stat.st_mtime_ns}
-        texts = [doc.page_content for doc in store.documents]
-        live = None if full or old_store is None else current_version(index_dir)
-        previous = load_words(live) if live else None  # the live version's learned words
-        words = _user_words(texts, [c.text for c in to_embed], user_words, previous)
-        known = {} if live is None else _known_tokens(live, old_store, old_manifest, previous, words)
-        stage(f"building the BM25 index ({len(words)} words learned from the corpus, "
-              f"{sum(t not in known for t in texts)} chunks tokenised)")
+        previous = catalog.words()
+        known = set(previous)
+        fresh = [w for w in learn_words([c.text for r in reads for c in r.chunks])
+                 if w not in known] if self.user_words and reads else []
+        words = previous + fresh
+        # live chunks a new word would cut differently: moved into the new segment, tokenised again
+        gone = set(changed) | set(removed)
+        retoken = [hit for hit in catalog.live_chunks_containing(fresh) if hit[1] not in gone]
+        self.stage(f"embedding {sum(len(r.chunks) for r in reads)} chunks with {self.embeddings.model_name}")
+        vectors, unknown, seconds = self.embed(reads)
+        carried = _carried_vectors(version, catalog, retoken, vectors.shape[1])
+        rows = [(r.source.rel, c) for r in reads for c in r.chunks] + [(hit[1], hit[2]) for hit in retoken]
+        self.stage(f"writing a segment of {len(rows)} chunks ({len(fresh)} new words learned, "
+                   f"{len(retoken)} chunks tokenised again for them)")
         segmenter = Segmenter(words)
-        bm25 = BM25Index.build(texts, segmenter, known)
-        tokens = sum(i["tokens"] for i in sources_info.values())
-        manifest = {
+        seq = catalog.next_seq()
+        name = _segment_name(seq)
+        with _writing(self.index_dir, version / SEGMENTS / name):
+            files = None
+            if rows:
+                postings, terms = postings_from_tokens([tokenize(c.text, segmenter) for _, c in rows])
+                files = write_segment(version, name, np.vstack([vectors, carried]), postings, terms)
+            commit = catalog.commit + 1
+            with catalog.transaction() as db:
+                for rel in changed + removed:
+                    Catalog.remove_source(db, rel)
+                db.executemany("UPDATE chunks SET dead = 1 WHERE rowid = ?", [(hit[0],) for hit in retoken])
+                if files is not None:
+                    Catalog.put_segment(db, SegmentRow(name, seq, len(rows), files))
+                    Catalog.put_chunks(db, [(rel, name, i, chunk) for i, (rel, chunk) in enumerate(rows)])
+                for read in reads:
+                    Catalog.put_documents(db, read.source.rel, read.docs)
+                    Catalog.put_source(db, self.source_row(read, stats[read.source.rel], *unknown[read.source.rel]))
+                for row in touched:
+                    Catalog.put_source(db, row)
+                if fresh:
+                    Catalog.put_words(db, words)
+                catalog.set_meta({"commit": commit, "built_at": _now()}, db)
+        merged = _merge_segments(version, catalog, self.stage)
+        _remove_orphan_segments(version, catalog)
+        embedded = sum(len(r.chunks) for r in reads)
+        return _report(catalog, self.started, full=False, embedded=embedded, version=f"{version.name}#{catalog.commit}",
+                       added=added, changed=changed, removed=removed, merged=merged,
+                       passages_per_second=round(embedded / seconds, 1) if embedded and seconds > 0 else None)
+
+    # --- full: a new generation, switched to atomically ----------------------------------------------------
+
+    def full(self, sources: list[SourceFile], stats: dict[str, os.stat_result], reason: str) -> BuildReport:
+        name = f"v-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+        tmp = self.index_dir / f".tmp-{name}"
+        pointer_tmp = self.index_dir / f".{CURRENT}.{name}"
+        self.stage(f"reading {len(sources)} files (full rebuild: {reason})")
+        reads = [_Read(s, s.content_hash(), *process(s, self.chunker)) for s in sources]
+        texts = [c.text for r in reads for c in r.chunks]
+        words = learn_words(sample_texts(texts, MAX_LEARN_CHARS)) if self.user_words else []
+        segmenter = Segmenter(words)
+        self.stage(f"embedding {len(texts)} chunks with {self.embeddings.model_name} (full rebuild: {reason})")
+        seconds = 0.0
+        with _writing(self.index_dir, tmp, self.index_dir / name, pointer_tmp):
+            tmp.mkdir(parents=True)
+            catalog = Catalog(tmp / CATALOG, create=True)
+            try:
+                (tmp / MANIFEST).write_text(json.dumps(self.static_manifest(), ensure_ascii=False, indent=1),
+                                            encoding="utf-8")
+                for batch in _batches(reads, SEGMENT_ROWS):
+                    vectors, unknown, spent = self.embed(batch)
+                    seconds += spent
+                    rows = [(r.source.rel, c) for r in batch for c in r.chunks]
+                    seq = catalog.next_seq()
+                    segment = _segment_name(seq)
+                    files = None
+                    if rows:
+                        postings, terms = postings_from_tokens([tokenize(c.text, segmenter) for _, c in rows])
+                        files = write_segment(tmp, segment, vectors, postings, terms)
+                    with catalog.transaction() as db:
+                        if files is not None:
+                            Catalog.put_segment(db, SegmentRow(segment, seq, len(rows), files))
+                            Catalog.put_chunks(db, [(rel, segment, i, c) for i, (rel, c) in enumerate(rows)])
+                        for read in batch:
+                            Catalog.put_documents(db, read.source.rel, read.docs)
+                            Catalog.put_source(db, self.source_row(read, stats[read.source.rel],
+                                                                   *unknown[read.source.rel]))
+                with catalog.transaction() as db:
+                    Catalog.put_words(db, words)
+                    catalog.set_meta({"commit": 1, "built_at": _now()}, db)
+                report = _report(catalog, self.started, full=True, embedded=len(texts), version=f"{name}#1",
+                                 added=sorted(r.source.rel for r in reads), full_reason=reason,
+                                 passages_per_second=round(len(texts) / seconds, 1) if texts and seconds > 0 else None)
+            finally:
+                catalog.close()
+            _fsync_tree(tmp)
+            os.replace(tmp, self.index_dir / name)
+            pointer_tmp.write_text(name + "\n", encoding="utf-8")
+            _fsync_file(pointer_tmp)
+            pointer = self.index_dir / CURRENT
+            if pointer.is_dir() and not pointer.is_symlink():
+                shutil.rmtree(pointer)  # damage (a folder where the pointer belongs); under the build lock
+            os.replace(pointer_tmp, pointer)  # the atomic switch: from here on the new generation is live
+        with contextlib.suppress(OSError):
+            _fsync_dir(self.index_dir)
+        _remove_stale_versions(self.index_dir)
+        return report
+
+    def static_manifest(self) -> dict:
+        return {
             "format": FORMAT_VERSION,
             "built_at": _now(),
-            "embedding": {
-                "model": embeddings.model_name,
-                "prompts": embeddings.prompts,
-                "dimension": int(store.index.d),
-                "normalized": True,
-                "metric": "inner_product",
-                "unknown_token_share": round(sum(i["unk_tokens"] for i in sources_info.values()) / tokens, 4)
-                if tokens else 0.0,
-            },
-            "chunker": chunker.as_dict(),
+            "embedding": {"model": self.embeddings.model_name, "prompts": self.embeddings.prompts,
+                          "dimension": int(self.embeddings.dimension), "normalized": True,
+                          "metric": "inner_product"},
+            "chunker": self.chunker.as_dict(),
             "matching": MATCHING_NORMALIZATION,
-            "lexicon": {"version": LEXICON_VERSION, "words": len(words)},
-            "pipeline": pipeline_fingerprint(user_words),
-            "counts": {
-                "documents": len(sources),
-                "chunks": len(store),
-                "references": sum(1 for d in all_docs if d.kind == "reference"),
-            },
-            "build_seconds": round(time.perf_counter() - started, 2),
-            "sources": sources_info,
+            "lexicon": {"version": LEXICON_VERSION},
+            "pipeline": pipeline_fingerprint(self.user_words),
         }
-        stage("writing the new index version")
-        version = _write_version(index_dir, store, bm25, all_docs, manifest, words)
-        _remove_stale_versions(index_dir)
-        return _report(manifest, started, full=full, embedded=len(to_embed), version=version.name,
-                       added=added, changed=changed, removed=removed, full_reason=full_reason,
-                       passages_per_second=round(len(to_embed) / embed_seconds, 1)
-                       if to_embed and embed_seconds > 0 else None)
 
 
-def _unchanged_by_stat(index_dir: Path, sources: list[SourceFile], stats: dict[str, os.stat_result],
-                       old_sources: dict, old_store: FaissVectorStore | None,
-                       ) -> dict[str, tuple[list[IndexedDocument], list[Chunk]]]:
-    """The documents and chunks of files whose size and modification time match the live index: not read again."""
-    if old_store is None or not old_sources:
-        return {}
+def _same_by_stat(before: SourceRow | None, source: SourceFile, stat: os.stat_result) -> bool:
+    return before is not None and before.mtime_ns != -1 and stat.st_size == before.size \
+        and stat.st_mtime_ns == before.mtime_ns and before.article_id == source.article_id
+
+
+def _batches(reads: list[_Read], rows: int) -> Iterator[list[_Read]]:
+    batch, size = [], 0
+    for read in reads:
+        if batch and size + len(read.chunks) > rows:
+            yield batch
+            batch, size = [], 0
+        batch.append(read)
+        size += len(read.chunks)
+    yield batch
+
+
+def _segment_name(seq: int) -> str:
+    return f"s{seq:06d}-{secrets.token_hex(3)}"
+
+
+def _carried_vectors(version: Path, catalog: Catalog, hits: list, dimension: int) -> np.ndarray:
+    """The stored vectors of live chunks that move to a new segment, read from their segments."""
+    if not hits:
+        return np.zeros((0, dimension), dtype="float32")
+    rows = {seg.name: seg for seg in catalog.segments()}
+    loaded: dict[str, Segment] = {}
+    out = []
+    for _rowid, _source, _chunk, segment, row in hits:
+        if segment not in loaded:
+            loaded[segment] = load_segment(version, segment, rows[segment].files)
+        out.append(loaded[segment].vectors([row]))
+    return np.vstack(out)
+
+
+def _merge_segments(version: Path, catalog: Catalog, stage: Callable[[str], None]) -> int:
+    """Merge what the policy asks for, each merge its own commit; the number of segments merged away.
+
+    Tiers are powers of 4 live chunks: MERGE_FACTOR segments of one tier become one of a higher tier, so each
+    chunk is rewritten about log4(N) times over the life of an index; a segment more than MAX_DEAD_SHARE
+    tombstones is rewritten without them. A merge that fails (disk full) leaves the committed index as it was.
+    """
+    merged = 0
+    for group in _merge_plan(catalog):
+        try:
+            merged += _merge(version, catalog, group, stage)
+        except (OSError, RuntimeError, sqlite3.Error) as exc:
+            stage(f"merging segments skipped ({getattr(exc, 'strerror', None) or exc}); the index is unchanged")
+            break
+    return merged
+
+
+def _merge_plan(catalog: Catalog) -> list[list[SegmentRow]]:
+    segments, dead = catalog.segments(), catalog.dead_counts()
+    tiers: dict[int, list[SegmentRow]] = {}
+    for seg in segments:
+        tiers.setdefault(int(math.log(max(1, seg.rows - dead.get(seg.name, 0)), 4)), []).append(seg)
+    groups = [members for _, members in sorted(tiers.items()) if len(members) >= MERGE_FACTOR]
+    chosen = {seg.name for group in groups for seg in group}
+    groups += [[seg] for seg in segments
+               if seg.name not in chosen and seg.rows and dead.get(seg.name, 0) / seg.rows > MAX_DEAD_SHARE]
+    return groups
+
+
+def _merge(version: Path, catalog: Catalog, group: list[SegmentRow], stage: Callable[[str], None]) -> int:
+    live = {seg.name: catalog.live_rows(seg.name) for seg in group}
+    total = sum(len(rows) for rows in live.values())
+    stage(f"merging {len(group)} segments ({total} live chunks)")
+    vectors, postings, moves = [], [], []
+    for seg in group:
+        rows = live[seg.name]
+        if not rows:
+            continue
+        segment = load_segment(version, seg.name, seg.files)
+        local = np.asarray([r for _, r in rows], dtype=np.int64)
+        vectors.append(segment.dense.reconstruct_n(0, segment.rows)[local])
+        postings.append((segment.row_tokens(local), segment.terms))
+        moves.extend(rowid for rowid, _ in rows)
+    seq = catalog.next_seq()
+    name = _segment_name(seq)
+    with _writing(version.parent, version / SEGMENTS / name):
+        files = None
+        if moves:
+            matrix, terms = stack_postings(postings)
+            files = write_segment(version, name, np.vstack(vectors), matrix, terms)
+        names = [seg.name for seg in group]
+        marks = ",".join("?" * len(names))
+        commit = catalog.commit + 1
+        with catalog.transaction() as db:
+            if files is not None:
+                Catalog.put_segment(db, SegmentRow(name, seq, len(moves), files))
+                db.executemany("UPDATE chunks SET segment = ?, seg_row = ? WHERE rowid = ?",
+                               [(name, i, rowid) for i, rowid in enumerate(moves)])
+            db.execute(f"DELETE FROM chunks WHERE segment IN ({marks})", names)
+            db.execute(f"DELETE FROM segments WHERE name IN ({marks})", names)
+            catalog.set_meta({"commit": commit}, db)
+    for seg in group:
+        shutil.rmtree(version / SEGMENTS / seg.name, ignore_errors=True)
+    return len(group)
+
+
+@contextlib.contextmanager
+def _writing(index_dir: Path, *remove_on_failure: Path) -> Iterator[None]:
+    """Turn a write failure into one IndexWriteError, removing what the failed write left."""
     try:
-        raw = json.loads((current_version(index_dir) / DOCUMENTS).read_text(encoding="utf-8"))
-        old_docs = {d["id"]: IndexedDocument(**d) for d in raw}
-    except (OSError, ValueError, TypeError, KeyError, IndexCorruptError):
-        return {}
-    by_id = {doc.id: doc for doc in old_store.documents}
-    out = {}
-    for source in sources:
-        info = old_sources.get(source.rel)
-        if not info or "mtime_ns" not in info:
-            continue
-        stat = stats[source.rel]
-        if stat.st_size != info["size"] or stat.st_mtime_ns != info["mtime_ns"] \
-                or info.get("article_id") != source.article_id:
-            continue
-        if all(i in old_docs for i in info["doc_ids"]) and all(i in by_id for i in info["chunk_ids"]):
-            out[source.rel] = ([old_docs[i] for i in info["doc_ids"]], [_chunk_of(by_id[i]) for i in info["chunk_ids"]])
-    return out
+        yield
+    except (OSError, RuntimeError, sqlite3.Error) as exc:  # faiss reports a full disk as RuntimeError
+        for path in remove_on_failure:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
+        raise IndexWriteError(f"Cannot write the index in {index_dir}: {reason}. Make the folder writable or "
+                              "free disk space, then build again; the previous index is unchanged.") from None
 
 
-def _known_tokens(live: Path, old_store: FaissVectorStore, old_manifest: dict, previous: list[str] | None,
-                  words: list[str]) -> dict[str, list[str]]:
-    """Text -> BM25 tokens of the live version's chunks, minus chunks a newly learned word would cut otherwise."""
-    tokens = BM25Index.load_tokens(live)
-    if tokens is None or len(tokens) != len(old_store.documents):
-        return {}
-    if (old_manifest.get("lexicon") or {}).get("words", 0) and not previous:
-        return {}  # its words are unreadable: the saved tokens cannot be trusted
-    before = set(previous or ())
-    if before - set(words):
-        return {}  # words were dropped (user words turned off): every text may cut differently
-    added = [w for w in words if w not in before]
-    known = {}
-    for doc, toks in zip(old_store.documents, tokens, strict=True):
-        text = doc.page_content
-        if added and any(w in matching_form(text) for w in added):
-            continue  # a new word may cut this text differently now
-        known[text] = toks
-    return known
-
-
-def _user_words(texts: list[str], new_texts: list[str], enabled: bool, previous: list[str] | None) -> list[str]:
-    """The corpus's words for jieba: the live version's words (`previous`) plus those of the new and changed
-    files, so an add costs what it adds; learned from everything (a sample past MAX_LEARN_CHARS) when there
-    are none yet (a full build, or they were off)."""
-    if not enabled:
-        return []
-    if not previous:
-        return learn_words(sample_texts(texts, MAX_LEARN_CHARS))
-    known = set(previous)
-    return previous + [w for w in (learn_words(new_texts) if new_texts else []) if w not in known]
+def _remove_orphan_segments(version: Path, catalog: Catalog) -> None:
+    """Delete segment folders no committed row names (a build or merge killed before its commit)."""
+    folder = version / SEGMENTS
+    if not folder.is_dir():
+        return
+    named = {seg.name for seg in catalog.segments()}
+    for path in folder.iterdir():
+        if path.name not in named:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def pipeline_fingerprint(user_words: bool) -> dict:
@@ -503,78 +713,54 @@ def pipeline_fingerprint(user_words: bool) -> dict:
             "lexical": hashlib.sha256(words.encode("utf-8")).hexdigest()[:16]}
 
 
-def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool, user_words: bool = True):
-    """The live index's manifest and store, and why a full build is needed (None if it is not)."""
+
+def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool,
+              user_words: bool = True) -> tuple[Path | None, str | None]:
+    """The live generation, and why a full build is needed (None if it is not)."""
     try:
-        manifest = read_manifest(index_dir)
-    except IndexNotFoundError:
-        return {}, None, "no index yet"
+        version = current_version(index_dir)
+        if version is None:
+            return None, "no index yet"
+        manifest = _static_manifest(version)
     except IndexCorruptError:
-        return {}, None, "the previous index is damaged"
+        return None, "the previous index is damaged"
     if full:
-        return manifest, None, "--full"
+        return version, "--full"
     if manifest.get("format") != FORMAT_VERSION:
-        return manifest, None, "index format changed"
+        return version, "index format changed"
     if manifest["embedding"]["model"] != embeddings.model_name:
-        return manifest, None, f"embedding model changed from {manifest['embedding']['model']} to {embeddings.model_name}"
+        return version, f"embedding model changed from {manifest['embedding']['model']} to {embeddings.model_name}"
     if manifest["embedding"].get("prompts", {}) != embeddings.prompts:
-        return manifest, None, "the embedding model's query/passage prefixes changed"
+        return version, "the embedding model's query/passage prefixes changed"
     if manifest.get("chunker") != chunker.as_dict():
-        return manifest, None, "chunker settings changed"
+        return version, "chunker settings changed"
     if manifest.get("matching") != MATCHING_NORMALIZATION:
-        return manifest, None, f"text matching changed to {MATCHING_NORMALIZATION}"
+        return version, f"text matching changed to {MATCHING_NORMALIZATION}"
     if manifest.get("pipeline") != pipeline_fingerprint(user_words):
-        return manifest, None, "the tokeniser, its word lists or the user-dictionary setting changed"
+        return version, "the tokeniser, its word lists or the user-dictionary setting changed"
+    if not _intact(version):
+        return version, "the previous index is damaged"
+    return version, None
+
+
+def _intact(version: Path) -> bool:
+    """The catalog reads and every segment file it names exists with its recorded size."""
     try:
-        store = FaissVectorStore.load(current_version(index_dir), embeddings)
+        catalog = Catalog(version / CATALOG)
     except IndexCorruptError:
-        return {}, None, "the previous index is damaged"
-    return manifest, store, None
-
-
-def _write_version(index_dir: Path, store: FaissVectorStore, bm25: BM25Index,
-                   documents: list[IndexedDocument], manifest: dict, words: list[str]) -> Path:
-    name = f"v-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-    tmp = index_dir / f".tmp-{name}"
-    pointer_tmp = index_dir / f".{CURRENT}.{name}"
+        return False
     try:
-        version = _write_files(index_dir, name, tmp, pointer_tmp, store, bm25, documents, manifest, words)
-    except (OSError, RuntimeError) as exc:  # faiss reports a full disk as RuntimeError
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(index_dir / name, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            pointer_tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
-        raise IndexWriteError(f"Cannot write the index in {index_dir}: {reason}. Make the folder writable or "
-                              "free disk space, then build again; the previous index is unchanged.") from None
-    pointer = index_dir / CURRENT
-    if pointer.is_dir() and not pointer.is_symlink():
-        shutil.rmtree(pointer)  # damage (a folder where the pointer belongs); under the build lock
-    os.replace(pointer_tmp, pointer)  # the atomic switch: from here on the new version is live
-    with contextlib.suppress(OSError):
-        _fsync_dir(index_dir)
-    return version
-
-
-def _write_files(index_dir: Path, name: str, tmp: Path, pointer_tmp: Path, store: FaissVectorStore, bm25: BM25Index,
-                 documents: list[IndexedDocument], manifest: dict, words: list[str]) -> Path:
-    tmp.mkdir(parents=True)
-    store.save(tmp)
-    bm25.save(tmp)
-    bm25.save_tokens(tmp)
-    save_words(tmp, words)
-    (tmp / DOCUMENTS).write_text(json.dumps([d.as_dict() for d in documents], ensure_ascii=False, indent=1),
-                                 encoding="utf-8")
-    written = [p for p in sorted(tmp.rglob("*")) if p.is_file()]
-    manifest["files"] = {p.relative_to(tmp).as_posix(): _sha256(p) for p in written}
-    manifest["sizes"] = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in written}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
-    _fsync_tree(tmp)
-    version = index_dir / name
-    os.replace(tmp, version)
-    pointer_tmp.write_text(name + "\n", encoding="utf-8")
-    _fsync_file(pointer_tmp)
-    return version
+        catalog.sources()
+        for seg in catalog.segments():
+            for file, (_digest, size) in seg.files.items():
+                path = version / SEGMENTS / seg.name / file
+                if not path.is_file() or path.stat().st_size != size:
+                    return False
+        return True
+    except IndexCorruptError:
+        return False
+    finally:
+        catalog.close()
 
 
 def _remove_stale_versions(index_dir: Path) -> None:
@@ -590,6 +776,7 @@ def _remove_stale_versions(index_dir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         elif path.name.startswith(f".{CURRENT}."):
             path.unlink(missing_ok=True)
+
 
 
 def _fsync_file(path: Path) -> None:
@@ -613,12 +800,14 @@ def _fsync_tree(root: Path) -> None:
         _fsync_dir(path)
 
 
-def _report(manifest: dict, started: float, **kwargs) -> BuildReport:
-    counts, emb = manifest["counts"], manifest["embedding"]
+
+def _report(catalog: Catalog, started: float, **kwargs) -> BuildReport:
+    manifest = _static_manifest(catalog.path.parent)
+    counts = catalog.counts()
     embedded = kwargs.pop("embedded")
     return BuildReport(
         documents=counts["documents"], chunks=counts["chunks"], references=counts["references"],
-        model=emb["model"], dimension=emb["dimension"], unknown_token_share=emb["unknown_token_share"],
-        seconds=round(time.perf_counter() - started, 2), embedded=embedded,
-        reused=counts["chunks"] - embedded, **kwargs,
+        model=manifest["embedding"]["model"], dimension=manifest["embedding"]["dimension"],
+        unknown_token_share=counts["unknown_token_share"], seconds=round(time.perf_counter() - started, 2),
+        embedded=embedded, reused=counts["chunks"] - embedded, segments=counts["segments"], **kwargs,
     )

@@ -1,25 +1,20 @@
-"""Chinese BM25: jieba tokens (search mode) scored by bm25s, saved beside the dense index."""
+"""Chinese BM25: jieba tokens (search mode), scored across the index's segments with global statistics."""
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
+import math
 import re
 import threading
 import unicodedata
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from .errors import IndexCorruptError
 from .language import simplified
 from .lexicon import Segmenter, default_segmenter
+from .segments import Segment
 
-BM25_DIR = "bm25"
-TOKENS_FILE = "bm25-tokens.npz"  # every chunk's tokens, so a later build re-tokenises only what changed
-TOKENS_VOCAB = "bm25-tokens.json"
 _jieba_lock = threading.Lock()
 _jieba_ready = False
 # Function words that match everywhere and say nothing about the passage.
@@ -104,66 +99,66 @@ def matching_form(text: str) -> str:
 
 
 class BM25Index:
-    """bm25s over pre-tokenised chunks; scores every chunk for a query in one sparse product."""
+    """BM25 over the index's segments, scored with statistics of the whole live index.
 
-    def __init__(self, model, tokens: list[list[str]] | None = None):
-        self._model = model
-        self.tokens = tokens  # per chunk, in index order (kept for the next build)
+    Each segment keeps its own term counts; document frequencies and the average length are those of every
+    live (not tombstoned) chunk of every segment, so a chunk scores the same whichever segment holds it.
+    Same formula as bm25s's default ("lucene": idf = ln(1 + (N - df + 0.5) / (df + 0.5)), tf / (tf + k1 (1 - b
+    + b dl / avgdl))); bm25s itself keeps one corpus's statistics baked into its matrix, which segments cannot
+    share. `parts` pairs each segment with the global row of each of its rows (-1: dead).
+    """
 
-    @classmethod
-    def build(cls, texts: Sequence[str], segmenter: Segmenter | None = None,
-              known: dict[str, list[str]] | None = None) -> BM25Index:
-        """Index the texts; `known` maps a text to its tokens from an earlier build (same segmenter)."""
-        import bm25s
+    k1 = 1.5
+    b = 0.75
 
-        known = known or {}
-        model = bm25s.BM25()
-        corpus = [known.get(t) or tokenize(t, segmenter) or ["\u2205"] for t in texts]
-        model.index(corpus, show_progress=False)
-        return cls(model, corpus)
-
-    def save_tokens(self, directory: Path) -> None:
-        vocab: dict[str, int] = {}
-        ids = [vocab.setdefault(token, len(vocab)) for tokens in self.tokens or [] for token in tokens]
-        offsets = np.cumsum([0] + [len(tokens) for tokens in self.tokens or []])
-        np.savez(Path(directory) / TOKENS_FILE, ids=np.asarray(ids, dtype=np.int32), offsets=offsets.astype(np.int64))
-        (Path(directory) / TOKENS_VOCAB).write_text(json.dumps(list(vocab), ensure_ascii=False), encoding="utf-8")
-
-    @staticmethod
-    def load_tokens(directory: Path) -> list[list[str]] | None:
-        """The chunks' tokens saved by a build, in index order; None when absent or unreadable."""
-        try:  # any damage means "no cache": the build tokenises again
-            vocab = json.loads((Path(directory) / TOKENS_VOCAB).read_text(encoding="utf-8"))
-            with np.load(Path(directory) / TOKENS_FILE, allow_pickle=False) as data:
-                ids, offsets = data["ids"].tolist(), data["offsets"].tolist()
-            words = [vocab[i] for i in ids]
-            if not offsets or offsets[0] != 0 or offsets[-1] != len(words) or offsets != sorted(offsets):
-                return None
-            return [words[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-        except Exception:  # noqa: BLE001 - zip, npy and JSON errors all read as a missing cache
-            return None
+    def __init__(self, parts: list[tuple[Segment, np.ndarray]]):
+        self.parts = parts
+        self.n = sum(int((rows >= 0).sum()) for _, rows in parts)
+        lengths = sum(float(seg.lengths[rows >= 0].sum()) for seg, rows in parts)
+        self.avgdl = lengths / self.n if self.n else 1.0
+        self._df: dict[str, int] = {}
+        for seg, rows in parts:
+            matrix = seg.postings
+            live = (rows >= 0)[matrix.indices].astype(np.int64)
+            column = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))
+            counts = np.bincount(column, weights=live, minlength=matrix.shape[1]).astype(np.int64)
+            for term, count in zip(seg.terms, counts.tolist(), strict=True):
+                if count:
+                    self._df[term] = self._df.get(term, 0) + count
 
     def document_frequencies(self) -> dict[str, int]:
-        """How many chunks hold each token, read off the index (no re-tokenising of the corpus)."""
-        counts = np.diff(np.asarray(self._model.scores["indptr"]))
-        return {token: int(counts[i]) for token, i in self._model.vocab_dict.items() if token and token != "\u2205"}
+        """How many live chunks hold each token."""
+        return {t: c for t, c in self._df.items() if t != "\u2205"}
+
+    def idf(self, term: str) -> float:
+        df = self._df.get(term, 0)
+        return math.log(1 + (self.n - df + 0.5) / (df + 0.5))
 
     def scores(self, query_tokens: list[str]) -> np.ndarray:
-        return self._model.get_scores(query_tokens)
+        """The score of every live chunk (global row order) for the query tokens."""
+        out = np.zeros(self.n, dtype=np.float32)
+        for term in dict.fromkeys(query_tokens):
+            if term not in self._df:
+                continue
+            idf = self.idf(term)
+            for seg, rows in self.parts:
+                col = seg.column.get(term)
+                if col is None:
+                    continue
+                a, z = seg.postings.indptr[col], seg.postings.indptr[col + 1]
+                local = seg.postings.indices[a:z]
+                tf = seg.postings.data[a:z].astype(np.float32)
+                norm = self.k1 * (1 - self.b + self.b * seg.lengths[local] / self.avgdl)
+                where = rows[local]
+                keep = where >= 0
+                out[where[keep]] += (idf * tf / (tf + norm))[keep]
+        return out
 
-    def save(self, directory: Path) -> None:
-        self._model.save(str(Path(directory) / BM25_DIR), show_progress=False)
-
-    @classmethod
-    def load(cls, directory: Path) -> BM25Index:
-        import bm25s
-
-        path = Path(directory) / BM25_DIR
-        try:
-            model = bm25s.BM25.load(str(path), show_progress=False, allow_pickle=False)
-        except Exception as exc:
-            raise IndexCorruptError(
-                f"BM25 index in {path} is damaged ({type(exc).__name__}). "
-                "Rebuild it with `assistant index build --full`."
-            ) from exc
-        return cls(model)
+    def top(self, query_tokens: list[str], k: int) -> list[tuple[int, float]]:
+        """(row, score) of the k best chunks with a positive score, best first."""
+        scores = self.scores(query_tokens)
+        if not len(scores):
+            return []
+        best = np.argpartition(-scores, min(k, len(scores) - 1))[:k]
+        ranked = sorted(((int(r), float(scores[r])) for r in best if scores[r] > 0), key=lambda rs: (-rs[1], rs[0]))
+        return ranked[:k]

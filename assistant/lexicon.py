@@ -15,10 +15,8 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 LEXICON_VERSION = 1
-LEXICON_FILE = "user_words.txt"
 
 _QUOTED = re.compile(r"[《“「『\"]([^《》“”「」『』\"\n]{2,16})[》”」』\"]")
 _GLOSSED = re.compile(r"[A-Za-z][A-Za-z0-9.\-]*\s*[(（]([\u4e00-\u9fff]{2,10})[)）]"
@@ -65,20 +63,6 @@ class Segmenter:
 def default_segmenter() -> Segmenter:
     """jieba's own dictionary, for text outside any index."""
     return Segmenter()
-
-
-def save_words(directory: Path, words: Sequence[str]) -> None:
-    """Write an index version's learned words (nothing when there are none)."""
-    if words:
-        (Path(directory) / LEXICON_FILE).write_text("\n".join(words) + "\n", encoding="utf-8")
-
-
-def load_words(directory: Path) -> list[str] | None:
-    """An index version's learned words; None when the version has none or they cannot be read."""
-    try:
-        return (Path(directory) / LEXICON_FILE).read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 @functools.cache

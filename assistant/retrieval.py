@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
@@ -133,13 +132,11 @@ class HybridRetriever(BaseRetriever):
                 fused[row] = fused.get(row, 0.0) + w / (RRF_K + rank + 1)
         if self.mode in ("bm25", "hybrid"):
             tokens = expand(tokenize(query, index.segmenter))
-            if tokens:
-                scores = index.bm25.scores(tokens)
-                top = np.argsort(-scores)[:CANDIDATES]
-                for rank, row in enumerate(int(r) for r in top if scores[r] > 0):
-                    parts.setdefault(row, {})["bm25"] = float(scores[row])
-                    fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank + 1)
+            for rank, (row, score) in enumerate(index.bm25.top(tokens, CANDIDATES) if tokens else []):
+                parts.setdefault(row, {})["bm25"] = score
+                fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank + 1)
         ranked = sorted(fused.items(), key=lambda kv: -kv[1])
+        index.chunks.prefetch(row for row, _ in ranked)
         if self.rerank and ranked:
             ranked = self._rerank(query, ranked)
         return [(row, score, parts[row]) for row, score in ranked[:k]]

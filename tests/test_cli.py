@@ -62,11 +62,11 @@ def test_missing_and_corrupt_index(tmp_path, corpus, capsys):
     assert "assistant index build" in capsys.readouterr().err
     index = tmp_path / "index"
     main(["index", "build", "--corpus", str(corpus), "--index", str(index)])
-    (current_version(index) / "chunks.jsonl").write_text("{broken", encoding="utf-8")
+    (next((current_version(index) / "segments").iterdir()) / "terms.json").write_text("{broken", encoding="utf-8")
     capsys.readouterr()
     assert main(["ask", "英伟达是谁创立的?", "--index", str(index)]) == 3
     err = capsys.readouterr().err
-    assert "chunks.jsonl" in err and "--full" in err
+    assert "terms.json" in err and "--full" in err
 
 
 def test_ask_bad_questions(built, capsys):

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from assistant.corpus import PENDING
 from assistant.errors import CorpusError, IndexCorruptError, IndexWriteError
 from assistant.indexing import CURRENT, MANIFEST, build_index, current_version, load_index, read_manifest
 from assistant.loaders import decode, load_file
-from assistant.vectorstore import FaissVectorStore
+from assistant.segments import SEGMENTS
 
 from .conftest import SEED
 
@@ -145,6 +146,15 @@ def _break_manifest(index_dir, value):
     (current_version(index_dir) / MANIFEST).write_text(json.dumps(value), encoding="utf-8")
 
 
+def _segment(index_dir):
+    return next((current_version(index_dir) / SEGMENTS).iterdir())
+
+
+def _sql(index_dir, statement):
+    with sqlite3.connect(current_version(index_dir) / "catalog.sqlite") as db:
+        db.execute(statement)
+
+
 BROKEN = [
     ("CURRENT bad byte", lambda d: _break_current(d, b"v-2026\xff")),
     ("CURRENT empty", lambda d: _break_current(d, b"")),
@@ -154,12 +164,17 @@ BROKEN = [
     ("manifest list", lambda d: _break_manifest(d, [1, 2])),
     ("manifest empty", lambda d: _break_manifest(d, {})),
     ("manifest embedding string", lambda d: _break_manifest(d, {**read_manifest(d), "embedding": "x"})),
-    ("manifest files list", lambda d: _break_manifest(d, {**read_manifest(d), "files": []})),
-    ("manifest source shape", lambda d: _break_manifest(d, {**read_manifest(d), "sources": {"a": 1}})),
+    ("manifest dimension string", lambda d: _break_manifest(
+        d, {**read_manifest(d), "embedding": {**read_manifest(d)["embedding"], "dimension": "x"}})),
     ("manifest not json", lambda d: (current_version(d) / MANIFEST).write_bytes(b"\xff{")),
     ("version removed", lambda d: shutil.rmtree(current_version(d))),
-    ("chunks garbage", lambda d: (current_version(d) / "chunks.jsonl").write_bytes(b"\x00" * 50)),
-    ("bm25 removed", lambda d: shutil.rmtree(current_version(d) / "bm25")),
+    ("catalog garbage", lambda d: (current_version(d) / "catalog.sqlite").write_bytes(b"\x00" * 5000)),
+    ("catalog removed", lambda d: (current_version(d) / "catalog.sqlite").unlink()),
+    ("catalog without chunks", lambda d: _sql(d, "DROP TABLE chunks")),
+    ("catalog row past its segment", lambda d: _sql(d, "UPDATE chunks SET seg_row = 99999 WHERE rowid = 1")),
+    ("segment removed", lambda d: shutil.rmtree(_segment(d))),
+    ("segment terms garbage", lambda d: (_segment(d) / "terms.json").write_bytes(b"\x00" * 50)),
+    ("segment postings removed", lambda d: (_segment(d) / "postings.npz").unlink()),
 ]
 
 
@@ -191,21 +206,25 @@ def test_a_broken_index_is_one_line_in_the_cli(corpus, tmp_path, embeddings):
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
 def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_temp_folder(corpus, tmp_path, embeddings,
                                                                          monkeypatch, code):
+    import assistant.indexing as indexing
+
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, embeddings)
     before = current_version(index_dir)
     (corpus / "articles" / "mars.md").write_text(NOTE, encoding="utf-8")
-    real_save = FaissVectorStore.save
+    segments = sorted(p.name for p in (before / SEGMENTS).iterdir())
+    real_write = indexing.write_segment
 
-    def save_then_fail(self, directory):
-        real_save(self, directory)  # part of the version is on disk when the disk gives out
+    def write_then_fail(*args):
+        real_write(*args)  # the segment is on disk when the disk gives out
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(FaissVectorStore, "save", save_then_fail)
+    monkeypatch.setattr(indexing, "write_segment", write_then_fail)
     with pytest.raises(IndexWriteError, match="previous index is unchanged") as info:
         build_index(corpus, index_dir, embeddings)
     assert "\n" not in str(info.value) and os.strerror(code) in str(info.value)
     assert sorted(p.name for p in index_dir.iterdir() if p.name not in (".lock", CURRENT)) == [before.name]
+    assert sorted(p.name for p in (before / SEGMENTS).iterdir()) == segments
     assert current_version(index_dir) == before
     monkeypatch.undo()
     assert build_index(corpus, index_dir, embeddings).added == ["articles/mars.md"]
@@ -272,7 +291,7 @@ def test_index_state_machine(tmp_path_factory, embeddings):
                 return
             assert not self.damaged or index  # some damage (to the .lock) is harmless
             assert {d.id for d in index.documents.values() if d.kind == "article"} == self.indexed
-            assert index.store.index.ntotal == len(index.chunks)
+            assert sum(int((rows >= 0).sum()) for _, rows in index.parts) == len(index.chunks)
 
     run_state_machine_as_test(IndexMachine, settings=settings(max_examples=8, stateful_step_count=10, deadline=None))
 
@@ -305,14 +324,15 @@ def test_an_eval_row_that_fails_at_run_time_is_recorded_and_the_run_goes_on(assi
 def test_a_same_size_change_is_found_by_index_verify(corpus, tmp_path, embeddings):
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, embeddings)
-    docs = current_version(index_dir) / "documents.json"
-    text = docs.read_text(encoding="utf-8")
-    docs.write_text(text.replace("黄仁勋", "黄仁勇", 1), encoding="utf-8")  # same size, other content
+    dense = _segment(index_dir) / "dense.faiss"
+    data = bytearray(dense.read_bytes())
+    data[-100] ^= 0xFF  # same size, one vector changed
+    dense.write_bytes(bytes(data))
     load_index(index_dir, embeddings)  # a start only stats the files
     env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(corpus), "ASSISTANT_INDEX_DIR": str(index_dir)}
     result = subprocess.run([sys.executable, "-m", "assistant", "index", "verify"], env=env, capture_output=True,
                             text=True)
-    assert result.returncode == 3 and "documents.json" in result.stderr and "checksum" in result.stderr
+    assert result.returncode == 3 and "dense.faiss" in result.stderr and "checksum" in result.stderr
     assert "Traceback" not in result.stderr
     build_index(corpus, index_dir, embeddings, full=True)
     ok = subprocess.run([sys.executable, "-m", "assistant", "index", "verify"], env=env, capture_output=True, text=True)
@@ -341,14 +361,16 @@ def test_changing_the_user_dictionary_setting_rebuilds(corpus, tmp_path, embeddi
     assert read_manifest(index_dir)["lexicon"]["words"] == 0
 
 
-def test_a_damaged_token_cache_is_only_a_slower_build(corpus, tmp_path, embeddings):
-    from assistant.lexical import TOKENS_FILE
-
+def test_a_segment_left_by_a_killed_build_is_ignored_and_removed(corpus, tmp_path, embeddings):
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, embeddings)
-    (current_version(index_dir) / TOKENS_FILE).write_bytes(b"PK\x03\x04 not a zip")
+    stray = current_version(index_dir) / SEGMENTS / "s999999-abcdef"  # written, never committed
+    stray.mkdir()
+    (stray / "dense.faiss").write_bytes(b"half a file")
+    assert len(load_index(index_dir, embeddings).parts) == 1
     (corpus / "articles" / "mars.md").write_text(NOTE, encoding="utf-8")
-    assert build_index(corpus, index_dir, embeddings).added == ["articles/mars.md"]
+    report = build_index(corpus, index_dir, embeddings)
+    assert report.added == ["articles/mars.md"] and not report.full and not stray.exists()
 
 
 def test_an_exclamation_mark_before_a_citation_still_ends_the_sentence():

@@ -1,17 +1,16 @@
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from assistant.embeddings import SentenceTransformerEmbeddings
 from assistant.errors import CorpusError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
-from assistant.indexing import build_index, current_version, load_index
-from assistant.lexical import BM25Index, tokenize
+from assistant.indexing import build_index, current_version, load_index, read_manifest
+from assistant.lexical import tokenize
+from assistant.segments import SEGMENTS
 
 NEW_ARTICLE = "量子计算小镇\n临港新片区建成了一座量子计算小镇,首批入驻企业有十二家。\n"
 
@@ -26,7 +25,7 @@ def test_build_writes_no_pickle_and_a_full_manifest(built):
     assert not [p for p in files if p.suffix in (".pkl", ".pickle")]
     for path in files:
         assert not path.read_bytes().startswith(b"\x80\x04")  # no pickle protocol header anywhere
-    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(built.index_dir)
     assert manifest["embedding"]["model"] == "intfloat/multilingual-e5-small"
     assert manifest["embedding"]["prompts"] == {"query": "query: ", "document": "passage: "}
     assert manifest["embedding"]["dimension"] == 384 and manifest["embedding"]["normalized"] is True
@@ -65,7 +64,9 @@ def test_removed_document_disappears_from_both_indexes(corpus, tmp_path, embeddi
     assert report.removed == ["articles/quantum.txt"] and report.embedded == 0
     index = load_index(index_dir, embeddings)
     assert not _rows_for(index, "quantum")
-    assert index.store.index.ntotal == len(index.chunks)
+    assert sum(int((rows < 0).sum()) for _, rows in index.parts) == 2  # tombstones, not a rewrite
+    vector = embeddings.encode_queries(["量子计算小镇"])[0]
+    assert not any(index.chunks[r].doc_id.startswith("quantum") for r, _ in index.store.search_by_vector(vector, 20))
     assert index.bm25.scores(tokenize("量子")).max() == 0
     assert "quantum.txt" not in index.documents and not any(d.startswith("quantum") for d in index.documents)
 
@@ -82,23 +83,30 @@ def test_reference_full_text_is_indexed_and_linked(corpus, tmp_path, embeddings)
 
 
 def test_crash_mid_build_leaves_the_old_index_loadable(corpus, tmp_path, embeddings, monkeypatch):
+    import assistant.indexing as indexing
+
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, embeddings)
     before = current_version(index_dir)
     (corpus / "articles" / "quantum.txt").write_text(NEW_ARTICLE, encoding="utf-8")
 
-    def crash(self, directory):
+    segments = sorted(p.name for p in (before / SEGMENTS).iterdir())
+    real_write = indexing.write_segment
+
+    def crash(*args):
+        real_write(*args)  # the segment's files are on disk, the catalog has not committed it
         raise RuntimeError("simulated crash while writing")
 
-    monkeypatch.setattr(BM25Index, "save", crash)
+    monkeypatch.setattr(indexing, "write_segment", crash)
     with pytest.raises(IndexWriteError, match="simulated crash"):  # reported as a write failure, cleaned up
         build_index(corpus, index_dir, embeddings)
     assert current_version(index_dir) == before
+    assert sorted(p.name for p in (before / SEGMENTS).iterdir()) == segments
     assert not _rows_for(load_index(index_dir, embeddings), "quantum")
     monkeypatch.undo()
-    report = build_index(corpus, index_dir, embeddings)  # the next build cleans up and succeeds
-    assert report.added == ["articles/quantum.txt"]
-    assert sorted(p.name for p in index_dir.iterdir() if p.name.startswith(("v-", ".tmp"))) == [report.version]
+    report = build_index(corpus, index_dir, embeddings)  # the next build succeeds
+    assert report.added == ["articles/quantum.txt"] and not report.full
+    assert sorted(p.name for p in index_dir.iterdir() if p.name.startswith(("v-", ".tmp"))) == [before.name]
 
 
 def test_killed_build_process_leaves_the_old_index_loadable(corpus, tmp_path, embeddings):
@@ -120,7 +128,7 @@ def test_killed_build_process_leaves_the_old_index_loadable(corpus, tmp_path, em
 def test_corrupt_index_file_gives_a_clear_error(corpus, tmp_path, embeddings):
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, embeddings)
-    faiss_file = current_version(index_dir) / "dense.faiss"
+    faiss_file = next((current_version(index_dir) / SEGMENTS).iterdir()) / "dense.faiss"
     faiss_file.write_bytes(b"garbage" * 10)
     with pytest.raises(IndexCorruptError, match=r"dense\.faiss.*assistant index build --full"):
         load_index(index_dir, embeddings)
@@ -174,7 +182,7 @@ def test_vectorstore_speaks_langchain(built, embeddings):
     docs = index.store.similarity_search("Silicon Valley", k=3)
     assert len(docs) == 3 and all(d.id for d in docs)
     assert index.store.get_by_ids([docs[0].id])[0].page_content == docs[0].page_content
-    assert Path(index.path / "dense.faiss").exists()
+    assert all((index.path / SEGMENTS / segment.name / "dense.faiss").exists() for segment, _ in index.parts)
 
 
 def test_unchanged_files_are_not_read_again(corpus, tmp_path, embeddings, monkeypatch):
@@ -234,7 +242,8 @@ def test_a_file_saved_as_the_build_starts_is_read_again(corpus, tmp_path, embedd
 
     build_index(corpus, tmp_path / "index", embeddings)  # the seed was just copied: too recent to trust
     read = []
-    real_process = indexing.process
-    monkeypatch.setattr(indexing, "process", lambda s, c: read.append(s.rel) or real_process(s, c))
-    build_index(corpus, tmp_path / "index", embeddings)
-    assert read == ["articles/shanghai-ai.txt"]  # re-read (same content: nothing re-embedded)
+    real_hash = indexing.SourceFile.content_hash
+    monkeypatch.setattr(indexing.SourceFile, "content_hash", lambda s: read.append(s.rel) or real_hash(s))
+    report = build_index(corpus, tmp_path / "index", embeddings)
+    assert read == ["articles/shanghai-ai.txt"]  # re-read and hashed: same content, so nothing else happens
+    assert report.up_to_date and report.embedded == 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 
-from assistant.indexing import build_index, current_version, load_index
+import numpy as np
+
+from assistant.indexing import build_index, load_index, read_manifest
 from assistant.lexical import load_jieba, terms, tokenize
-from assistant.lexicon import LEXICON_FILE, Segmenter, learn_words
+from assistant.lexicon import Segmenter, learn_words
 
 # A made-up company name jieba has never seen, used as a new article would use it.
 ARTICLE = ("# 沃析科技简介\n\n"
@@ -35,9 +37,7 @@ def test_the_dictionary_belongs_to_its_index(tmp_path, embeddings):
     build_index(corpus, tmp_path / "with", embeddings)
     build_index(corpus, tmp_path / "without", embeddings, user_words=False)
 
-    version = current_version(tmp_path / "with")
-    manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["lexicon"]["words"] >= 2 and LEXICON_FILE in manifest["files"]  # versioned and checksummed
+    assert read_manifest(tmp_path / "with")["lexicon"]["words"] >= 2  # kept in the index's catalog
     with_words = load_index(tmp_path / "with", embeddings)
     without = load_index(tmp_path / "without", embeddings)
     assert "沃析科技" in terms("沃析科技是谁创立的?", with_words.segmenter)
@@ -71,24 +71,23 @@ def test_an_add_learns_the_new_article_and_keeps_the_old_words(tmp_path, embeddi
     (corpus / "articles" / "lanyu.md").write_text(other, encoding="utf-8")
     report = build_index(corpus, tmp_path / "index", embeddings)
     assert not report.full and report.embedded < 20  # incremental: only the new article
-    words = (current_version(tmp_path / "index") / LEXICON_FILE).read_text(encoding="utf-8").split()
+    words = load_index(tmp_path / "index", embeddings).segmenter.words
     assert {"沃析科技", "星穹计划", "岚屿智造", "潮汐工程"} <= set(words)
 
 
-def test_an_add_tokenises_only_what_changed_and_the_saved_tokens_stay_exact(tmp_path, embeddings, monkeypatch):
-    import assistant.lexical as lexical
-    from assistant.lexical import BM25Index
+def test_an_add_tokenises_only_what_changed_and_every_chunk_keeps_exact_tokens(tmp_path, embeddings, monkeypatch):
+    import assistant.indexing as indexing
 
     corpus = tmp_path / "corpus"
     (corpus / "articles").mkdir(parents=True)
     old = ARTICLE + "\n沃析科技也参与了潮汐工程。\n"  # 潮汐工程 once: not yet a word of this corpus
     (corpus / "articles" / "woxi.md").write_text(old, encoding="utf-8")
     build_index(corpus, tmp_path / "index", embeddings)
-    assert "潮汐工程" not in (current_version(tmp_path / "index") / LEXICON_FILE).read_text(encoding="utf-8")
+    assert "潮汐工程" not in load_index(tmp_path / "index", embeddings).segmenter.words
 
     tokenised = []
-    real = lexical.tokenize
-    monkeypatch.setattr(lexical, "tokenize", lambda text, seg=None: tokenised.append(text) or real(text, seg))
+    real = indexing.tokenize
+    monkeypatch.setattr(indexing, "tokenize", lambda text, seg=None: tokenised.append(text) or real(text, seg))
     new = "# 潮汐工程\n\n潮汐工程于2024年启动。潮汐工程由岚屿牵头。潮汐工程的预算为三亿元。\n"
     (corpus / "articles" / "tide.md").write_text(new, encoding="utf-8")
     build_index(corpus, tmp_path / "index", embeddings)
@@ -96,6 +95,17 @@ def test_an_add_tokenises_only_what_changed_and_the_saved_tokens_stay_exact(tmp_
     assert "潮汐工程" in index.segmenter.words
     old_texts = [c.text for c in index.chunks if c.doc_id == "woxi.md"]
     assert any("潮汐工程" in t for t in tokenised)  # the old sentence that holds the new word, again
-    assert not any(t in tokenised for t in old_texts if "潮汐工程" not in t)  # the rest came from the cache
-    saved = BM25Index.load_tokens(index.path)
-    assert saved == [real(c.text, index.segmenter) or ["\u2205"] for c in index.chunks]
+    assert not any(t in tokenised for t in old_texts if "潮汐工程" not in t)  # the rest kept their segment
+    for row, chunk in enumerate(index.chunks):  # every live chunk's postings are its tokens under today's words
+        assert _postings_of(index, row) == Counter(real(chunk.text, index.segmenter))
+
+
+def _postings_of(index, row):
+    """The term counts the BM25 segments hold for one live chunk."""
+    for segment, rows in index.parts:
+        local = np.flatnonzero(rows == row)
+        if len(local):
+            csr = segment.postings.tocsr()
+            a, z = csr.indptr[local[0]], csr.indptr[local[0] + 1]
+            return Counter({segment.terms[c]: int(v) for c, v in zip(csr.indices[a:z], csr.data[a:z], strict=True)})
+    raise AssertionError(f"row {row} is in no segment")

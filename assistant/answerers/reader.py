@@ -124,7 +124,7 @@ class ReaderAnswerer(Answerer):
         return Draft(text, False, citations, kind="summary", confidence=1.0, sources=new_sources)
 
     def _article_of(self, question: str, sources: list[Source]) -> str | None:
-        articles = [d.id for d in self.index.documents.values() if d.kind == "article"]
+        articles = [d["id"] for d in self.index.documents.heads(["article"])]
         if len(articles) == 1:
             return articles[0]
         if sources and sources[0].doc_id not in self.index.documents:

@@ -1,0 +1,152 @@
+"""Immutable index segments: a segment's dense vectors (FAISS) and BM25 postings (term counts), on disk.
+
+    segments/<name>/dense.faiss    IndexFlatIP over unit vectors, row i = the segment's chunk i
+    segments/<name>/postings.npz   term counts as a CSC matrix (rows = chunks, columns = the segment's terms)
+    segments/<name>/terms.json     the column order of the terms
+
+Nothing here is a pickle. Files are written and fsynced before the catalog commits the segment, and their
+sha256 and size are recorded there; a load checks sizes, `assistant index verify` the checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from scipy import sparse
+
+from .errors import IndexCorruptError
+
+SEGMENTS = "segments"
+DENSE = "dense.faiss"
+POSTINGS = "postings.npz"
+TERMS = "terms.json"
+
+
+@dataclass
+class Segment:
+    name: str
+    dense: faiss.Index
+    postings: sparse.csc_array  # chunks x terms, term counts
+    terms: list[str]
+
+    def __post_init__(self) -> None:
+        self.column = {t: i for i, t in enumerate(self.terms)}
+        self.lengths = np.asarray(self.postings.sum(axis=1)).ravel().astype(np.float32)
+
+    @property
+    def rows(self) -> int:
+        return int(self.dense.ntotal)
+
+    def vectors(self, rows) -> np.ndarray:  # noqa: ANN001 - any integer sequence
+        rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows):
+            return np.zeros((0, self.dense.d), dtype="float32")
+        return np.vstack([self.dense.reconstruct(int(r)) for r in rows]).astype("float32")
+
+    def row_tokens(self, rows) -> sparse.csr_array:  # noqa: ANN001
+        return self.postings.tocsr()[np.asarray(rows, dtype=np.int64)]
+
+
+def postings_from_tokens(tokens: list[list[str]]) -> tuple[sparse.csc_array, list[str]]:
+    """Term counts of tokenised chunks and the term of each column."""
+    vocab: dict[str, int] = {}
+    rows, cols = [], []
+    for r, toks in enumerate(tokens):
+        for t in toks:
+            rows.append(r)
+            cols.append(vocab.setdefault(t, len(vocab)))
+    data = np.ones(len(rows), dtype=np.int32)
+    matrix = sparse.coo_array((data, (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
+                              shape=(len(tokens), len(vocab))).tocsc()
+    matrix.sum_duplicates()
+    return matrix, list(vocab)
+
+
+def stack_postings(parts: list[tuple[sparse.csr_array, list[str]]]) -> tuple[sparse.csc_array, list[str]]:
+    """Rows of several segments' postings (each with its own terms) as one matrix over the union of terms."""
+    vocab: dict[str, int] = {}
+    blocks = []
+    for matrix, terms in parts:
+        remap = np.asarray([vocab.setdefault(t, len(vocab)) for t in terms] or [0], dtype=np.int64)
+        coo = sparse.coo_array(matrix)
+        blocks.append((coo.row, remap[coo.col] if coo.nnz else coo.col, coo.data, matrix.shape[0]))
+    offset, rows, cols, data = 0, [], [], []
+    for r, c, d, n in blocks:
+        rows.append(r + offset)
+        cols.append(c)
+        data.append(d)
+        offset += n
+    def cat(parts: list, dtype) -> np.ndarray:  # noqa: ANN001
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    matrix = sparse.coo_array((cat(data, np.int32), (cat(rows, np.int64), cat(cols, np.int64))),
+                              shape=(offset, len(vocab))).tocsc()
+    return matrix, list(vocab)
+
+
+def write_segment(index_dir: Path, name: str, vectors: np.ndarray, postings: sparse.csc_array,
+                  terms: list[str]) -> dict[str, list]:
+    """Write and fsync a segment's files; file name -> [sha256, size]. A failure removes the folder."""
+    folder = Path(index_dir) / SEGMENTS / name
+    try:
+        folder.mkdir(parents=True)
+        dense = faiss.IndexFlatIP(vectors.shape[1])
+        if len(vectors):
+            dense.add(np.ascontiguousarray(vectors, dtype="float32"))
+        faiss.write_index(dense, str(folder / DENSE))
+        postings = sparse.csc_array(postings)
+        np.savez(folder / POSTINGS, data=postings.data.astype(np.int32), indices=postings.indices.astype(np.int32),
+                 indptr=postings.indptr.astype(np.int64), shape=np.asarray(postings.shape, dtype=np.int64))
+        (folder / TERMS).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+        files = {}
+        for path in sorted(folder.iterdir()):
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            files[path.name] = [sha256(path), path.stat().st_size]
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return files
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def load_segment(index_dir: Path, name: str, files: dict[str, list], verify: bool = False) -> Segment:
+    """A segment's dense index (memory-mapped) and postings; sizes checked, checksums when `verify`."""
+    folder = Path(index_dir) / SEGMENTS / name
+    for file, (digest, size) in files.items():
+        path = folder / file
+        if not path.is_file() or path.stat().st_size != size or (verify and sha256(path) != digest):
+            raise IndexCorruptError(
+                f"Index file {path} is missing or damaged ({'checksum' if verify else 'size'} mismatch). "
+                "Rebuild with `assistant index build --full`.")
+    try:
+        dense = faiss.read_index(str(folder / DENSE), faiss.IO_FLAG_MMAP)
+        with np.load(folder / POSTINGS, allow_pickle=False) as data:
+            shape = tuple(int(x) for x in data["shape"])
+            postings = sparse.csc_array((data["data"], data["indices"], data["indptr"]), shape=shape)
+        terms = json.loads((folder / TERMS).read_text(encoding="utf-8"))
+        if not isinstance(terms, list) or len(terms) != shape[1] or shape[0] != dense.ntotal:
+            raise ValueError("the segment's files disagree on its size")
+    except Exception as exc:  # noqa: BLE001 - faiss, zip, npy and JSON errors alike mean a damaged segment
+        raise IndexCorruptError(f"Index segment {folder} is damaged ({type(exc).__name__}: {str(exc)[:120]}). "
+                                "Rebuild with `assistant index build --full`.") from None
+    return Segment(name, dense, postings, terms)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
