@@ -266,7 +266,7 @@ def add_files(paths: Sequence[str | Path], settings: Settings, embeddings: Embed
             for path, target in plans:
                 shutil.copyfile(path, target)
             report = build_index(corpus_dir, settings.index_dir, embeddings, progress=progress,
-                                 user_words=settings.user_words, locked=True)
+                                 user_words=settings.user_words, locked=True, backend=settings.index_backend)
         except BaseException:
             undo_add(corpus_dir, committed_sources(Path(settings.index_dir)))
             raise

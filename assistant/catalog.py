@@ -44,6 +44,7 @@ CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id, paragraph);
 CREATE INDEX IF NOT EXISTS chunks_id ON chunks(id);
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
 CREATE TABLE IF NOT EXISTS words(pos INTEGER PRIMARY KEY, word TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS terms(term TEXT PRIMARY KEY, df INTEGER NOT NULL);
 """
 _CHUNK_COLUMNS = "rowid, id, doc_id, text, kind, paragraph, start_at, end_at, citations"
 
@@ -169,13 +170,48 @@ class Catalog:
     # --- chunks ------------------------------------------------------------------------------------
 
     @staticmethod
-    def put_chunks(db: sqlite3.Connection, rows: Iterable[tuple[str, str, int, Chunk]]) -> None:
-        """(source, segment, row in segment, chunk) for each new chunk."""
+    def put_chunks(db: sqlite3.Connection, rows: Iterable[tuple[str, str, int, Chunk]],
+                   rowids: Sequence[int] | None = None) -> None:
+        """(source, segment, row in segment, chunk) for each new chunk; `rowids` when the caller chose them."""
+        rows = list(rows)
+        keys = list(rowids) if rowids is not None else [None] * len(rows)
         db.executemany(
-            "INSERT INTO chunks(id, source, doc_id, segment, seg_row, kind, paragraph, start_at, end_at, citations, "
-            "text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(c.id, src, c.doc_id, seg, i, c.kind, c.paragraph, c.start, c.end, json.dumps(c.citations), c.text)
-             for src, seg, i, c in rows])
+            "INSERT INTO chunks(rowid, id, source, doc_id, segment, seg_row, kind, paragraph, start_at, end_at, "
+            "citations, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(key, c.id, src, c.doc_id, seg, i, c.kind, c.paragraph, c.start, c.end, json.dumps(c.citations), c.text)
+             for key, (src, seg, i, c) in zip(keys, rows, strict=True)])
+
+    def max_rowid(self) -> int:
+        return int(self._query("SELECT coalesce(max(rowid), 0) FROM chunks")[0][0])
+
+    def live_rowids(self) -> list[int]:
+        return [r for (r,) in self._query("SELECT rowid FROM chunks WHERE dead = 0 ORDER BY rowid")]
+
+    def dead_rowids(self) -> list[int]:
+        return [r for (r,) in self._query("SELECT rowid FROM chunks WHERE dead = 1")]
+
+    def live_texts_of(self, sources: Sequence[str]) -> list[str]:
+        out: list[str] = []
+        for source in sources:
+            out += [t for (t,) in self._query("SELECT text FROM chunks WHERE dead = 0 AND source = ?", (source,))]
+        return out
+
+    # --- document frequencies (kept here when the search structures live elsewhere) ---------------------
+
+    def terms(self) -> dict[str, int]:
+        return dict(self._query("SELECT term, df FROM terms"))
+
+    @staticmethod
+    def update_terms(db: sqlite3.Connection, added: Iterable[Iterable[str]], removed: Iterable[Iterable[str]]) -> None:
+        """Add one to a term's document frequency per new chunk holding it, subtract one per removed chunk."""
+        delta: dict[str, int] = {}
+        for sign, token_lists in ((1, added), (-1, removed)):
+            for tokens in token_lists:
+                for term in set(tokens):
+                    delta[term] = delta.get(term, 0) + sign
+        db.executemany("INSERT INTO terms(term, df) VALUES (?, ?) ON CONFLICT(term) DO UPDATE SET df = df + excluded.df",
+                       [(t, d) for t, d in delta.items() if d])
+        db.execute("DELETE FROM terms WHERE df <= 0")
 
     def live_places(self) -> list[tuple[int, str, int]]:
         """(chunk rowid, segment, row in segment) of every live chunk, in segment order then row order."""

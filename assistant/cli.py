@@ -52,6 +52,7 @@ def _print_report(report, out=None) -> None:
         f"  documents   {report.documents}",
         f"  chunks      {report.chunks}  (embedded {report.embedded}{rate}, reused {report.reused})",
         f"  references  {report.references}",
+        f"  segments    {report.segments}" + (f"  ({report.merged} merged away)" if report.merged else ""),
         f"  model       {report.model} ({report.dimension} dims)",
         f"  unknown-token share  {report.unknown_token_share:.1%}",
     ]
@@ -71,7 +72,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     settings = _settings(args)
     report = build_index(settings.corpus_dir, settings.index_dir, _embeddings(settings), full=args.full,
                          progress=sys.stderr.isatty(), on_stage=lambda m: print(f"… {m}", file=sys.stderr),
-                         user_words=settings.user_words)
+                         user_words=settings.user_words, backend=settings.index_backend)
     _print_report(report)
     return 0
 
@@ -107,7 +108,8 @@ def cmd_index_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, ensure_ascii=False, indent=2))
         return 0
     print(f"Index {status['index']} ({status['version']}), built {status['built_at']}")
-    print(f"  documents {status['documents']}, chunks {status['chunks']}, references {status['references']}")
+    print(f"  documents {status['documents']}, chunks {status['chunks']}, references {status['references']}, "
+          f"segments {status['segments']}")
     print(f"  model {status['model']} ({status['dimension']} dims), unknown-token share "
           f"{status['unknown_token_share']:.1%}")
     for doc in status["titles"]:

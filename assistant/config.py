@@ -10,6 +10,16 @@ from .errors import ConfigError
 
 DEFAULT_EMBED_MODEL = "intfloat/multilingual-e5-small"
 K_RANGE = (1, 20)  # source passages per answer, the same at every entry point
+BACKENDS = ("embedded", "milvus")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where the index's vectors and BM25 live: FAISS + BM25 segments on disk, or a Milvus collection."""
+
+    name: str = "embedded"
+    milvus_uri: str = ""  # a file path runs Milvus Lite; http://host:19530 a server
+    milvus_analyzer: str = "ours"
 
 _ENV = {
     "corpus_dir": "ASSISTANT_CORPUS_DIR",
@@ -18,6 +28,9 @@ _ENV = {
     "embed_model": "ASSISTANT_EMBED_MODEL",
     "allow_download": "ASSISTANT_ALLOW_DOWNLOAD",
     "user_words": "ASSISTANT_USER_WORDS",
+    "backend": "ASSISTANT_BACKEND",
+    "milvus_uri": "ASSISTANT_MILVUS_URI",
+    "milvus_analyzer": "ASSISTANT_MILVUS_ANALYZER",
     "k": "ASSISTANT_K",
     "dense_weight": "ASSISTANT_DENSE_WEIGHT",
     "answerer": "ASSISTANT_ANSWERER",
@@ -36,6 +49,9 @@ class Settings:
     embed_model: str = DEFAULT_EMBED_MODEL
     allow_download: bool = False
     user_words: bool = True  # learn a jieba user dictionary from the corpus at build time
+    backend: str = "embedded"
+    milvus_uri: str | None = None  # default: <index_dir>/milvus.db (Milvus Lite)
+    milvus_analyzer: str = "ours"
     k: int = 5
     dense_weight: float | None = None  # None: derived from the model's unknown-token share
     answerer: str = "combined"
@@ -43,6 +59,11 @@ class Settings:
     llm_model: str | None = None
     llm_api_key: str | None = None
     llm_timeout: float = 30.0
+
+    @property
+    def index_backend(self) -> Backend:
+        uri = self.milvus_uri or str(Path(self.index_dir) / "milvus.db")
+        return Backend(self.backend, uri if self.backend == "milvus" else "", self.milvus_analyzer)
 
     @property
     def llm_configured(self) -> bool:
@@ -65,6 +86,10 @@ class Settings:
         low, high = K_RANGE
         if not low <= settings.k <= high:
             raise ConfigError(f"k must be from {low} to {high}, got {settings.k}.")
+        if settings.backend not in BACKENDS:
+            raise ConfigError(f"ASSISTANT_BACKEND must be one of {', '.join(BACKENDS)}, got {settings.backend!r}.")
+        if settings.milvus_analyzer not in ("ours", "jieba"):
+            raise ConfigError(f"ASSISTANT_MILVUS_ANALYZER must be ours or jieba, got {settings.milvus_analyzer!r}.")
         if settings.dense_weight is not None and not 0 <= settings.dense_weight <= 1:
             raise ConfigError(f"dense_weight must be between 0 and 1, got {settings.dense_weight}.")
         return settings

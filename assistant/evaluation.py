@@ -453,16 +453,22 @@ def run_squad_command(args: argparse.Namespace, settings: Settings) -> int:
         else:
             doc_of = write_corpus(squad, corpus)
         started = time.perf_counter()
-        build = build_index(corpus, index_dir, embeddings, user_words=settings.user_words)
+        local = replace(settings, corpus_dir=corpus, index_dir=index_dir)  # Milvus Lite: a file in the temp folder
+        build = build_index(corpus, index_dir, embeddings, user_words=settings.user_words,
+                            backend=local.index_backend)
         print(f"indexed {build.documents} passages, {build.chunks} chunks in {time.perf_counter() - started:.1f} s",
               file=sys.stderr)
-        local = replace(settings, corpus_dir=corpus, index_dir=index_dir)
         assistant = Assistant(local, load_index(index_dir, embeddings), embeddings)
-        report = run_squad_eval(assistant, squad, doc_of, questions, k=args.k or settings.k, answerer=args.answerer,
-                                progress=progress, given=given if args.passage_given else None)
+        try:
+            report = run_squad_eval(assistant, squad, doc_of, questions, k=args.k or settings.k,
+                                    answerer=args.answerer, progress=progress,
+                                    given=given if args.passage_given else None)
+        finally:
+            if local.backend == "milvus":
+                assistant.index.store.collection.drop()  # a server keeps collections; this one was temporary
     mode = "passage given" if args.passage_given else f"open corpus of {len(squad.passages)} passages, k={args.k or settings.k}"
     report["config"] = {"file": str(args.squad), "mode": mode, "answerer": args.answerer or settings.answerer,
-                        "embed_model": settings.embed_model, "limit": args.limit}
+                        "embed_model": settings.embed_model, "limit": args.limit, "backend": settings.backend}
     report["skipped"] = squad.skipped
     _write_json(args, report)
     print(format_squad(report["summary"], f"{Path(args.squad).name}, {mode}"))

@@ -37,14 +37,16 @@ import numpy as np
 
 from .catalog import CATALOG, Catalog, ChunkTable, DocumentTable, SegmentRow, SourceRow
 from .chunking import Chunk, ChunkerSettings
+from .config import Backend
 from .corpus import IndexedDocument, SourceFile, process, scan_corpus, undo_add
 from .embeddings import Embedder
 from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
 from .language import MATCHING_NORMALIZATION
 from .lexical import BM25Index, tokenize
 from .lexicon import LEXICON_VERSION, MAX_LEARN_CHARS, Segmenter, default_segmenter, learn_words, sample_texts
+from .milvus import MilvusBM25, MilvusCollection, collection_name
 from .segments import SEGMENTS, Segment, load_segment, postings_from_tokens, stack_postings, write_segment
-from .vectorstore import SegmentedVectorStore
+from .vectorstore import MilvusVectorStore, SegmentedVectorStore
 
 FORMAT_VERSION = 3  # 3: segments under a SQLite catalog
 CURRENT = "CURRENT"
@@ -313,6 +315,10 @@ def load_index(index_dir: Path, embeddings: Embedder, verify: bool = False,
         raise IndexCorruptError(f"{catalog.path} is damaged ({problem}). Rebuild with `assistant index build --full`.")
     commit = catalog.commit
     manifest = _with_catalog(manifest, catalog)
+    words = catalog.words()
+    segmenter = Segmenter(words) if words else default_segmenter()
+    if manifest.get("backend", {}).get("name") == "milvus":
+        return _load_milvus(version, manifest, catalog, embeddings, commit, segmenter)
     segments = {row.name: load_segment(version, row.name, row.files, verify) for row in catalog.segments()}
     places = catalog.live_places()
     rowids = np.fromiter((p[0] for p in places), dtype=np.int64, count=len(places))
@@ -327,10 +333,22 @@ def load_index(index_dir: Path, embeddings: Embedder, verify: bool = False,
     documents = DocumentTable(catalog)
     store = SegmentedVectorStore(embeddings, int(manifest["embedding"]["dimension"]), parts, chunks,
                                  catalog.places_of)
-    words = catalog.words()
-    segmenter = Segmenter(words) if words else default_segmenter()
     return LoadedIndex(version, manifest, catalog, parts, chunks, documents, store, BM25Index(parts), commit,
                        segmenter)
+
+
+def _load_milvus(version: Path, manifest: dict, catalog: Catalog, embeddings: Embedder, commit: int,
+                 segmenter: Segmenter) -> LoadedIndex:
+    backend = manifest["backend"]
+    collection = MilvusCollection(backend["uri"], backend["collection"], backend["analyzer"])
+    collection.check()
+    rowids = np.asarray(catalog.live_rowids(), dtype=np.int64)
+    row_of = {int(r): i for i, r in enumerate(rowids)}
+    chunks = ChunkTable(catalog, rowids)
+    store = MilvusVectorStore(embeddings, int(manifest["embedding"]["dimension"]), collection, row_of, chunks,
+                              catalog.places_of)
+    return LoadedIndex(version, manifest, catalog, [], chunks, DocumentTable(catalog), store,
+                       MilvusBM25(collection, row_of, catalog.terms()), commit, segmenter)
 
 
 def _check_model(index_dir: Path, manifest: dict, embeddings: Embedder, check_model: bool) -> None:
@@ -372,6 +390,7 @@ def build_index(
     on_stage: Callable[[str], None] | None = None,
     user_words: bool = True,
     locked: bool = False,
+    backend: Backend | None = None,
 ) -> BuildReport:
     """Bring the index in line with the corpus, reading, embedding and tokenising only new or changed files.
 
@@ -385,13 +404,14 @@ def build_index(
         if not locked:
             undo_add(corpus_dir, committed_sources(index_dir))
         _remove_stale_versions(index_dir)
-        live, full_reason = _previous(index_dir, embeddings, chunker, full, user_words)
+        backend = backend or Backend()
+        live, full_reason = _previous(index_dir, embeddings, chunker, full, user_words, backend)
         sources = scan_corpus(corpus_dir)
         # taken before reading: an edit saved during the build is seen by the next one
         stats = {source.rel: source.path.stat() for source in sources}
-        job = _Job(index_dir, embeddings, chunker, user_words, stage, progress, started, time.time_ns())
+        job = _Job(index_dir, embeddings, chunker, user_words, stage, progress, started, time.time_ns(), backend)
         if full_reason is not None:
-            return job.full(sources, stats, full_reason)
+            return job.full(sources, stats, full_reason, _old_collection(live))
         catalog = Catalog(live / CATALOG)
         try:
             _remove_orphan_segments(live, catalog)
@@ -410,6 +430,7 @@ class _Job:
     progress: bool
     started: float
     started_ns: int
+    backend: Backend
 
     def source_row(self, read: _Read, stat: os.stat_result, unk: int, total: int) -> SourceRow:
         racy = stat.st_mtime_ns >= self.started_ns - RACY_NS  # modified as the build began: read it again next time
@@ -467,11 +488,29 @@ class _Job:
         retoken = [hit for hit in catalog.live_chunks_containing(fresh) if hit[1] not in gone]
         self.stage(f"embedding {sum(len(r.chunks) for r in reads)} chunks with {self.embeddings.model_name}")
         vectors, unknown, seconds = self.embed(reads)
-        carried = _carried_vectors(version, catalog, retoken, vectors.shape[1])
+        collection = _collection(version)
+        if collection is not None:
+            _milvus_recover(catalog, collection)
+            found = collection.vectors([hit[0] for hit in retoken])
+            carried = np.vstack([found[hit[0]] for hit in retoken]) if retoken else vectors[:0]
+        else:
+            carried = _carried_vectors(version, catalog, retoken, vectors.shape[1])
         rows = [(r.source.rel, c) for r in reads for c in r.chunks] + [(hit[1], hit[2]) for hit in retoken]
-        self.stage(f"writing a segment of {len(rows)} chunks ({len(fresh)} new words learned, "
+        self.stage(f"writing {len(rows)} chunks ({len(fresh)} new words learned, "
                    f"{len(retoken)} chunks tokenised again for them)")
         segmenter = Segmenter(words)
+        if collection is not None:
+            before = Segmenter(previous) if previous else default_segmenter()
+            gone_tokens = [tokenize(t, before) for t in catalog.live_texts_of(changed + removed)] + \
+                [tokenize(hit[2].text, before) for hit in retoken]
+            self.commit_milvus(catalog, collection, reads, rows, np.vstack([vectors, carried]), segmenter,
+                               gone_tokens, changed + removed, retoken, touched, words if fresh else None,
+                               stats, unknown)
+            embedded = sum(len(r.chunks) for r in reads)
+            return _report(catalog, self.started, full=False, embedded=embedded,
+                           version=f"{version.name}#{catalog.commit}", added=added, changed=changed,
+                           removed=removed, passages_per_second=round(embedded / seconds, 1)
+                           if embedded and seconds > 0 else None)
         seq = catalog.next_seq()
         name = _segment_name(seq)
         with _writing(self.index_dir, version / SEGMENTS / name):
@@ -502,9 +541,41 @@ class _Job:
                        added=added, changed=changed, removed=removed, merged=merged,
                        passages_per_second=round(embedded / seconds, 1) if embedded and seconds > 0 else None)
 
+    def commit_milvus(self, catalog: Catalog, collection: MilvusCollection, reads: list[_Read],
+                      rows: list[tuple[str, Chunk]], vectors: np.ndarray, segmenter: Segmenter,
+                      gone_tokens: list[list[str]], gone_sources: list[str], retoken: list,
+                      touched: list[SourceRow], words: list[str] | None, stats: dict, unknown: dict) -> None:
+        """Insert into the collection (ids the catalog does not know yet are ignored by searches), commit the
+        catalog in one transaction, then delete what it tombstoned from the collection."""
+        tokens = [tokenize(c.text, segmenter) for _, c in rows]
+        first = catalog.max_rowid() + 1
+        ids = list(range(first, first + len(rows)))
+        with _writing(self.index_dir):
+            with catalog.transaction() as db:
+                catalog.set_meta({"milvus_inflight": [first, first + len(rows) - 1]}, db)
+            collection.insert(ids, [collection.field_text(c.text, t) for (_, c), t in zip(rows, tokens, strict=True)],
+                              vectors)
+            commit = catalog.commit + 1
+            with catalog.transaction() as db:
+                for rel in gone_sources:
+                    Catalog.remove_source(db, rel)
+                db.executemany("UPDATE chunks SET dead = 1 WHERE rowid = ?", [(hit[0],) for hit in retoken])
+                Catalog.put_chunks(db, [(rel, "milvus", i, c) for i, (rel, c) in zip(ids, rows, strict=True)], ids)
+                for read in reads:
+                    Catalog.put_documents(db, read.source.rel, read.docs)
+                    Catalog.put_source(db, self.source_row(read, stats[read.source.rel], *unknown[read.source.rel]))
+                for row in touched:
+                    Catalog.put_source(db, row)
+                if words is not None:
+                    Catalog.put_words(db, words)
+                Catalog.update_terms(db, tokens, gone_tokens)
+                catalog.set_meta({"commit": commit, "built_at": _now(), "milvus_inflight": None}, db)
+            _milvus_purge(catalog, collection)
+
     # --- full: a new generation, switched to atomically ----------------------------------------------------
 
-    def full(self, sources: list[SourceFile], stats: dict[str, os.stat_result], reason: str) -> BuildReport:
+    def full(self, sources: list[SourceFile], stats: dict[str, os.stat_result], reason: str,
+             old_collection: MilvusCollection | None = None) -> BuildReport:
         name = f"v-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         tmp = self.index_dir / f".tmp-{name}"
         pointer_tmp = self.index_dir / f".{CURRENT}.{name}"
@@ -515,23 +586,40 @@ class _Job:
         segmenter = Segmenter(words)
         self.stage(f"embedding {len(texts)} chunks with {self.embeddings.model_name} (full rebuild: {reason})")
         seconds = 0.0
+        manifest = self.static_manifest(name)
+        collection = None
+        if self.backend.name == "milvus":
+            collection = MilvusCollection(self.backend.milvus_uri, manifest["backend"]["collection"],
+                                          self.backend.milvus_analyzer)
         with _writing(self.index_dir, tmp, self.index_dir / name, pointer_tmp):
             tmp.mkdir(parents=True)
             catalog = Catalog(tmp / CATALOG, create=True)
             try:
-                (tmp / MANIFEST).write_text(json.dumps(self.static_manifest(), ensure_ascii=False, indent=1),
-                                            encoding="utf-8")
+                (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+                if collection is not None:
+                    collection.create(int(self.embeddings.dimension), words)
+                next_id = 1
                 for batch in _batches(reads, SEGMENT_ROWS):
                     vectors, unknown, spent = self.embed(batch)
                     seconds += spent
                     rows = [(r.source.rel, c) for r in batch for c in r.chunks]
+                    tokens = [tokenize(c.text, segmenter) for _, c in rows]
                     seq = catalog.next_seq()
                     segment = _segment_name(seq)
-                    files = None
-                    if rows:
-                        postings, terms = postings_from_tokens([tokenize(c.text, segmenter) for _, c in rows])
+                    files = ids = None
+                    if rows and collection is not None:
+                        ids = list(range(next_id, next_id + len(rows)))
+                        next_id += len(rows)
+                        collection.insert(ids, [collection.field_text(c.text, t)
+                                                for (_, c), t in zip(rows, tokens, strict=True)], vectors)
+                    elif rows:
+                        postings, terms = postings_from_tokens(tokens)
                         files = write_segment(tmp, segment, vectors, postings, terms)
                     with catalog.transaction() as db:
+                        if ids is not None:
+                            Catalog.put_chunks(db, [(rel, "milvus", i, c)
+                                                    for i, (rel, c) in zip(ids, rows, strict=True)], ids)
+                            Catalog.update_terms(db, tokens, [])
                         if files is not None:
                             Catalog.put_segment(db, SegmentRow(segment, seq, len(rows), files))
                             Catalog.put_chunks(db, [(rel, segment, i, c) for i, (rel, c) in enumerate(rows)])
@@ -558,9 +646,15 @@ class _Job:
         with contextlib.suppress(OSError):
             _fsync_dir(self.index_dir)
         _remove_stale_versions(self.index_dir)
+        if old_collection is not None and (collection is None or old_collection.name != collection.name):
+            old_collection.drop()
         return report
 
-    def static_manifest(self) -> dict:
+    def static_manifest(self, generation: str) -> dict:
+        backend: dict = {"name": self.backend.name}
+        if self.backend.name == "milvus":
+            backend.update(uri=self.backend.milvus_uri, collection=collection_name(generation),
+                           analyzer=self.backend.milvus_analyzer)
         return {
             "format": FORMAT_VERSION,
             "built_at": _now(),
@@ -571,6 +665,7 @@ class _Job:
             "matching": MATCHING_NORMALIZATION,
             "lexicon": {"version": LEXICON_VERSION},
             "pipeline": pipeline_fingerprint(self.user_words),
+            "backend": backend,
         }
 
 
@@ -714,8 +809,8 @@ def pipeline_fingerprint(user_words: bool) -> dict:
 
 
 
-def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool,
-              user_words: bool = True) -> tuple[Path | None, str | None]:
+def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool, user_words: bool = True,
+              backend: Backend | None = None) -> tuple[Path | None, str | None]:
     """The live generation, and why a full build is needed (None if it is not)."""
     try:
         version = current_version(index_dir)
@@ -738,9 +833,49 @@ def _previous(index_dir: Path, embeddings, chunker: ChunkerSettings, full: bool,
         return version, f"text matching changed to {MATCHING_NORMALIZATION}"
     if manifest.get("pipeline") != pipeline_fingerprint(user_words):
         return version, "the tokeniser, its word lists or the user-dictionary setting changed"
+    was = manifest.get("backend", {})
+    backend = backend or Backend()
+    if was.get("name", "embedded") != backend.name or (backend.name == "milvus" and (
+            was.get("uri") != backend.milvus_uri or was.get("analyzer") != backend.milvus_analyzer)):
+        return version, f"the index backend changed to {backend.name}"
     if not _intact(version):
         return version, "the previous index is damaged"
     return version, None
+
+
+def _collection(version: Path) -> MilvusCollection | None:
+    backend = _static_manifest(version).get("backend", {})
+    if backend.get("name") != "milvus":
+        return None
+    return MilvusCollection(backend["uri"], backend["collection"], backend["analyzer"])
+
+
+def _old_collection(version: Path | None) -> MilvusCollection | None:
+    """The live generation's collection, dropped after a full build replaces it (None: not Milvus, unreadable)."""
+    try:
+        return _collection(version) if version is not None else None
+    except (IndexCorruptError, KeyError):
+        return None
+
+
+def _milvus_purge(catalog: Catalog, collection: MilvusCollection) -> None:
+    """Delete tombstoned chunks from the collection, then from the catalog (they are only tombstones there)."""
+    dead = catalog.dead_rowids()
+    if dead:
+        collection.delete(dead)
+        with catalog.transaction() as db:
+            db.execute("DELETE FROM chunks WHERE dead = 1")
+
+
+def _milvus_recover(catalog: Catalog, collection: MilvusCollection) -> None:
+    """Finish what a killed build left: rows it inserted but never committed, tombstones not yet deleted."""
+    inflight = catalog.meta("milvus_inflight")
+    if inflight:
+        live = set(catalog.live_rowids())
+        collection.delete([i for i in range(inflight[0], inflight[1] + 1) if i not in live])
+        with catalog.transaction() as db:
+            catalog.set_meta({"milvus_inflight": None}, db)
+    _milvus_purge(catalog, collection)
 
 
 def _intact(version: Path) -> bool:
@@ -751,6 +886,9 @@ def _intact(version: Path) -> bool:
         return False
     try:
         catalog.sources()
+        collection = _collection(version)
+        if collection is not None:
+            collection.check()
         for seg in catalog.segments():
             for file, (_digest, size) in seg.files.items():
                 path = version / SEGMENTS / seg.name / file

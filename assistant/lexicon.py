@@ -34,19 +34,18 @@ MIN_ALIGNED = 0.5  # share of its occurrences that start and end where jieba put
 
 
 class Segmenter:
-    """jieba cutting with an index's user words; never touches jieba's global dictionary."""
+    """jieba cutting with an index's user words; never touches jieba's global dictionary, and is not changed
+    by code that does (Milvus Lite's jieba analyzer adds its dictionary words to the global one in-process)."""
 
     def __init__(self, words: Sequence[str] = ()):
         from .lexical import load_jieba
 
         jieba = load_jieba()
         self.words = tuple(words)
-        if not self.words:
-            self._tokenizer = jieba.dt
-            return
+        freq, total = pristine_dictionary()
         private = jieba.Tokenizer()
-        private.FREQ = dict(jieba.dt.FREQ)  # about 10 ms: the default dictionary stays untouched
-        private.total = jieba.dt.total
+        private.FREQ = dict(freq)  # about 10 ms: the default dictionary stays untouched
+        private.total = total
         private.initialized = True
         for word in self.words:
             private.add_word(word)
@@ -57,6 +56,21 @@ class Segmenter:
 
     def cut_for_search(self, text: str) -> Iterable[str]:
         return self._tokenizer.cut_for_search(text)
+
+    def cut_plain(self, text: str) -> Iterable[str]:
+        """Dictionary words only (no HMM guesses for unknown runs)."""
+        return self._tokenizer.cut(text, HMM=False)
+
+
+@functools.cache
+def pristine_dictionary() -> tuple[dict[str, int], int]:
+    """jieba's default dictionary as shipped, read into a fresh tokenizer (from jieba's cache file, about half a
+    second once per process): code that adds words to the global tokenizer cannot reach it."""
+    from .lexical import load_jieba
+
+    fresh = load_jieba().Tokenizer()
+    fresh.initialize()
+    return fresh.FREQ, fresh.total
 
 
 @functools.cache
@@ -84,9 +98,9 @@ def sample_texts(texts: Sequence[str], max_chars: int) -> list[str]:
 
 def learn_words(texts: Iterable[str]) -> list[str]:
     """The corpus's own words that jieba's dictionary would split, most frequent first."""
-    from .lexical import load_jieba, matching_form
+    from .lexical import matching_form
 
-    jieba = load_jieba()
+    plain = default_segmenter()
     texts = [matching_form(t) for t in texts]
     found: Counter[str] = Counter()
     for text in texts:
@@ -103,7 +117,7 @@ def learn_words(texts: Iterable[str]) -> list[str]:
     for word, _count in found.most_common():
         if word[0] in stop_chars or word[-1] in stop_chars:
             continue
-        if len(list(jieba.dt.cut(word, HMM=False))) < 2:
+        if len(list(plain.cut_plain(word))) < 2:
             continue  # jieba already keeps it whole
         words.append(word)
         if len(words) >= MAX_WORDS:
@@ -163,14 +177,12 @@ def _frequent_ngrams(texts: Sequence[str]) -> Counter[str]:
 
 def _aligned(runs: Sequence[str], candidates: set[str]) -> Counter[str]:
     """How often each candidate starts and ends on jieba's own word boundaries."""
-    from .lexical import load_jieba
-
-    jieba = load_jieba()
+    plain = default_segmenter()
     aligned: Counter[str] = Counter()
     for run in runs:
         bounds = {0}
         pos = 0
-        for word in jieba.dt.cut(run, HMM=False):
+        for word in plain.cut_plain(run):
             pos += len(word)
             bounds.add(pos)
         for n in range(2, MAX_NGRAM + 1):

@@ -101,12 +101,12 @@ def _chinese_score(text: str) -> float:
     choice between GB and Big5 rests on the character frequencies of jieba's dictionary instead.
     """
     from .language import simplified
-    from .lexical import load_jieba
+    from .lexicon import pristine_dictionary
 
     sample = _FORMS.sub("", text[:20_000])
     if not sample:
         return 0.0
-    freq = load_jieba().dt.FREQ
+    freq = pristine_dictionary()[0]
     return sum(freq.get(ch, 0) >= 10 for ch in simplified(sample)) / len(sample)
 
 

@@ -61,13 +61,8 @@ class SegmentedVectorStore(VectorStore):
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         places = self._places(list(ids))
-        out = []
-        for cid in ids:
-            if cid in places:
-                seg, row = places[cid]
-                chunk = next(c for c in (self._chunk_at(seg, row),) if c is not None)
-                out.append(_document(chunk))
-        return out
+        chunks = [self._chunk_at(*places[cid]) for cid in ids if cid in places]
+        return [_document(c) for c in chunks if c is not None]
 
     def _chunk_at(self, segment: str, row: int):  # noqa: ANN202
         for part, rows in self.parts:
@@ -98,3 +93,26 @@ def _document(chunk) -> Document:  # noqa: ANN001 - a Chunk
     meta = chunk.as_dict()
     del meta["id"], meta["text"]
     return Document(page_content=chunk.text, metadata=meta, id=chunk.id)
+
+
+class MilvusVectorStore(SegmentedVectorStore):
+    """The same LangChain store over a Milvus collection (ids are the catalog's chunk rowids)."""
+
+    def __init__(self, embedding: Embeddings, dimension: int, collection, row_of: dict[int, int],  # noqa: ANN001
+                 chunks: Sequence, places=None):  # noqa: ANN001
+        super().__init__(embedding, dimension, [], chunks, places)
+        self.collection, self.row_of = collection, row_of
+
+    def search_by_vector(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        hits = self.collection.dense(vector, k + 10)
+        return [(self.row_of[i], s) for i, s in hits if i in self.row_of][:k]
+
+    def vectors_for(self, ids: Sequence[str]) -> np.ndarray:
+        places = self._places(list(ids))
+        if not ids:
+            return np.zeros((0, self.dimension), dtype="float32")
+        found = self.collection.vectors([places[i][1] for i in ids])
+        return np.vstack([found[places[i][1]] for i in ids])
+
+    def _chunk_at(self, segment: str, row: int):  # noqa: ANN202 - row is the rowid here
+        return self.chunks[self.row_of[row]] if row in self.row_of else None

@@ -63,16 +63,19 @@ def disk_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
-def full_build_in_child(corpus: Path, index: Path) -> tuple[float, float]:
+def full_build_in_child(corpus: Path, index: Path, backend) -> tuple[float, float]:  # noqa: ANN001
     """(seconds, peak RSS MB) of `build_index` in a fresh process, the model load excluded from the time."""
     code = ("import json,resource,sys,time\n"
+            "from assistant.config import Backend\n"
             "from assistant.embeddings import get_embeddings\nfrom assistant.indexing import build_index\n"
             "e=get_embeddings('intfloat/multilingual-e5-small'); e.dimension\n"
-            "t=time.perf_counter(); r=build_index(sys.argv[1], sys.argv[2], e, full=True)\n"
+            "b=Backend(*json.loads(sys.argv[3]))\n"
+            "t=time.perf_counter(); r=build_index(sys.argv[1], sys.argv[2], e, full=True, backend=b)\n"
             "print(json.dumps({'s': time.perf_counter()-t, 'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024,"
             " 'chunks': r.chunks}))\n")
-    out = subprocess.run([sys.executable, "-c", code, str(corpus), str(index)], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", code, str(corpus), str(index),
+                          json.dumps([backend.name, backend.milvus_uri, backend.milvus_analyzer])],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
     data = json.loads(out.stdout.strip().splitlines()[-1])
     return data["s"], data["rss"], data["chunks"]
 
@@ -82,11 +85,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 8000])
     parser.add_argument("--huge", action="store_true", help="also 50,000 articles")
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--backend", choices=["embedded", "milvus"], default="embedded",
+                        help="milvus: Milvus Lite in a file beside the index (needs the milvus extra)")
     args = parser.parse_args()
     sizes = args.sizes + ([50_000] if args.huge else [])
 
     from assistant import Assistant
-    from assistant.config import Settings
+    from assistant.config import Backend, Settings
     from assistant.embeddings import get_embeddings
     from assistant.indexing import build_index, load_index
     from assistant.squad import load_squad
@@ -95,39 +100,48 @@ def main() -> None:
     questions = [q.question for q in load_squad(DATASETS / FILES[2]).questions if q.answerable][: args.queries]
     embeddings = get_embeddings("intfloat/multilingual-e5-small")
     _ = embeddings.dimension
-    print(f"{len(pool)} sentences; backend: embedded (FAISS + BM25 segments, SQLite catalog)")
-    print("| articles | chunks | full build | peak RSS | add one | remove one | load | ask p50 / p95 | disk |")
-    print("| --: | --: | --: | --: | --: | --: | --: | --: | --: |")
+    label = "embedded (FAISS + BM25 segments, SQLite catalog)" if args.backend == "embedded" else \
+        "Milvus Lite (one collection, hybrid search server-side) + SQLite catalog"
+    print(f"{len(pool)} sentences; backend: {label}")
+    print("| articles | chunks | full build | peak RSS | add one | remove one | load | search p50 / p95 | "
+          "ask p50 / p95 | disk |")
+    print("| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |")
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             corpus, index = Path(tmp) / "corpus", Path(tmp) / "index"
+            backend = Backend(args.backend, str(Path(tmp) / "milvus.db") if args.backend == "milvus" else "")
             write_corpus(corpus, n, pool)
-            build_s, rss, chunks = full_build_in_child(corpus, index)
+            build_s, rss, chunks = full_build_in_child(corpus, index, backend)
             extra = corpus / "articles" / "zz-new.txt"
             extra.write_text("新文章\n\n" + "".join(pool[:SENTENCES_PER_ARTICLE]) + "\n", encoding="utf-8")
             t = time.perf_counter()
-            build_index(corpus, index, embeddings)
+            build_index(corpus, index, embeddings, backend=backend)
             add_s = time.perf_counter() - t
             extra.unlink()
             t = time.perf_counter()
-            build_index(corpus, index, embeddings)
+            build_index(corpus, index, embeddings, backend=backend)
             remove_s = time.perf_counter() - t
-            settings = Settings.load(corpus_dir=corpus, index_dir=index, data_dir=Path(tmp) / "data")
+            settings = Settings.load(corpus_dir=corpus, index_dir=index, data_dir=Path(tmp) / "data",
+                                     backend=backend.name, milvus_uri=backend.milvus_uri or None)
             Assistant(settings, load_index(index, embeddings), embeddings)  # the reader, once per process
             t = time.perf_counter()
             assistant = Assistant(settings, load_index(index, embeddings), embeddings)  # index + retrievers
             load_s = time.perf_counter() - t
             assistant.ask(questions[0])
-            times = []
+            times, search = [], []
             for q in questions:
                 t = time.perf_counter()
-                assistant.ask(q)
+                answer = assistant.ask(q)
                 times.append((time.perf_counter() - t) * 1000)
-            times.sort()
-            p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
+                search.append(answer.timings["retrieve_ms"])
+            size = disk_mb(index) + (disk_mb(Path(tmp)) - disk_mb(corpus) - disk_mb(index) if backend.milvus_uri else 0)
             print(f"| {n:,} | {chunks:,} | {build_s:.0f} s | {rss / 1024:.2f} GB | {add_s:.1f} s | {remove_s:.1f} s | "
-                  f"{load_s:.1f} s | {statistics.median(times):.0f} / {p95:.0f} ms | {disk_mb(index):.0f} MB |",
-                  flush=True)
+                  f"{load_s:.1f} s | {_p50_p95(search)} | {_p50_p95(times)} | {size:.0f} MB |", flush=True)
+
+
+def _p50_p95(values: list[float]) -> str:
+    values = sorted(values)
+    return f"{statistics.median(values):.0f} / {values[min(len(values) - 1, int(0.95 * len(values)))]:.0f} ms"
 
 
 if __name__ == "__main__":

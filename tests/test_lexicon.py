@@ -109,3 +109,16 @@ def _postings_of(index, row):
             a, z = csr.indptr[local[0]], csr.indptr[local[0] + 1]
             return Counter({segment.terms[c]: int(v) for c, v in zip(csr.indices[a:z], csr.data[a:z], strict=True)})
     raise AssertionError(f"row {row} is in no segment")
+
+
+def test_words_added_to_jiebas_global_dictionary_reach_no_segmenter():
+    # Milvus Lite's jieba analyzer calls jieba.add_word in-process; our cutting must not change with it
+    import subprocess
+    import sys
+
+    code = ("import jieba\nfrom assistant.lexicon import Segmenter, default_segmenter, learn_words\n"
+            "jieba.add_word('英伟达'); jieba.add_word('沃析科技')\n"
+            "print(list(default_segmenter().cut('英伟达的')), list(Segmenter(['星穹计划']).cut('沃析科技')),\n"
+            "      '沃析科技' in learn_words([" + repr(ARTICLE) + "]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['英', '伟达', '的'] ['沃析', '科技'] True"
