@@ -130,10 +130,23 @@ def _frequent_ngrams(texts: Sequence[str]) -> Counter[str]:
     runs = [run for text in texts for run in _HAN_RUN.findall(text)]
     counts: Counter[str] = Counter()
     for run in runs:
-        for n in range(1, MAX_NGRAM + 2):
-            for i in range(len(run) - n + 1):
-                counts[run[i:i + n]] += 1
+        counts.update(run)
+        counts.update(run[i:i + 2] for i in range(len(run) - 1))
     total = sum(c for g, c in counts.items() if len(g) == 1) or 1
+    # Level by level, an n-gram is counted only when both its (n-1)-grams recur (a-priori pruning): the counts of
+    # every gram that can recur stay exact, and memory stays near the number of recurring grams, not of all grams.
+    frequent = {g for g, c in counts.items() if len(g) == 2 and c >= MIN_COUNT}
+    for g in [g for g, c in counts.items() if len(g) == 2 and c < MIN_COUNT]:
+        del counts[g]
+    for n in range(3, MAX_NGRAM + 1):
+        level: Counter[str] = Counter()
+        for run in runs:
+            for i in range(len(run) - n + 1):
+                gram = run[i:i + n]
+                if gram[:-1] in frequent and gram[1:] in frequent:
+                    level[gram] += 1
+        frequent = {g for g, c in level.items() if c >= MIN_COUNT}
+        counts.update({g: level[g] for g in frequent})
     left: dict[str, Counter] = {}
     right: dict[str, Counter] = {}
     candidates = {g for g, c in counts.items() if 2 <= len(g) <= MAX_NGRAM and c >= MIN_COUNT}
