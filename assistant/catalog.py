@@ -318,23 +318,22 @@ class ChunkTable(Sequence):
             return [self[i] for i in range(*row.indices(len(self)))]
         rowid = int(self._rowids[row])
         chunk = self._cache.get(rowid)
-        if chunk is None:
-            self.prefetch([row])
-            chunk = self._cache[rowid]
-        return chunk
+        return chunk if chunk is not None else self._fetch([rowid])[rowid]
 
     def prefetch(self, rows: Iterable[int]) -> None:
         """Fetch many chunks in one query (the reranker's candidates)."""
-        wanted = [int(self._rowids[r]) for r in rows]
-        missing = [w for w in wanted if w not in self._cache]
-        if not missing:
-            return
-        if len(self._cache) + len(missing) > self._cache_size:
-            self._cache.clear()
-        found = self._catalog.chunks_by_rowid(missing)
-        if len(found) != len(set(missing)):
+        missing = [w for w in (int(self._rowids[r]) for r in rows) if w not in self._cache]
+        if missing:
+            self._fetch(missing)
+
+    def _fetch(self, rowids: list[int]) -> dict[int, Chunk]:
+        found = self._catalog.chunks_by_rowid(rowids)
+        if len(found) != len(set(rowids)):
             raise IndexCorruptError("The index changed on disk while it was read; load it again.")
+        if len(self._cache) + len(found) > self._cache_size:
+            self._cache = {}  # a new dict, so a concurrent reader of the old one is not disturbed
         self._cache.update(found)
+        return found
 
     def __iter__(self) -> Iterator[Chunk]:
         for start in range(0, len(self), 2000):
@@ -362,7 +361,7 @@ class DocumentTable(Mapping):
             if doc is None:
                 raise IndexCorruptError("The index changed on disk while it was read; load it again.")
             if len(self._cache) >= self._cache_size:
-                self._cache.clear()
+                self._cache = {}  # a new dict: a concurrent reader of the old one is not disturbed
             self._cache[doc_id] = doc
         return doc
 

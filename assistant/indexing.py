@@ -591,7 +591,7 @@ class _Job:
         if self.backend.name == "milvus":
             collection = MilvusCollection(self.backend.milvus_uri, manifest["backend"]["collection"],
                                           self.backend.milvus_analyzer)
-        with _writing(self.index_dir, tmp, self.index_dir / name, pointer_tmp):
+        with _writing(self.index_dir, tmp, self.index_dir / name, pointer_tmp), _dropped_on_failure(collection):
             tmp.mkdir(parents=True)
             catalog = Catalog(tmp / CATALOG, create=True)
             try:
@@ -767,6 +767,17 @@ def _merge(version: Path, catalog: Catalog, group: list[SegmentRow], stage: Call
     for seg in group:
         shutil.rmtree(version / SEGMENTS / seg.name, ignore_errors=True)
     return len(group)
+
+
+@contextlib.contextmanager
+def _dropped_on_failure(collection: MilvusCollection | None) -> Iterator[None]:
+    """A full build's new collection is dropped if the build fails before its switch."""
+    try:
+        yield
+    except BaseException:
+        if collection is not None:
+            collection.drop()
+        raise
 
 
 @contextlib.contextmanager

@@ -42,6 +42,9 @@ class Segmenter:
 
         jieba = load_jieba()
         self.words = tuple(words)
+        if not self.words:
+            self._tokenizer = _pristine_tokenizer()  # never given words, so it can be shared
+            return
         freq, total = pristine_dictionary()
         private = jieba.Tokenizer()
         private.FREQ = dict(freq)  # about 10 ms: the default dictionary stays untouched
@@ -63,13 +66,19 @@ class Segmenter:
 
 
 @functools.cache
-def pristine_dictionary() -> tuple[dict[str, int], int]:
+def _pristine_tokenizer():  # noqa: ANN202 - a jieba.Tokenizer
     """jieba's default dictionary as shipped, read into a fresh tokenizer (from jieba's cache file, about half a
     second once per process): code that adds words to the global tokenizer cannot reach it."""
     from .lexical import load_jieba
 
     fresh = load_jieba().Tokenizer()
     fresh.initialize()
+    return fresh
+
+
+def pristine_dictionary() -> tuple[dict[str, int], int]:
+    """The word frequencies of jieba's default dictionary, and their total."""
+    fresh = _pristine_tokenizer()
     return fresh.FREQ, fresh.total
 
 
