@@ -291,6 +291,20 @@ class Catalog:
                 "segments": self._query("SELECT count(*) FROM segments")[0][0],
                 "unknown_token_share": round(unk / tokens, 4) if tokens else 0.0}
 
+    def consistency_problem(self) -> str | None:
+        """A cheap check that a build can extend this catalog: every table reads, and every live chunk of a
+        segment points inside it (the rest is checked when segments load)."""
+        try:
+            with self._lock:
+                for table in ("meta", "sources", "documents", "segments", "chunks", "words", "terms"):
+                    self._db.execute(f"SELECT * FROM {table} LIMIT 1").fetchall()
+                (outside,), = self._db.execute(
+                    "SELECT count(*) FROM chunks c LEFT JOIN segments s ON s.name = c.segment WHERE c.dead = 0 "
+                    "AND c.segment != 'milvus' AND (s.name IS NULL OR c.seg_row < 0 OR c.seg_row >= s.rows)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        return f"{outside} chunks point outside their segments" if outside else None
+
     def integrity_problem(self) -> str | None:
         rows = self._query("PRAGMA integrity_check")
         return None if rows and rows[0][0] == "ok" else "; ".join(r[0] for r in rows[:3])

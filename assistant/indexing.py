@@ -896,7 +896,8 @@ def _intact(version: Path) -> bool:
     except IndexCorruptError:
         return False
     try:
-        catalog.sources()
+        if catalog.consistency_problem():
+            return False
         collection = _collection(version)
         if collection is not None:
             collection.check()
