@@ -154,8 +154,12 @@ def _segment(index_dir):
 
 
 def _sql(index_dir, statement):
-    with sqlite3.connect(current_version(index_dir) / "catalog.sqlite") as db:
-        db.execute(statement)
+    path = current_version(index_dir) / "catalog.sqlite"
+    try:
+        with sqlite3.connect(f"file:{path}?mode=rw", uri=True) as db:  # never creates a missing catalog
+            db.execute(statement)
+    except sqlite3.DatabaseError as exc:
+        raise OSError(f"the catalog is already too broken for this damage: {exc}") from None
 
 
 BROKEN = [
