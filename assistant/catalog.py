@@ -289,6 +289,7 @@ class Catalog:
                 "chunks": self._query("SELECT count(*) FROM chunks WHERE dead = 0")[0][0],
                 "references": self._query("SELECT count(*) FROM documents WHERE kind = 'reference'")[0][0],
                 "segments": self._query("SELECT count(*) FROM segments")[0][0],
+                "words": self._query("SELECT count(*) FROM words")[0][0],
                 "unknown_token_share": round(unk / tokens, 4) if tokens else 0.0}
 
     def consistency_problem(self) -> str | None:

@@ -42,7 +42,7 @@ from .corpus import IndexedDocument, SourceFile, process, scan_corpus, undo_add
 from .embeddings import Embedder
 from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
 from .language import MATCHING_NORMALIZATION
-from .lexical import BM25Index, tokenize
+from .lexical import BM25Index, bm25_idf, tokenize
 from .lexicon import LEXICON_VERSION, MAX_LEARN_CHARS, Segmenter, default_segmenter, learn_words, sample_texts
 from .milvus import MilvusBM25, MilvusCollection, collection_name
 from .segments import SEGMENTS, Segment, load_segment, postings_from_tokens, stack_postings, write_segment
@@ -111,7 +111,7 @@ class LoadedIndex:
     def idf(self) -> dict[str, float]:
         """BM25-style IDF of every token of the index, from the live chunks' document frequencies."""
         n = max(1, len(self.chunks))
-        return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in self.bm25.document_frequencies().items()}
+        return {t: bm25_idf(c, n) for t, c in self.bm25.document_frequencies().items()}
 
     @property
     def version(self) -> str:
@@ -151,9 +151,6 @@ class _ChunksById:
         if not found:
             raise KeyError(chunk_id)
         return found[0][1]
-
-    def __contains__(self, chunk_id: object) -> bool:
-        return bool(self._catalog.chunks_where("id = ?", (chunk_id,)))
 
 
 def _now() -> str:
@@ -239,30 +236,27 @@ def read_manifest(index_dir: Path) -> dict:
     manifest = _static_manifest(version)
     catalog = Catalog(version / CATALOG)
     try:
-        return _with_catalog(manifest, catalog)
+        manifest = _with_catalog(manifest, catalog)
+        chunk_ids = catalog.chunk_ids_by_source()
+        manifest["sources"] = {rel: {"hash": s.hash, "doc_ids": s.doc_ids, "chunk_ids": chunk_ids.get(rel, []),
+                                     "unk_tokens": s.unk_tokens, "tokens": s.tokens, "article_id": s.article_id,
+                                     "size": s.size, "mtime_ns": s.mtime_ns} for rel, s in catalog.sources().items()}
+        return manifest
     finally:
         catalog.close()
 
 
 def _with_catalog(manifest: dict, catalog: Catalog) -> dict:
-    sources = catalog.sources()
-    chunk_ids = catalog.chunk_ids_by_source()
-    unk = sum(s.unk_tokens for s in sources.values())
-    tokens = sum(s.tokens for s in sources.values())
-    segments = catalog.segments()
-    files = {f"{SEGMENTS}/{seg.name}/{name}": info for seg in segments for name, info in seg.files.items()}
-    heads = catalog.document_heads()
+    """The static manifest plus the catalog's counts and segment files (aggregate queries: cheap at any size)."""
+    counts = catalog.counts()
+    files = {f"{SEGMENTS}/{seg.name}/{name}": info for seg in catalog.segments() for name, info in seg.files.items()}
     return {
         **manifest,
-        "embedding": {**manifest["embedding"], "unknown_token_share": round(unk / tokens, 4) if tokens else 0.0},
-        "lexicon": {**manifest.get("lexicon", {}), "words": len(catalog.words())},
+        "embedding": {**manifest["embedding"], "unknown_token_share": counts.pop("unknown_token_share")},
+        "lexicon": {**manifest.get("lexicon", {}), "words": counts.pop("words")},
         "built_at": catalog.meta("built_at") or manifest.get("built_at"),
         "commit": catalog.commit,
-        "counts": {"documents": len(sources), "chunks": sum(len(v) for v in chunk_ids.values()),
-                   "references": sum(1 for h in heads if h[1] == "reference"), "segments": len(segments)},
-        "sources": {rel: {"hash": s.hash, "doc_ids": s.doc_ids, "chunk_ids": chunk_ids.get(rel, []),
-                          "unk_tokens": s.unk_tokens, "tokens": s.tokens, "article_id": s.article_id,
-                          "size": s.size, "mtime_ns": s.mtime_ns} for rel, s in sources.items()},
+        "counts": counts,
         "files": {name: info[0] for name, info in files.items()},
         "sizes": {name: info[1] for name, info in files.items()},
     }
@@ -432,10 +426,13 @@ class _Job:
     started_ns: int
     backend: Backend
 
+    def mtime(self, stat: os.stat_result) -> int:
+        """The modification time to trust next time; -1 for a file modified as the build began (read it again)."""
+        return -1 if stat.st_mtime_ns >= self.started_ns - RACY_NS else stat.st_mtime_ns
+
     def source_row(self, read: _Read, stat: os.stat_result, unk: int, total: int) -> SourceRow:
-        racy = stat.st_mtime_ns >= self.started_ns - RACY_NS  # modified as the build began: read it again next time
-        return SourceRow(read.source.rel, read.digest, stat.st_size, -1 if racy else stat.st_mtime_ns,
-                         read.source.article_id, unk, total, [d.id for d in read.docs])
+        return SourceRow(read.source.rel, read.digest, stat.st_size, self.mtime(stat), read.source.article_id, unk,
+                         total, [d.id for d in read.docs])
 
     def embed(self, reads: list[_Read]) -> tuple[np.ndarray, dict[str, tuple[int, int]], float]:
         """Vectors of the reads' chunks, unknown-token counts per file, and the seconds spent embedding."""
@@ -449,7 +446,7 @@ class _Job:
         unknown = {r.source.rel: self.embeddings.unknown_token_counts([c.text for c in r.chunks]) for r in reads}
         return np.asarray(vectors, dtype="float32"), unknown, seconds
 
-    # --- incremental: one small segment and one transaction ----------------------------------------------
+    # --- incremental: one small segment (or collection insert) and one transaction ------------------------
 
     def incremental(self, version: Path, catalog: Catalog, sources: list[SourceFile],
                     stats: dict[str, os.stat_result]) -> BuildReport:
@@ -461,9 +458,7 @@ class _Job:
             digest, before = source.content_hash(), old.get(source.rel)
             if before and before.hash == digest and before.article_id == source.article_id:
                 stat = stats[source.rel]
-                racy = stat.st_mtime_ns >= self.started_ns - RACY_NS
-                touched.append(SourceRow(**{**before.__dict__, "size": stat.st_size,
-                                            "mtime_ns": -1 if racy else stat.st_mtime_ns}))
+                touched.append(SourceRow(**{**before.__dict__, "size": stat.st_size, "mtime_ns": self.mtime(stat)}))
                 continue
             reads.append(_Read(source, digest, *process(source, self.chunker)))
         present = {s.rel for s in sources}
@@ -475,7 +470,7 @@ class _Job:
                 with _writing(self.index_dir), catalog.transaction() as db:
                     for row in touched:
                         Catalog.put_source(db, row)
-            return _report(catalog, self.started, full=False, embedded=0, up_to_date=True,
+            return _report(catalog, self.started, 0, full=False, up_to_date=True,
                            version=f"{version.name}#{catalog.commit}")
 
         previous = catalog.words()
@@ -484,70 +479,64 @@ class _Job:
                  if w not in known] if self.user_words and reads else []
         words = previous + fresh
         # live chunks a new word would cut differently: moved into the new segment, tokenised again
-        gone = set(changed) | set(removed)
-        retoken = [hit for hit in catalog.live_chunks_containing(fresh) if hit[1] not in gone]
-        self.stage(f"embedding {sum(len(r.chunks) for r in reads)} chunks with {self.embeddings.model_name}")
+        gone = changed + removed
+        retoken = [hit for hit in catalog.live_chunks_containing(fresh) if hit[1] not in removed and hit[1] not in changed]
+        embedded = sum(len(r.chunks) for r in reads)
+        self.stage(f"embedding {embedded} chunks with {self.embeddings.model_name}")
         vectors, unknown, seconds = self.embed(reads)
         collection = _collection(version)
         if collection is not None:
             _milvus_recover(catalog, collection)
-            found = collection.vectors([hit[0] for hit in retoken])
-            carried = np.vstack([found[hit[0]] for hit in retoken]) if retoken else vectors[:0]
-        else:
-            carried = _carried_vectors(version, catalog, retoken, vectors.shape[1])
+        vectors = np.vstack([vectors, _carried_vectors(version, catalog, retoken, vectors.shape[1], collection)])
         rows = [(r.source.rel, c) for r in reads for c in r.chunks] + [(hit[1], hit[2]) for hit in retoken]
         self.stage(f"writing {len(rows)} chunks ({len(fresh)} new words learned, "
                    f"{len(retoken)} chunks tokenised again for them)")
         segmenter = Segmenter(words)
+        tokens = [tokenize(c.text, segmenter) for _, c in rows]
+
+        def record(db: sqlite3.Connection) -> None:
+            """What every incremental commit writes besides the chunk rows."""
+            for rel in gone:
+                Catalog.remove_source(db, rel)
+            db.executemany("UPDATE chunks SET dead = 1 WHERE rowid = ?", [(hit[0],) for hit in retoken])
+            self.record(db, reads, stats, unknown)
+            for row in touched:
+                Catalog.put_source(db, row)
+            if fresh:
+                Catalog.put_words(db, words)
+            catalog.set_meta({"commit": catalog.commit + 1, "built_at": _now()}, db)
+
+        merged = 0
         if collection is not None:
             before = Segmenter(previous) if previous else default_segmenter()
-            gone_tokens = [tokenize(t, before) for t in catalog.live_texts_of(changed + removed)] + \
-                [tokenize(hit[2].text, before) for hit in retoken]
-            self.commit_milvus(catalog, collection, reads, rows, np.vstack([vectors, carried]), segmenter,
-                               gone_tokens, changed + removed, retoken, touched, words if fresh else None,
-                               stats, unknown)
-            embedded = sum(len(r.chunks) for r in reads)
-            return _report(catalog, self.started, full=False, embedded=embedded,
-                           version=f"{version.name}#{catalog.commit}", added=added, changed=changed,
-                           removed=removed, passages_per_second=round(embedded / seconds, 1)
-                           if embedded and seconds > 0 else None)
+            gone_tokens = [tokenize(t, before) for t in catalog.live_texts_of(gone) + [hit[2].text for hit in retoken]]
+            self.commit_milvus(catalog, collection, rows, tokens, vectors, gone_tokens, record)
+        else:
+            self.commit_segment(version, catalog, rows, tokens, vectors, record)
+            merged = _merge_segments(version, catalog, self.stage)
+            _remove_orphan_segments(version, catalog)
+        return _report(catalog, self.started, embedded, seconds, full=False, version=f"{version.name}#{catalog.commit}",
+                       added=added, changed=changed, removed=removed, merged=merged)
+
+    def commit_segment(self, version: Path, catalog: Catalog, rows: list[tuple[str, Chunk]],
+                       tokens: list[list[str]], vectors: np.ndarray,
+                       record: Callable[[sqlite3.Connection], None]) -> None:
+        """Write the new segment's files, then commit it and `record` in one transaction."""
         seq = catalog.next_seq()
         name = _segment_name(seq)
         with _writing(self.index_dir, version / SEGMENTS / name):
-            files = None
-            if rows:
-                postings, terms = postings_from_tokens([tokenize(c.text, segmenter) for _, c in rows])
-                files = write_segment(version, name, np.vstack([vectors, carried]), postings, terms)
-            commit = catalog.commit + 1
+            files = write_segment(version, name, vectors, *postings_from_tokens(tokens)) if rows else None
             with catalog.transaction() as db:
-                for rel in changed + removed:
-                    Catalog.remove_source(db, rel)
-                db.executemany("UPDATE chunks SET dead = 1 WHERE rowid = ?", [(hit[0],) for hit in retoken])
+                record(db)  # first: it tombstones the replaced files' chunks, which must not reach the new ones
                 if files is not None:
                     Catalog.put_segment(db, SegmentRow(name, seq, len(rows), files))
                     Catalog.put_chunks(db, [(rel, name, i, chunk) for i, (rel, chunk) in enumerate(rows)])
-                for read in reads:
-                    Catalog.put_documents(db, read.source.rel, read.docs)
-                    Catalog.put_source(db, self.source_row(read, stats[read.source.rel], *unknown[read.source.rel]))
-                for row in touched:
-                    Catalog.put_source(db, row)
-                if fresh:
-                    Catalog.put_words(db, words)
-                catalog.set_meta({"commit": commit, "built_at": _now()}, db)
-        merged = _merge_segments(version, catalog, self.stage)
-        _remove_orphan_segments(version, catalog)
-        embedded = sum(len(r.chunks) for r in reads)
-        return _report(catalog, self.started, full=False, embedded=embedded, version=f"{version.name}#{catalog.commit}",
-                       added=added, changed=changed, removed=removed, merged=merged,
-                       passages_per_second=round(embedded / seconds, 1) if embedded and seconds > 0 else None)
 
-    def commit_milvus(self, catalog: Catalog, collection: MilvusCollection, reads: list[_Read],
-                      rows: list[tuple[str, Chunk]], vectors: np.ndarray, segmenter: Segmenter,
-                      gone_tokens: list[list[str]], gone_sources: list[str], retoken: list,
-                      touched: list[SourceRow], words: list[str] | None, stats: dict, unknown: dict) -> None:
+    def commit_milvus(self, catalog: Catalog, collection: MilvusCollection, rows: list[tuple[str, Chunk]],
+                      tokens: list[list[str]], vectors: np.ndarray, gone_tokens: list[list[str]],
+                      record: Callable[[sqlite3.Connection], None]) -> None:
         """Insert into the collection (ids the catalog does not know yet are ignored by searches), commit the
         catalog in one transaction, then delete what it tombstoned from the collection."""
-        tokens = [tokenize(c.text, segmenter) for _, c in rows]
         first = catalog.max_rowid() + 1
         ids = list(range(first, first + len(rows)))
         with _writing(self.index_dir):
@@ -555,22 +544,19 @@ class _Job:
                 catalog.set_meta({"milvus_inflight": [first, first + len(rows) - 1]}, db)
             collection.insert(ids, [collection.field_text(c.text, t) for (_, c), t in zip(rows, tokens, strict=True)],
                               vectors)
-            commit = catalog.commit + 1
             with catalog.transaction() as db:
-                for rel in gone_sources:
-                    Catalog.remove_source(db, rel)
-                db.executemany("UPDATE chunks SET dead = 1 WHERE rowid = ?", [(hit[0],) for hit in retoken])
+                record(db)  # first: it tombstones the replaced files' chunks, which must not reach the new ones
                 Catalog.put_chunks(db, [(rel, "milvus", i, c) for i, (rel, c) in zip(ids, rows, strict=True)], ids)
-                for read in reads:
-                    Catalog.put_documents(db, read.source.rel, read.docs)
-                    Catalog.put_source(db, self.source_row(read, stats[read.source.rel], *unknown[read.source.rel]))
-                for row in touched:
-                    Catalog.put_source(db, row)
-                if words is not None:
-                    Catalog.put_words(db, words)
                 Catalog.update_terms(db, tokens, gone_tokens)
-                catalog.set_meta({"commit": commit, "built_at": _now(), "milvus_inflight": None}, db)
+                catalog.set_meta({"milvus_inflight": None}, db)
             _milvus_purge(catalog, collection)
+
+    def record(self, db: sqlite3.Connection, reads: list[_Read], stats: dict[str, os.stat_result],
+               unknown: dict[str, tuple[int, int]]) -> None:
+        """The documents and source rows of files read by this build."""
+        for read in reads:
+            Catalog.put_documents(db, read.source.rel, read.docs)
+            Catalog.put_source(db, self.source_row(read, stats[read.source.rel], *unknown[read.source.rel]))
 
     # --- full: a new generation, switched to atomically ----------------------------------------------------
 
@@ -623,16 +609,12 @@ class _Job:
                         if files is not None:
                             Catalog.put_segment(db, SegmentRow(segment, seq, len(rows), files))
                             Catalog.put_chunks(db, [(rel, segment, i, c) for i, (rel, c) in enumerate(rows)])
-                        for read in batch:
-                            Catalog.put_documents(db, read.source.rel, read.docs)
-                            Catalog.put_source(db, self.source_row(read, stats[read.source.rel],
-                                                                   *unknown[read.source.rel]))
+                        self.record(db, batch, stats, unknown)
                 with catalog.transaction() as db:
                     Catalog.put_words(db, words)
                     catalog.set_meta({"commit": 1, "built_at": _now()}, db)
-                report = _report(catalog, self.started, full=True, embedded=len(texts), version=f"{name}#1",
-                                 added=sorted(r.source.rel for r in reads), full_reason=reason,
-                                 passages_per_second=round(len(texts) / seconds, 1) if texts and seconds > 0 else None)
+                report = _report(catalog, self.started, len(texts), seconds, full=True, version=f"{name}#1",
+                                 added=sorted(r.source.rel for r in reads), full_reason=reason)
             finally:
                 catalog.close()
             _fsync_tree(tmp)
@@ -689,10 +671,14 @@ def _segment_name(seq: int) -> str:
     return f"s{seq:06d}-{secrets.token_hex(3)}"
 
 
-def _carried_vectors(version: Path, catalog: Catalog, hits: list, dimension: int) -> np.ndarray:
-    """The stored vectors of live chunks that move to a new segment, read from their segments."""
+def _carried_vectors(version: Path, catalog: Catalog, hits: list, dimension: int,
+                     collection: MilvusCollection | None) -> np.ndarray:
+    """The stored vectors of live chunks that move to a new segment, read from their segments (or the collection)."""
     if not hits:
         return np.zeros((0, dimension), dtype="float32")
+    if collection is not None:
+        found = collection.vectors([hit[0] for hit in hits])
+        return np.vstack([found[hit[0]] for hit in hits])
     rows = {seg.name: seg for seg in catalog.segments()}
     loaded: dict[str, Segment] = {}
     out = []
@@ -951,13 +937,14 @@ def _fsync_tree(root: Path) -> None:
 
 
 
-def _report(catalog: Catalog, started: float, **kwargs) -> BuildReport:
+def _report(catalog: Catalog, started: float, embedded: int, seconds: float = 0.0, **kwargs) -> BuildReport:
+    """What a build did; `seconds` spent embedding `embedded` chunks gives the rate."""
     manifest = _static_manifest(catalog.path.parent)
     counts = catalog.counts()
-    embedded = kwargs.pop("embedded")
     return BuildReport(
         documents=counts["documents"], chunks=counts["chunks"], references=counts["references"],
         model=manifest["embedding"]["model"], dimension=manifest["embedding"]["dimension"],
         unknown_token_share=counts["unknown_token_share"], seconds=round(time.perf_counter() - started, 2),
-        embedded=embedded, reused=counts["chunks"] - embedded, segments=counts["segments"], **kwargs,
+        embedded=embedded, reused=counts["chunks"] - embedded, segments=counts["segments"],
+        passages_per_second=round(embedded / seconds, 1) if embedded and seconds > 0 else None, **kwargs,
     )

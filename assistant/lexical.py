@@ -98,6 +98,11 @@ def matching_form(text: str) -> str:
     return simplified(unicodedata.normalize("NFKC", text)).lower()
 
 
+def bm25_idf(df: int, n: int) -> float:
+    """BM25's inverse document frequency, as bm25s's default ("lucene") computes it."""
+    return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+
 class BM25Index:
     """BM25 over the index's segments, scored with statistics of the whole live index.
 
@@ -131,8 +136,7 @@ class BM25Index:
         return {t: c for t, c in self._df.items() if t != "\u2205"}
 
     def idf(self, term: str) -> float:
-        df = self._df.get(term, 0)
-        return math.log(1 + (self.n - df + 0.5) / (df + 0.5))
+        return bm25_idf(self._df.get(term, 0), self.n)
 
     def scores(self, query_tokens: list[str]) -> np.ndarray:
         """The score of every live chunk (global row order) for the query tokens."""

@@ -124,20 +124,19 @@ class HybridRetriever(BaseRetriever):
         parts: dict[int, dict] = {}
         fused: dict[int, float] = {}
         w = 1.0 if self.mode == "dense" else self.effective_dense_weight
+        # a question's first MAX_DENSE_QUERY_CHARS carry its meaning; the encoder's cost grows with the square
+        vector = index.store.embeddings.encode_queries([query[:MAX_DENSE_QUERY_CHARS]])[0] \
+            if self.mode in ("dense", "hybrid") and w > 0 else None
+        tokens = expand(tokenize(query, index.segmenter)) if self.mode in ("bm25", "hybrid") else []
         server_side = getattr(index.bm25, "hybrid", None)  # Milvus fuses on the server (RRF, equal weights)
-        on_server = self.mode == "hybrid" and server_side is not None and w == 1.0
-        if on_server:
-            vector = index.store.embeddings.encode_queries([query[:MAX_DENSE_QUERY_CHARS]])[0]
-            for row, score in server_side(vector, expand(tokenize(query, index.segmenter)), CANDIDATES):
+        if self.mode == "hybrid" and server_side is not None and w == 1.0:
+            for row, score in server_side(vector, tokens, CANDIDATES):
                 parts[row], fused[row] = {"fused": score}, score
-        elif self.mode in ("dense", "hybrid") and w > 0:
-            # a question's first MAX_DENSE_QUERY_CHARS carry its meaning; the encoder's cost grows with the square
-            vector = index.store.embeddings.encode_queries([query[:MAX_DENSE_QUERY_CHARS]])[0]
-            for rank, (row, score) in enumerate(index.store.search_by_vector(vector, CANDIDATES)):
+        else:
+            for rank, (row, score) in enumerate(index.store.search_by_vector(vector, CANDIDATES)
+                                                if vector is not None else []):
                 parts.setdefault(row, {})["dense"] = score
                 fused[row] = fused.get(row, 0.0) + w / (RRF_K + rank + 1)
-        if self.mode == "bm25" or (self.mode == "hybrid" and not on_server):
-            tokens = expand(tokenize(query, index.segmenter))
             for rank, (row, score) in enumerate(index.bm25.top(tokens, CANDIDATES) if tokens else []):
                 parts.setdefault(row, {})["bm25"] = score
                 fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank + 1)

@@ -224,9 +224,13 @@ def test_a_broken_index_is_one_line_in_the_cli(corpus, tmp_path, embeddings):
     assert subprocess.run([sys.executable, "-m", "assistant", "index", "status"], env=env).returncode == 0
 
 
-@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+WRITE_FAILURES = [OSError(code, os.strerror(code)) for code in (errno.ENOSPC, errno.EROFS, errno.EACCES)] + [
+    RuntimeError("simulated crash while writing")]  # faiss reports a full disk as RuntimeError
+
+
+@pytest.mark.parametrize("failure", WRITE_FAILURES, ids=["ENOSPC", "EROFS", "EACCES", "RuntimeError"])
 def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_temp_folder(corpus, tmp_path, embeddings,
-                                                                         monkeypatch, code):
+                                                                         monkeypatch, failure):
     import assistant.indexing as indexing
 
     index_dir = tmp_path / "index"
@@ -237,18 +241,21 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_temp_folder(corpus, 
     real_write = indexing.write_segment
 
     def write_then_fail(*args):
-        real_write(*args)  # the segment is on disk when the disk gives out
-        raise OSError(code, os.strerror(code))
+        real_write(*args)  # the segment is on disk when the disk gives out; the catalog has not committed it
+        raise failure
 
     monkeypatch.setattr(indexing, "write_segment", write_then_fail)
     with pytest.raises(IndexWriteError, match="previous index is unchanged") as info:
         build_index(corpus, index_dir, embeddings)
-    assert "\n" not in str(info.value) and os.strerror(code) in str(info.value)
+    reason = failure.strerror if isinstance(failure, OSError) else str(failure)
+    assert "\n" not in str(info.value) and reason in str(info.value)
     assert sorted(p.name for p in index_dir.iterdir() if p.name not in (".lock", CURRENT)) == [before.name]
     assert sorted(p.name for p in (before / SEGMENTS).iterdir()) == segments
     assert current_version(index_dir) == before
+    assert not any(c.doc_id == "mars.md" for c in load_index(index_dir, embeddings).chunks)
     monkeypatch.undo()
-    assert build_index(corpus, index_dir, embeddings).added == ["articles/mars.md"]
+    report = build_index(corpus, index_dir, embeddings)  # the next build succeeds, incrementally
+    assert report.added == ["articles/mars.md"] and not report.full
 
 
 def test_an_unwritable_index_folder_is_one_line(corpus, tmp_path, embeddings):

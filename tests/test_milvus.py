@@ -5,13 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pymilvus  # noqa: F401 - make test installs it (the dev extra); a missing one fails, never skips
 import pytest
 
-pytest.importorskip("pymilvus", reason="make test installs pymilvus and milvus-lite (the dev extra)")
-
-from assistant import Assistant  # noqa: E402
-from assistant.config import Backend, Settings  # noqa: E402
-from assistant.indexing import build_index, load_index  # noqa: E402
+from assistant import Assistant
+from assistant.config import Backend, Settings
+from assistant.indexing import build_index, load_index
 
 NOTE = "# 火星基地\n\n火星基地计划于2030年建成,由潮汐工程公司负责。潮汐工程公司的创始人是王小明。\n"
 
@@ -43,6 +42,12 @@ def test_answers_adds_and_removals_through_milvus(corpus, tmp_path, embeddings, 
     assert "王小明" in answer.plain_answer and answer.sources[0].doc_id == "mars.md"
     collection = assistant.index.store.collection
     assert collection.count() == len(assistant.index.chunks)
+
+    (corpus / "articles" / "mars.md").write_text(NOTE.replace("王小明", "李青山"), encoding="utf-8")  # replaced
+    replaced = build_index(corpus, tmp_path / "index", embeddings, backend=_backend(tmp_path, analyzer))
+    assert replaced.changed == ["articles/mars.md"]
+    answer = assistant.ask("潮汐工程公司的创始人是谁?")
+    assert "李青山" in answer.plain_answer and collection.count() == len(assistant.index.chunks)
 
     (corpus / "articles" / "mars.md").unlink()
     build_index(corpus, tmp_path / "index", embeddings, backend=_backend(tmp_path, analyzer))
