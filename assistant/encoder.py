@@ -30,7 +30,8 @@ from .errors import ModelNotAvailableError
 
 MODEL_NAME = "intfloat/multilingual-e5-small"
 PACKED_FILE = "e5-small-q4.bin"
-FOLDER_VERSION = 1  # bump when the folder layout written below changes
+FOLDER_VERSION = 2  # bump when the folder layout written below changes (2: the word table also as Q4_0 .npy)
+WORD_Q, WORD_D = "word_embeddings.q.npy", "word_embeddings.d.npy"  # the word table's 4-bit values and scales
 PROMPTS = {"query": "query: ", "document": "passage: "}
 _QK = 32  # weights per Q4_0 block
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
@@ -46,6 +47,7 @@ class PackedModel:
     special: dict[str, int]  # bos, eos, pad, unk
     normalization: dict[int, str]  # code point -> replacement, as the packed tokenizer applies it
     tensors: dict[str, np.ndarray]
+    word_blocks: tuple[np.ndarray, np.ndarray] | None = None  # the word table's Q4_0 values (int8) and scales
 
 
 def packed_path() -> Path:
@@ -96,7 +98,7 @@ def read_packed(path: Path) -> PackedModel:
     pos += norm_bytes
     (n_tensors,) = struct.unpack_from("<i", data, pos)
     pos += 4
-    tensors = {}
+    tensors, word_blocks = {}, None
     for _ in range(n_tensors):
         (name_len,) = struct.unpack_from("<H", data, pos)
         name = data[pos + 2:pos + 2 + name_len].decode()
@@ -109,13 +111,15 @@ def read_packed(path: Path) -> PackedModel:
         else:
             blocks = np.frombuffer(data, _Q4_BLOCK, count // _QK, offset)
             low, high = blocks["qs"] & 0x0F, blocks["qs"] >> 4
-            weights = np.concatenate([low, high], axis=1).astype(np.float32) - 8.0
-            tensors[name] = (weights * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
+            values = np.concatenate([low, high], axis=1).astype(np.int8) - np.int8(8)
+            tensors[name] = (values.astype(np.float32) * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
+            if name == "emb.word":
+                word_blocks = (values, blocks["d"].copy())
     config = {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
               "intermediate_size": ffn, "vocab_size": vocab, "max_position_embeddings": max_pos,
               "type_vocab_size": type_vocab, "layer_norm_eps": float(np.float32(eps))}
     return PackedModel(config, pieces, scores, {"bos": bos, "eos": eos, "pad": pad, "unk": unk},
-                       normalization, tensors)
+                       normalization, tensors, word_blocks)
 
 
 def bert_state_dict(packed: PackedModel) -> dict[str, np.ndarray]:
@@ -198,6 +202,9 @@ def write_folder(packed: PackedModel, target: Path) -> None:
     }
     (target / "config.json").write_text(json.dumps(config, indent=1))
     save_file(bert_state_dict(packed), str(target / "model.safetensors"), metadata={"format": "pt"})
+    values, scales = packed.word_blocks
+    np.save(target / WORD_Q, values.reshape(c["vocab_size"], c["hidden_size"]))
+    np.save(target / WORD_D, scales.reshape(c["vocab_size"], c["hidden_size"] // _QK))
     build_tokenizer(packed).save(str(target / "tokenizer.json"))
     (target / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": c["max_position_embeddings"],
@@ -266,3 +273,42 @@ def _locked(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class QuantizedWordEmbeddings:
+    """The word table as the package stores it (4-bit values as int8, an fp16 scale per 32), memory-mapped and
+    dequantised per looked-up row: the same fp32 numbers as the 384 MB table in model.safetensors, bit for bit,
+    from 102 MB of which only the rows of tokens in use are ever read. Frozen (inference and the reader's
+    training keep the word table fixed)."""
+
+    def __init__(self, folder: Path):
+        self.values = np.load(Path(folder) / WORD_Q, mmap_mode="r")
+        self.scales = np.load(Path(folder) / WORD_D, mmap_mode="r")
+        self.num_embeddings, self.embedding_dim = self.values.shape
+
+    def module(self):  # noqa: ANN201 - a torch.nn.Module, built here so that torch is imported only when used
+        import torch
+
+        table = self
+
+        class Lookup(torch.nn.Module):
+            num_embeddings, embedding_dim = table.num_embeddings, table.embedding_dim
+
+            def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+                return torch.from_numpy(table.lookup(input_ids.cpu().numpy()))
+
+        return Lookup()
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        flat = np.asarray(ids, dtype=np.int64).reshape(-1)
+        values = self.values[flat].astype(np.float32).reshape(len(flat), -1, _QK)
+        rows = values * self.scales[flat].astype(np.float32)[:, :, None]
+        return rows.reshape(*np.shape(ids), self.embedding_dim)
+
+
+def use_quantized_word_embeddings(model, folder: Path) -> None:  # noqa: ANN001 - a transformers BERT model
+    """Swap the model's fp32 word table (memory-mapped from model.safetensors, its pages read as tokens
+    are met, up to 384 MB) for the same numbers from the 4-bit folder files. Folders written before those
+    files existed are left as they are."""
+    if (Path(folder) / WORD_Q).is_file() and (Path(folder) / WORD_D).is_file():
+        model.embeddings.word_embeddings = QuantizedWordEmbeddings(folder).module()

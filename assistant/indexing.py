@@ -17,9 +17,11 @@ segment folders that no committed row names are removed by the next build.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import fcntl
 import functools
+import gc
 import hashlib
 import json
 import math
@@ -29,10 +31,11 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from .catalog import CATALOG, Catalog, ChunkTable, DocumentTable, SegmentRow, SourceRow
@@ -45,7 +48,15 @@ from .language import MATCHING_NORMALIZATION
 from .lexical import BM25Index, bm25_idf, tokenize
 from .lexicon import LEXICON_VERSION, MAX_LEARN_CHARS, Segmenter, default_segmenter, learn_words, sample_texts
 from .milvus import MilvusBM25, MilvusCollection, collection_name
-from .segments import SEGMENTS, Segment, load_segment, postings_from_tokens, stack_postings, write_segment
+from .segments import (
+    SEGMENTS,
+    PostingsBuilder,
+    Segment,
+    load_segment,
+    postings_from_tokens,
+    stack_postings,
+    write_segment,
+)
 from .vectorstore import MilvusVectorStore, SegmentedVectorStore
 
 FORMAT_VERSION = 3  # 3: segments under a SQLite catalog
@@ -54,7 +65,8 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"
 UNK_WARN_SHARE = 0.2
 RACY_NS = 2_000_000_000  # files modified this close to a build's start are not trusted by size and time
-SEGMENT_ROWS = 50_000  # a full build writes segments of at most this many chunks (bounds its memory)
+SEGMENT_ROWS = 50_000  # a full build writes segments of at most this many chunks
+PART_ROWS = 2_000  # ... reading, embedding and tokenising this many at a time (its memory follows a part)
 MERGE_FACTOR = 8  # this many segments of one size tier (powers of 4 chunks) merge into one
 MAX_DEAD_SHARE = 0.3  # a segment with more tombstones than this is rewritten without them
 _VERSION_NAME = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{6}")
@@ -492,7 +504,7 @@ class _Job:
         self.stage(f"writing {len(rows)} chunks ({len(fresh)} new words learned, "
                    f"{len(retoken)} chunks tokenised again for them)")
         segmenter = Segmenter(words)
-        tokens = [tokenize(c.text, segmenter) for _, c in rows]
+        tokens = [tokenize(c.text, segmenter, cached=False) for _, c in rows]
 
         def record(db: sqlite3.Connection) -> None:
             """What every incremental commit writes besides the chunk rows."""
@@ -509,7 +521,7 @@ class _Job:
         merged = 0
         if collection is not None:
             before = Segmenter(previous) if previous else default_segmenter()
-            gone_tokens = [tokenize(t, before) for t in catalog.live_texts_of(gone) + [hit[2].text for hit in retoken]]
+            gone_tokens = [tokenize(t, before, cached=False) for t in catalog.live_texts_of(gone) + [hit[2].text for hit in retoken]]
             self.commit_milvus(catalog, collection, rows, tokens, vectors, gone_tokens, record)
         else:
             self.commit_segment(version, catalog, rows, tokens, vectors, record)
@@ -566,12 +578,13 @@ class _Job:
         tmp = self.index_dir / f".tmp-{name}"
         pointer_tmp = self.index_dir / f".{CURRENT}.{name}"
         self.stage(f"reading {len(sources)} files (full rebuild: {reason})")
-        reads = [_Read(s, s.content_hash(), *process(s, self.chunker)) for s in sources]
-        texts = [c.text for r in reads for c in r.chunks]
-        words = learn_words(sample_texts(texts, MAX_LEARN_CHARS)) if self.user_words else []
+        words = self.learn(sources) if self.user_words else []
         segmenter = Segmenter(words)
-        self.stage(f"embedding {len(texts)} chunks with {self.embeddings.model_name} (full rebuild: {reason})")
-        seconds = 0.0
+        self.stage(f"embedding the chunks of {len(sources)} files with {self.embeddings.model_name} "
+                   f"(full rebuild: {reason})")
+        # Files are read again batch by batch: memory follows one segment, not the corpus.
+        reads = (_Read(s, s.content_hash(), *process(s, self.chunker)) for s in sources)
+        seconds, embedded, added = 0.0, 0, []
         manifest = self.static_manifest(name)
         collection = None
         if self.backend.name == "milvus":
@@ -584,37 +597,45 @@ class _Job:
                 (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
                 if collection is not None:
                     collection.create(int(self.embeddings.dimension), words)
-                next_id = 1
-                for batch in _batches(reads, SEGMENT_ROWS):
-                    vectors, unknown, spent = self.embed(batch)
+                next_id, segment = 1, None
+                for part in _batches(reads, PART_ROWS):
+                    vectors, unknown, spent = self.embed(part)
                     seconds += spent
-                    rows = [(r.source.rel, c) for r in batch for c in r.chunks]
-                    tokens = [tokenize(c.text, segmenter) for _, c in rows]
-                    seq = catalog.next_seq()
-                    segment = _segment_name(seq)
-                    files = ids = None
-                    if rows and collection is not None:
+                    rows = [(r.source.rel, c) for r in part for c in r.chunks]
+                    embedded += len(rows)
+                    added.extend(r.source.rel for r in part)
+                    if collection is not None:
+                        tokens = [tokenize(c.text, segmenter, cached=False) for _, c in rows]
                         ids = list(range(next_id, next_id + len(rows)))
                         next_id += len(rows)
-                        collection.insert(ids, [collection.field_text(c.text, t)
-                                                for (_, c), t in zip(rows, tokens, strict=True)], vectors)
-                    elif rows:
-                        postings, terms = postings_from_tokens(tokens)
-                        files = write_segment(tmp, segment, vectors, postings, terms)
-                    with catalog.transaction() as db:
-                        if ids is not None:
+                        if rows:
+                            collection.insert(ids, [collection.field_text(c.text, t)
+                                                    for (_, c), t in zip(rows, tokens, strict=True)], vectors)
+                        with catalog.transaction() as db:
                             Catalog.put_chunks(db, [(rel, "milvus", i, c)
                                                     for i, (rel, c) in zip(ids, rows, strict=True)], ids)
                             Catalog.update_terms(db, tokens, [])
-                        if files is not None:
-                            Catalog.put_segment(db, SegmentRow(segment, seq, len(rows), files))
-                            Catalog.put_chunks(db, [(rel, segment, i, c) for i, (rel, c) in enumerate(rows)])
-                        self.record(db, batch, stats, unknown)
+                            self.record(db, part, stats, unknown)
+                        continue
+                    if segment is not None and segment.rows + len(rows) > SEGMENT_ROWS:
+                        segment.finish(tmp, catalog)
+                        segment = None
+                    if segment is None and rows:
+                        segment = _SegmentDraft(catalog.next_seq(), int(vectors.shape[1]))
+                    with catalog.transaction() as db:  # the generation is not live yet: rows before their segment
+                        if rows:
+                            Catalog.put_chunks(db, [(rel, segment.name, segment.rows + i, c)
+                                                    for i, (rel, c) in enumerate(rows)])
+                            segment.add(vectors, (tokenize(c.text, segmenter, cached=False) for _, c in rows))
+                        self.record(db, part, stats, unknown)
+                    _release_memory()
+                if segment is not None:
+                    segment.finish(tmp, catalog)
                 with catalog.transaction() as db:
                     Catalog.put_words(db, words)
                     catalog.set_meta({"commit": 1, "built_at": _now()}, db)
-                report = _report(catalog, self.started, len(texts), seconds, full=True, version=f"{name}#1",
-                                 added=sorted(r.source.rel for r in reads), full_reason=reason)
+                report = _report(catalog, self.started, embedded, seconds, full=True, version=f"{name}#1",
+                                 added=sorted(added), full_reason=reason)
             finally:
                 catalog.close()
             _fsync_tree(tmp)
@@ -631,6 +652,15 @@ class _Job:
         if old_collection is not None and (collection is None or old_collection.name != collection.name):
             old_collection.drop()
         return report
+
+    def learn(self, sources: list[SourceFile]) -> list[str]:
+        """The user words of a full build, learned from an even sample of every file's chunk texts (the files
+        are read here for their texts alone; the chunks are not kept)."""
+        texts = [c.text for source in sources for c in process(source, self.chunker)[1]]
+        words = learn_words(sample_texts(texts, MAX_LEARN_CHARS))
+        del texts
+        _release_memory()
+        return words
 
     def static_manifest(self, generation: str) -> dict:
         backend: dict = {"name": self.backend.name}
@@ -656,7 +686,38 @@ def _same_by_stat(before: SourceRow | None, source: SourceFile, stat: os.stat_re
         and stat.st_mtime_ns == before.mtime_ns and before.article_id == source.article_id
 
 
-def _batches(reads: list[_Read], rows: int) -> Iterator[list[_Read]]:
+class _SegmentDraft:
+    """A segment of a full build, filled part by part: its vectors in a FAISS index, its postings counted as they
+    come (the parts' chunks and tokens are not kept)."""
+
+    def __init__(self, seq: int, dimension: int):
+        self.seq, self.name = seq, _segment_name(seq)
+        self.dense = faiss.IndexFlatIP(dimension)
+        self.postings = PostingsBuilder()
+
+    @property
+    def rows(self) -> int:
+        return int(self.dense.ntotal)
+
+    def add(self, vectors: np.ndarray, tokens: Iterable[list[str]]) -> None:
+        self.dense.add(np.ascontiguousarray(vectors, dtype="float32"))
+        for toks in tokens:
+            self.postings.add(toks)
+
+    def finish(self, version: Path, catalog: Catalog) -> None:
+        files = write_segment(version, self.name, self.dense, *self.postings.build())
+        with catalog.transaction() as db:
+            Catalog.put_segment(db, SegmentRow(self.name, self.seq, self.rows, files))
+
+
+def _release_memory() -> None:
+    """Hand memory freed by a large temporary structure back to the OS (glibc keeps it in its arenas)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _batches(reads: Iterable[_Read], rows: int) -> Iterator[list[_Read]]:
     batch, size = [], 0
     for read in reads:
         if batch and size + len(read.chunks) > rows:

@@ -60,14 +60,14 @@ def expand(tokens: list[str]) -> list[str]:
 
 
 def load_jieba():
-    """The jieba module, initialised once per process (its dictionary load takes about a second)."""
+    """The jieba module, quiet. Its global dictionary is never loaded here: segmenters read their own copy
+    (`lexicon.Segmenter`), which saves ~100 MB and keeps them safe from code that adds words to the global one."""
     global _jieba_ready
     import jieba as _module
 
     with _jieba_lock:
         if not _jieba_ready:
             _module.setLogLevel(logging.WARNING)
-            _module.initialize()
             _jieba_ready = True
     return _module
 
@@ -82,9 +82,11 @@ def _content_words(words, unique: bool = False) -> list[str]:
     return out
 
 
-def tokenize(text: str, segmenter: Segmenter | None = None) -> list[str]:
-    """Lower-cased jieba search-mode tokens (a word and its sub-words), for BM25."""
-    return _content_words((segmenter or default_segmenter()).cut_for_search(matching_form(text)))
+def tokenize(text: str, segmenter: Segmenter | None = None, cached: bool = True) -> list[str]:
+    """Lower-cased jieba search-mode tokens (a word and its sub-words), for BM25. A build passes
+    `cached=False`: it sees each text once, and caching every chunk would only hold memory."""
+    form = matching_form(text) if cached else normal_form(text)
+    return _content_words((segmenter or default_segmenter()).cut_for_search(form))
 
 
 def terms(text: str, segmenter: Segmenter | None = None) -> list[str]:
@@ -92,10 +94,15 @@ def terms(text: str, segmenter: Segmenter | None = None) -> list[str]:
     return _content_words((segmenter or default_segmenter()).cut(matching_form(text)), unique=True)
 
 
-@functools.lru_cache(maxsize=65536)  # the reranker asks for the same chunks' forms query after query
-def matching_form(text: str) -> str:
+def normal_form(text: str) -> str:
     """NFKC, lower case, Traditional as Simplified: a question in either script matches text in either."""
     return simplified(unicodedata.normalize("NFKC", text)).lower()
+
+
+@functools.lru_cache(maxsize=65536)  # the reranker asks for the same chunks' forms query after query
+def matching_form(text: str) -> str:
+    """`normal_form`, remembered."""
+    return normal_form(text)
 
 
 def bm25_idf(df: int, n: int) -> float:

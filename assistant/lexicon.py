@@ -43,7 +43,7 @@ class Segmenter:
         jieba = load_jieba()
         self.words = tuple(words)
         if not self.words:
-            self._tokenizer = _pristine_tokenizer()  # never given words, so it can be shared
+            self._tokenizer = pristine_tokenizer()  # never given words, so it can be shared
             return
         freq, total = pristine_dictionary()
         private = jieba.Tokenizer()
@@ -66,7 +66,7 @@ class Segmenter:
 
 
 @functools.cache
-def _pristine_tokenizer():  # noqa: ANN202 - a jieba.Tokenizer
+def pristine_tokenizer():  # noqa: ANN202 - a jieba.Tokenizer
     """jieba's default dictionary as shipped, read into a fresh tokenizer (from jieba's cache file, about half a
     second once per process): code that adds words to the global tokenizer cannot reach it."""
     from .lexical import load_jieba
@@ -78,7 +78,7 @@ def _pristine_tokenizer():  # noqa: ANN202 - a jieba.Tokenizer
 
 def pristine_dictionary() -> tuple[dict[str, int], int]:
     """The word frequencies of jieba's default dictionary, and their total."""
-    fresh = _pristine_tokenizer()
+    fresh = pristine_tokenizer()
     return fresh.FREQ, fresh.total
 
 
@@ -107,10 +107,10 @@ def sample_texts(texts: Sequence[str], max_chars: int) -> list[str]:
 
 def learn_words(texts: Iterable[str]) -> list[str]:
     """The corpus's own words that jieba's dictionary would split, most frequent first."""
-    from .lexical import matching_form
+    from .lexical import normal_form
 
     plain = default_segmenter()
-    texts = [matching_form(t) for t in texts]
+    texts = [normal_form(t) for t in texts]
     found: Counter[str] = Counter()
     for text in texts:
         for m in _QUOTED.finditer(text):
@@ -123,7 +123,7 @@ def learn_words(texts: Iterable[str]) -> list[str]:
         found[word] += count
     stop_chars = _stop_chars()
     words = []
-    for word, _count in found.most_common():
+    for word, _count in sorted(found.items(), key=lambda kv: (-kv[1], kv[0])):  # ties in a fixed order
         if word[0] in stop_chars or word[-1] in stop_chars:
             continue
         if len(list(plain.cut_plain(word))) < 2:
@@ -156,10 +156,40 @@ def _frequent_ngrams(texts: Sequence[str]) -> Counter[str]:
                     level[gram] += 1
         frequent = {g for g, c in level.items() if c >= MIN_COUNT}
         counts.update({g: level[g] for g in frequent})
-    left: dict[str, Counter] = {}
-    right: dict[str, Counter] = {}
     candidates = {g for g, c in counts.items() if 2 <= len(g) <= MAX_NGRAM and c >= MIN_COUNT}
-    edge = 0  # a run boundary counts as a distinct free neighbour, except a digit (5月至, 长约3米)
+    # The cheap tests first, on counts alone; neighbours are gathered only for the grams that pass them
+    # (one Counter pair per gram was most of this function's memory).
+    stop_chars = _stop_chars()
+    candidates = {g for g in candidates if not any(ch in stop_chars for ch in g)}  # names do not hold 的, 了, 于
+    candidates = {g for g in candidates if _cohesion(g, counts, total) >= MIN_COHESION}
+    aligned = _aligned(runs, candidates)
+    # it straddles words jieba knows (党委|副书记 -> 委副书记)
+    candidates = {g for g in candidates if aligned[g] >= MIN_ALIGNED * counts[g]}
+    del aligned, runs
+    left, right = _neighbours(texts, candidates)
+    out: Counter[str] = Counter({g: counts[g] for g in candidates
+                                 if min(_entropy(left[g]), _entropy(right[g])) >= MIN_FREEDOM})
+    # A gram inside a longer accepted gram that occurs just as often is only a piece of it.
+    pieces = {gram[i:j] for gram in out for i in range(len(gram)) for j in range(i + 2, len(gram) + 1)
+              if j - i < len(gram) and gram[i:j] in out and out[gram] >= 0.9 * out[gram[i:j]]}
+    for piece in pieces:
+        del out[piece]
+    return out
+
+
+def _cohesion(gram: str, counts: Counter[str], total: int) -> float:
+    """Normalised PMI of the gram's weakest split, in [-1, 1]."""
+    p = counts[gram] / total
+    return min(math.log(p / ((counts[gram[:k]] / total) * (counts[gram[k:]] / total)))
+               for k in range(1, len(gram))) / -math.log(p)
+
+
+def _neighbours(texts: Sequence[str], grams: set[str]) -> tuple[dict[str, Counter], dict[str, Counter]]:
+    """The characters seen left and right of each gram. A run boundary counts as a distinct free neighbour
+    (a new number each time), except a digit, which counts as one symbol (5月至, 长约3米)."""
+    left: dict[str, Counter] = {g: Counter() for g in grams}
+    right: dict[str, Counter] = {g: Counter() for g in grams}
+    edge = 0
     for text in texts:
         for m in _HAN_RUN.finditer(text):
             run, a, b = m.group(), m.start(), m.end()
@@ -168,33 +198,11 @@ def _frequent_ngrams(texts: Sequence[str]) -> Counter[str]:
             for n in range(2, MAX_NGRAM + 1):
                 for i in range(len(run) - n + 1):
                     gram = run[i:i + n]
-                    if gram in candidates:
+                    if gram in grams:
                         edge += 1
-                        left.setdefault(gram, Counter())[run[i - 1] if i else (before or edge)] += 1
-                        right.setdefault(gram, Counter())[run[i + n] if i + n < len(run) else (after or -edge)] += 1
-    stop_chars = _stop_chars()
-    aligned = _aligned(runs, candidates)
-    out: Counter[str] = Counter()
-    for gram in candidates:
-        if any(ch in stop_chars for ch in gram):
-            continue  # names do not hold 的, 了, 于 ...
-        if aligned[gram] < MIN_ALIGNED * counts[gram]:
-            continue  # it straddles words jieba knows (党委|副书记 -> 委副书记)
-        c = counts[gram]
-        p = c / total
-        cohesion = min(math.log(p / ((counts[gram[:k]] / total) * (counts[gram[k:]] / total)))
-                       for k in range(1, len(gram))) / -math.log(p)  # normalised PMI, in [-1, 1]
-        if cohesion < MIN_COHESION:
-            continue
-        if min(_entropy(left[gram]), _entropy(right[gram])) < MIN_FREEDOM:
-            continue
-        out[gram] = c
-    # A gram inside a longer accepted gram that occurs just as often is only a piece of it.
-    pieces = {gram[i:j] for gram in out for i in range(len(gram)) for j in range(i + 2, len(gram) + 1)
-              if j - i < len(gram) and gram[i:j] in out and out[gram] >= 0.9 * out[gram[i:j]]}
-    for piece in pieces:
-        del out[piece]
-    return out
+                        left[gram][run[i - 1] if i else (before or edge)] += 1
+                        right[gram][run[i + n] if i + n < len(run) else (after or -edge)] += 1
+    return left, right
 
 
 def _aligned(runs: Sequence[str], candidates: set[str]) -> Counter[str]:

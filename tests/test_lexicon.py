@@ -87,7 +87,7 @@ def test_an_add_tokenises_only_what_changed_and_every_chunk_keeps_exact_tokens(t
 
     tokenised = []
     real = indexing.tokenize
-    monkeypatch.setattr(indexing, "tokenize", lambda text, seg=None: tokenised.append(text) or real(text, seg))
+    monkeypatch.setattr(indexing, "tokenize", lambda text, seg=None, cached=True: tokenised.append(text) or real(text, seg, cached))
     new = "# 潮汐工程\n\n潮汐工程于2024年启动。潮汐工程由岚屿牵头。潮汐工程的预算为三亿元。\n"
     (corpus / "articles" / "tide.md").write_text(new, encoding="utf-8")
     build_index(corpus, tmp_path / "index", embeddings)

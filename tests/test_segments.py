@@ -66,6 +66,24 @@ def test_adds_removals_and_merges_score_like_one_full_build(corpus, tmp_path, em
     assert incremental.idf == once.idf
 
 
+def test_a_full_build_in_many_parts_and_segments_scores_like_one(corpus, tmp_path, embeddings, monkeypatch):
+    for i in range(7):
+        (corpus / "articles" / f"lab{i}.txt").write_text(_article(i), encoding="utf-8")
+    whole = build_index(corpus, tmp_path / "whole", embeddings)
+    monkeypatch.setattr(indexing, "PART_ROWS", 3)  # files are read, embedded and tokenised a few at a time
+    monkeypatch.setattr(indexing, "SEGMENT_ROWS", 12)
+    parts = build_index(corpus, tmp_path / "parts", embeddings)
+    assert whole.segments == 1 and parts.segments >= 3 and parts.chunks == whole.chunks
+    one, many = load_index(tmp_path / "whole", embeddings), load_index(tmp_path / "parts", embeddings, verify=True)
+    assert [c.id for c in many.chunks] == [c.id for c in one.chunks]  # same order: files in corpus order
+    assert many.segmenter.words == one.segmenter.words
+    for query in QUERIES:
+        assert _scores_by_id(many, query) == _scores_by_id(one, query)
+        vector = embeddings.encode_queries([query])[0]
+        got = [(many.chunks[r].id, round(s, 4)) for r, s in many.store.search_by_vector(vector, 8)]
+        assert got == [(one.chunks[r].id, round(s, 4)) for r, s in one.store.search_by_vector(vector, 8)]
+
+
 def test_removing_every_chunk_of_a_segment_drops_the_segment(corpus, tmp_path, embeddings):
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, embeddings)

@@ -8,6 +8,7 @@ the question well enough, or the kind asked for is missing, it refuses and says 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from ..chunking import split_sentences
 from ..followup import subject_of
 from ..language import data
 from ..lexical import load_jieba, synonyms, terms
-from ..lexicon import Segmenter
+from ..lexicon import Segmenter, pristine_tokenizer
 from ..retrieval import QuestionProfile, Source, coverage, type_match
 from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft, clip_answer, refusal
 
@@ -300,13 +301,19 @@ class _Span:
         return self._start + len(self._text)
 
 
+@functools.cache
+def _tagger():  # noqa: ANN202 - a jieba.posseg.POSTokenizer
+    """jieba's part-of-speech tagger over the pristine dictionary (see lexicon.Segmenter)."""
+    load_jieba()
+    import jieba.posseg
+
+    return jieba.posseg.POSTokenizer(pristine_tokenizer())
+
+
 def _person_names(text: str):
     """Person names by jieba's part-of-speech tags; '·' joins the parts of a transliterated name."""
-    import jieba.posseg as pseg
-
-    load_jieba()
     pos, name, name_start = 0, "", 0
-    for word, flag in pseg.cut(text):
+    for word, flag in _tagger().cut(text):
         if flag in ("nr", "nrt", "nrfg") or (name and word == "·") or (name.endswith("·") and flag.startswith("n")):
             if not name:
                 name_start = pos
