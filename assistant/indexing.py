@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from .catalog import CATALOG, Catalog, ChunkTable, DocumentTable, SegmentRow, SourceRow
@@ -621,7 +620,7 @@ class _Job:
                         segment.finish(tmp, catalog)
                         segment = None
                     if segment is None and rows:
-                        segment = _SegmentDraft(catalog.next_seq(), int(vectors.shape[1]))
+                        segment = _SegmentDraft(catalog.next_seq(), int(vectors.shape[1]), len(rows))
                     with catalog.transaction() as db:  # the generation is not live yet: rows before their segment
                         if rows:
                             Catalog.put_chunks(db, [(rel, segment.name, segment.rows + i, c)
@@ -687,25 +686,26 @@ def _same_by_stat(before: SourceRow | None, source: SourceFile, stat: os.stat_re
 
 
 class _SegmentDraft:
-    """A segment of a full build, filled part by part: its vectors in a FAISS index, its postings counted as they
-    come (the parts' chunks and tokens are not kept)."""
+    """A segment of a full build, filled part by part: its vectors and its postings counted as they come (the
+    parts' chunks and tokens are not kept)."""
 
-    def __init__(self, seq: int, dimension: int):
+    def __init__(self, seq: int, dimension: int, first: int):
         self.seq, self.name = seq, _segment_name(seq)
-        self.dense = faiss.IndexFlatIP(dimension)
+        # np.empty: pages are taken as rows are written, and no buffer doubles as it grows. A segment takes parts
+        # while they fit in SEGMENT_ROWS; a single larger part (one huge file) gets a segment of its own size.
+        self.vectors = np.empty((max(SEGMENT_ROWS, first), dimension), dtype="float32")
+        self.rows = 0
         self.postings = PostingsBuilder()
 
-    @property
-    def rows(self) -> int:
-        return int(self.dense.ntotal)
-
     def add(self, vectors: np.ndarray, tokens: Iterable[list[str]]) -> None:
-        self.dense.add(np.ascontiguousarray(vectors, dtype="float32"))
+        self.vectors[self.rows:self.rows + len(vectors)] = vectors
+        self.rows += len(vectors)
         for toks in tokens:
             self.postings.add(toks)
 
     def finish(self, version: Path, catalog: Catalog) -> None:
-        files = write_segment(version, self.name, self.dense, *self.postings.build())
+        files = write_segment(version, self.name, self.vectors[:self.rows], *self.postings.build())
+        self.vectors = None
         with catalog.transaction() as db:
             Catalog.put_segment(db, SegmentRow(self.name, self.seq, self.rows, files))
 
@@ -768,11 +768,28 @@ def _merge_segments(version: Path, catalog: Catalog, stage: Callable[[str], None
 
 
 def _merge_plan(catalog: Catalog) -> list[list[SegmentRow]]:
+    """Groups of segments to merge: MERGE_FACTOR or more of one size tier (powers of 4 live chunks), cut so that no
+    merged segment passes SEGMENT_ROWS; segments of half that size or more are final (as Lucene's tiered policy
+    leaves segments near its largest merged size), so an add never rewrites a large part of a big index.
+    A segment with too many tombstones is rewritten alone."""
     segments, dead = catalog.segments(), catalog.dead_counts()
+    live = {seg.name: seg.rows - dead.get(seg.name, 0) for seg in segments}
     tiers: dict[int, list[SegmentRow]] = {}
     for seg in segments:
-        tiers.setdefault(int(math.log(max(1, seg.rows - dead.get(seg.name, 0)), 4)), []).append(seg)
-    groups = [members for _, members in sorted(tiers.items()) if len(members) >= MERGE_FACTOR]
+        if 2 * live[seg.name] < SEGMENT_ROWS:
+            tiers.setdefault(int(math.log(max(1, live[seg.name]), 4)), []).append(seg)
+    groups: list[list[SegmentRow]] = []
+    for _, members in sorted(tiers.items()):
+        if len(members) < MERGE_FACTOR:
+            continue
+        group, rows = [], 0
+        for seg in sorted(members, key=lambda s: (live[s.name], s.seq)):
+            if group and rows + live[seg.name] > SEGMENT_ROWS:
+                groups += [group] if len(group) > 1 else []
+                group, rows = [], 0
+            group.append(seg)
+            rows += live[seg.name]
+        groups += [group] if len(group) > 1 else []
     chosen = {seg.name for group in groups for seg in group}
     groups += [[seg] for seg in segments
                if seg.name not in chosen and seg.rows and dead.get(seg.name, 0) / seg.rows > MAX_DEAD_SHARE]

@@ -83,8 +83,7 @@ class PostingsBuilder:
 
     def build(self) -> tuple[sparse.csc_array, list[str]]:
         data = np.ones(len(self.rows), dtype=np.int32)
-        matrix = sparse.coo_array((data, (np.frombuffer(self.rows, np.int32).astype(np.int64),
-                                          np.frombuffer(self.cols, np.int32).astype(np.int64))),
+        matrix = sparse.coo_array((data, (np.frombuffer(self.rows, np.int32), np.frombuffer(self.cols, np.int32))),
                                   shape=(self.n, len(self.vocab))).tocsc()
         matrix.sum_duplicates()
         return matrix, list(self.vocab)

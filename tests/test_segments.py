@@ -84,6 +84,26 @@ def test_a_full_build_in_many_parts_and_segments_scores_like_one(corpus, tmp_pat
         assert got == [(one.chunks[r].id, round(s, 4)) for r, s in one.store.search_by_vector(vector, 8)]
 
 
+def test_full_size_segments_are_never_merged_by_an_add(corpus, tmp_path, embeddings, monkeypatch):
+    monkeypatch.setattr(indexing, "MERGE_FACTOR", 2)
+    monkeypatch.setattr(indexing, "PART_ROWS", 3)
+    monkeypatch.setattr(indexing, "SEGMENT_ROWS", 12)
+    for i in range(7):
+        (corpus / "articles" / f"lab{i}.txt").write_text(_article(i), encoding="utf-8")
+    full = build_index(corpus, tmp_path / "index", embeddings, user_words=False)
+    index = load_index(tmp_path / "index", embeddings)
+    big = {segment.name for segment, rows in index.parts if 2 * (rows >= 0).sum() >= 12}
+    assert full.segments >= 3 and len(big) >= 2  # two of one tier: MERGE_FACTOR would merge them
+    for i in range(7, 10):  # small segments still merge among themselves, never into the full-size ones
+        (corpus / "articles" / f"lab{i}.txt").write_text(_article(i), encoding="utf-8")
+        build_index(corpus, tmp_path / "index", embeddings, user_words=False)
+    after = load_index(tmp_path / "index", embeddings)
+    assert big <= {segment.name for segment, _ in after.parts}
+    built = {segment.name for segment, _ in index.parts}  # (the seed's one file is a segment of its own size)
+    assert all(segment.rows <= 12 for segment, _ in after.parts if segment.name not in built)
+    assert len(after.parts) < len(index.parts) + 3  # the three adds' segments did merge
+
+
 def test_removing_every_chunk_of_a_segment_drops_the_segment(corpus, tmp_path, embeddings):
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, embeddings)
