@@ -10,7 +10,6 @@ sha256 and size are recorded there; a load checks sizes, `assistant index verify
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
@@ -47,15 +46,6 @@ class Segment:
     @property
     def rows(self) -> int:
         return int(self.dense.ntotal)
-
-    @functools.cached_property
-    def matrix(self) -> np.ndarray | None:
-        """The flat index's vectors as a read-only numpy view of FAISS's own (memory-mapped) storage."""
-        if not isinstance(self.dense, faiss.IndexFlat) or not self.rows:
-            return None
-        view = faiss.rev_swig_ptr(self.dense.get_xb(), self.rows * self.dense.d).reshape(self.rows, self.dense.d)
-        view.flags.writeable = False
-        return view
 
     def vectors(self, rows) -> np.ndarray:  # noqa: ANN001 - any integer sequence
         rows = np.asarray(rows, dtype=np.int64)

@@ -29,7 +29,6 @@ class SegmentedVectorStore(VectorStore):
         self._places = places
         self._segment = {segment.name: segment for segment, _ in parts}
         self._dead = [int((rows < 0).sum()) for _, rows in parts]
-        self._dead_rows = [np.flatnonzero(rows < 0) for _, rows in parts]
 
     @property
     def embeddings(self) -> Embeddings:
@@ -42,18 +41,9 @@ class SegmentedVectorStore(VectorStore):
         """(global row, cosine) pairs, best first."""
         query = np.asarray(vector, dtype="float32").reshape(1, -1)
         found: list[tuple[int, float]] = []
-        for (segment, rows), dead, dead_rows in zip(self.parts, self._dead, self._dead_rows, strict=True):
+        for (segment, rows), dead in zip(self.parts, self._dead, strict=True):
             want = min(segment.rows, k + dead)
             if want <= 0:
-                continue
-            if segment.matrix is not None:
-                # One query against a flat segment: one BLAS matrix-vector product over FAISS's storage, using
-                # both cores; IndexFlat.search takes a single-threaded path for a single query (measured 27 vs
-                # 10 ms over 177k vectors in four segments, 2 cores). Exact, as the flat search is.
-                scores = segment.matrix @ query[0]
-                scores[dead_rows] = -np.inf
-                top = np.argpartition(-scores, min(k, len(scores) - 1))[:k]
-                found.extend((int(rows[r]), float(scores[r])) for r in top if rows[r] >= 0)
                 continue
             scores, local = segment.dense.search(query, want)
             for r, s in zip(local[0], scores[0], strict=True):
