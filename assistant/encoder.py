@@ -112,7 +112,7 @@ def read_packed(path: Path) -> PackedModel:
             blocks = np.frombuffer(data, _Q4_BLOCK, count // _QK, offset)
             low, high = blocks["qs"] & 0x0F, blocks["qs"] >> 4
             values = np.concatenate([low, high], axis=1).astype(np.int8) - np.int8(8)
-            tensors[name] = (values.astype(np.float32) * blocks["d"].astype(np.float32)[:, None]).reshape(-1)
+            tensors[name] = _dequantised(values, blocks["d"][:, None]).reshape(-1)
             if name == "emb.word":
                 word_blocks = (values, blocks["d"].copy())
     config = {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
@@ -120,6 +120,13 @@ def read_packed(path: Path) -> PackedModel:
               "type_vocab_size": type_vocab, "layer_norm_eps": float(np.float32(eps))}
     return PackedModel(config, pieces, scores, {"bos": bos, "eos": eos, "pad": pad, "unk": unk},
                        normalization, tensors, word_blocks)
+
+
+def _dequantised(values: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Q4_0 values (int8, 32 a block along the last axis) times their fp16 block scales, in float32. The one
+    formula for both the folder's fp32 tensors and the word lookup, so the two agree bit for bit."""
+    blocks = values.reshape(*values.shape[:-1], -1, _QK).astype(np.float32)
+    return (blocks * scales.astype(np.float32)[..., None]).reshape(values.shape)
 
 
 def bert_state_dict(packed: PackedModel) -> dict[str, np.ndarray]:
@@ -301,9 +308,7 @@ class QuantizedWordEmbeddings:
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         flat = np.asarray(ids, dtype=np.int64).reshape(-1)
-        values = self.values[flat].astype(np.float32).reshape(len(flat), -1, _QK)
-        rows = values * self.scales[flat].astype(np.float32)[:, :, None]
-        return rows.reshape(*np.shape(ids), self.embedding_dim)
+        return _dequantised(self.values[flat], self.scales[flat]).reshape(*np.shape(ids), self.embedding_dim)
 
 
 def use_quantized_word_embeddings(model, folder: Path) -> None:  # noqa: ANN001 - a transformers BERT model

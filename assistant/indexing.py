@@ -491,7 +491,7 @@ class _Job:
         words = previous + fresh
         # live chunks a new word would cut differently: moved into the new segment, tokenised again
         gone = changed + removed
-        retoken = [hit for hit in catalog.live_chunks_containing(fresh) if hit[1] not in removed and hit[1] not in changed]
+        retoken = [hit for hit in catalog.live_chunks_containing(fresh) if hit[1] not in gone]
         embedded = sum(len(r.chunks) for r in reads)
         self.stage(f"embedding {embedded} chunks with {self.embeddings.model_name}")
         vectors, unknown, seconds = self.embed(reads)
@@ -615,18 +615,18 @@ class _Job:
                                                     for i, (rel, c) in zip(ids, rows, strict=True)], ids)
                             Catalog.update_terms(db, tokens, [])
                             self.record(db, part, stats, unknown)
-                        continue
-                    if segment is not None and segment.rows + len(rows) > SEGMENT_ROWS:
-                        segment.finish(tmp, catalog)
-                        segment = None
-                    if segment is None and rows:
-                        segment = _SegmentDraft(catalog.next_seq(), int(vectors.shape[1]), len(rows))
-                    with catalog.transaction() as db:  # the generation is not live yet: rows before their segment
-                        if rows:
-                            Catalog.put_chunks(db, [(rel, segment.name, segment.rows + i, c)
-                                                    for i, (rel, c) in enumerate(rows)])
-                            segment.add(vectors, (tokenize(c.text, segmenter, cached=False) for _, c in rows))
-                        self.record(db, part, stats, unknown)
+                    else:
+                        if segment is not None and segment.rows + len(rows) > SEGMENT_ROWS:
+                            segment.finish(tmp, catalog)
+                            segment = None
+                        if segment is None and rows:
+                            segment = _SegmentDraft(catalog.next_seq(), int(vectors.shape[1]), len(rows))
+                        with catalog.transaction() as db:  # the generation is not live yet: rows before their segment
+                            if rows:
+                                Catalog.put_chunks(db, [(rel, segment.name, segment.rows + i, c)
+                                                        for i, (rel, c) in enumerate(rows)])
+                                segment.add(vectors, (tokenize(c.text, segmenter, cached=False) for _, c in rows))
+                            self.record(db, part, stats, unknown)
                     _release_memory()
                 if segment is not None:
                     segment.finish(tmp, catalog)
@@ -713,8 +713,17 @@ class _SegmentDraft:
 def _release_memory() -> None:
     """Hand memory freed by a large temporary structure back to the OS (glibc keeps it in its arenas)."""
     gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():  # noqa: ANN202 - glibc's malloc_trim, or None on another C library
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _batches(reads: Iterable[_Read], rows: int) -> Iterator[list[_Read]]:

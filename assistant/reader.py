@@ -154,10 +154,8 @@ class SpanReader:
 
     @classmethod
     def load(cls, path: Path = READER_FILE, share_word_embeddings=None) -> SpanReader:
-        """The committed reader; `share_word_embeddings` (the e5 model's word-embedding module, or its weight
-        tensor) avoids a second copy of the word table."""
-        import torch
-
+        """The committed reader; `share_word_embeddings` (the e5 embedder's word-embedding module) avoids a
+        second copy of the word table."""
         if not Path(path).is_file():
             raise ModelNotAvailableError(
                 f"The reader's weights {path} are missing. Train them with `assistant train-reader` "
@@ -166,18 +164,14 @@ class SpanReader:
             config, base = base_state()
             state, meta = apply_delta(base, Path(path))
             model = build_model(config)
-            module = isinstance(share_word_embeddings, torch.nn.Module)
-            if module:
-                model.bert.embeddings.word_embeddings = share_word_embeddings  # no parameters: not in the state
-                del state[WORD_EMBEDDINGS]
-            elif share_word_embeddings is not None:
-                state[WORD_EMBEDDINGS] = share_word_embeddings
+            if share_word_embeddings is not None:
+                model.bert.embeddings.word_embeddings = share_word_embeddings
+                del state[WORD_EMBEDDINGS]  # memory-mapped, never read
             missing, unexpected = model.load_state_dict(state, strict=False)
+            missing = [k for k in missing if k != WORD_EMBEDDINGS or share_word_embeddings is None]
             if missing or unexpected:
                 raise ModelNotAvailableError(f"{path} does not fit the encoder (missing {missing[:3]}, unexpected "
                                              f"{unexpected[:3]}). Retrain it with `assistant train-reader`.")
-            if share_word_embeddings is not None and not module:
-                model.bert.embeddings.word_embeddings.weight = share_word_embeddings
             model.eval()
         training = meta.get("training", {})
         return cls(model, load_tokenizer(), training.get("max_len", 256), training.get("stride", 96),

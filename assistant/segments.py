@@ -109,19 +109,15 @@ def stack_postings(parts: list[tuple[sparse.csr_array, list[str]]]) -> tuple[spa
     return matrix, list(vocab)
 
 
-def write_segment(index_dir: Path, name: str, vectors: np.ndarray | faiss.Index, postings: sparse.csc_array,
+def write_segment(index_dir: Path, name: str, vectors: np.ndarray, postings: sparse.csc_array,
                   terms: list[str]) -> dict[str, list]:
-    """Write and fsync a segment's files; file name -> [sha256, size]. A failure removes the folder.
-    `vectors`: the chunks' vectors, or a flat inner-product FAISS index already holding them."""
+    """Write and fsync a segment's files; file name -> [sha256, size]. A failure removes the folder."""
     folder = Path(index_dir) / SEGMENTS / name
     try:
         folder.mkdir(parents=True)
-        if isinstance(vectors, faiss.Index):
-            dense = vectors
-        else:
-            dense = faiss.IndexFlatIP(vectors.shape[1])
-            if len(vectors):
-                dense.add(np.ascontiguousarray(vectors, dtype="float32"))
+        dense = faiss.IndexFlatIP(vectors.shape[1])
+        if len(vectors):
+            dense.add(np.ascontiguousarray(vectors, dtype="float32"))
         faiss.write_index(dense, str(folder / DENSE))
         postings = sparse.csc_array(postings)
         np.savez(folder / POSTINGS, data=postings.data.astype(np.int32), indices=postings.indices.astype(np.int32),
