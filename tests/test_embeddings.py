@@ -71,6 +71,19 @@ def test_prefixes_are_added_exactly_once(embeddings):
     assert embeddings.prompts == {"query": "query: ", "document": "passage: "}
 
 
+def test_embedding_many_passages_hands_freed_memory_back_as_it_goes(embeddings, monkeypatch):
+    import assistant.embeddings as module
+    import assistant.memory as memory
+
+    trims = []
+    monkeypatch.setattr(memory, "trim", lambda: trims.append(1))
+    texts = [f"第{i}段文字,长度各不相同。" * (1 + i % 7) for i in range(3 * module.TRIM_EVERY + 5)]
+    before = embeddings.encode_documents(texts[:3])
+    embeddings.encode_documents(texts)
+    assert len(trims) >= 3  # every TRIM_EVERY texts, inside one call (a build's part is one call)
+    assert np.allclose(embeddings.encode_documents(texts[:3]), before, atol=1e-6)  # trimming changes no vector
+
+
 @pytest.mark.parametrize("question", ["英伟达的创办者是哪位?", "Who founded Nvidia?"])
 def test_dense_retrieval_alone_finds_paraphrase_and_english(assistant, question):
     dense = HybridRetriever(index=assistant.index, mode="dense", rerank=False)

@@ -84,6 +84,37 @@ def test_a_full_build_in_many_parts_and_segments_scores_like_one(corpus, tmp_pat
         assert got == [(one.chunks[r].id, round(s, 4)) for r, s in one.store.search_by_vector(vector, 8)]
 
 
+def test_graph_segments_find_what_a_scan_finds_and_skip_tombstones(corpus, tmp_path, embeddings, monkeypatch):
+    import faiss
+
+    import assistant.segments as segments
+
+    for i in range(7):
+        (corpus / "articles" / f"lab{i}.txt").write_text(_article(i), encoding="utf-8")
+    build_index(corpus, tmp_path / "scan", embeddings, user_words=False)
+    monkeypatch.setattr(segments, "GRAPH_MIN_ROWS", 1)  # every segment an HNSW graph
+    build_index(corpus, tmp_path / "graph", embeddings, user_words=False)
+    scan, graph = load_index(tmp_path / "scan", embeddings), load_index(tmp_path / "graph", embeddings)
+    assert all(isinstance(s.dense, faiss.IndexHNSW) for s, _ in graph.parts)
+    assert not any(isinstance(s.dense, faiss.IndexHNSW) for s, _ in scan.parts)
+
+    def top(index, query, k=8):
+        vector = embeddings.encode_queries([query])[0]
+        return [(index.chunks[r].id, round(s, 4)) for r, s in index.store.search_by_vector(vector, k)]
+
+    for query in QUERIES:
+        assert top(graph, query) == top(scan, query)
+    (corpus / "articles" / "lab3.txt").unlink()  # tombstoned rows inside a graph segment
+    build_index(corpus, tmp_path / "graph", embeddings, user_words=False)
+    graph = load_index(tmp_path / "graph", embeddings)
+    assert any((rows < 0).any() for _, rows in graph.parts)
+    assert graph.parts[0][0].vectors([0]).shape == (1, embeddings.dimension)  # rows read back from the graph
+    for query in [*QUERIES, "第3号实验室的课题"]:
+        got = graph.store.search_by_vector(embeddings.encode_queries([query])[0], 20)
+        assert len(got) == 20 and not any(graph.chunks[r].doc_id == "lab3.txt" for r, _ in got)
+        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+
+
 def test_full_size_segments_are_never_merged_by_an_add(corpus, tmp_path, embeddings, monkeypatch):
     monkeypatch.setattr(indexing, "MERGE_FACTOR", 2)
     monkeypatch.setattr(indexing, "PART_ROWS", 3)

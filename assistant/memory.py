@@ -1,0 +1,51 @@
+"""Handing memory a process has freed back to the operating system.
+
+glibc keeps freed memory in its heap. Embedding batches of changing lengths leaves it scattered there, so a
+process embedding passages grows by ~100 MB every 500 passages although nothing stays alive (measured on
+2 cores: one `malloc_trim` returns all of it). Builds trim after each part and the embedder every few hundred
+texts, which bounds a full build's peak by a part, not by the corpus.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import gc
+from collections.abc import Mapping
+
+
+def trim() -> None:
+    """Return the heap's free pages to the OS (glibc's malloc_trim; nothing on another C library)."""
+    libc_trim = _malloc_trim()
+    if libc_trim is not None:
+        libc_trim(0)
+
+
+def release() -> None:
+    """Collect garbage, then trim: after a large temporary structure is dropped."""
+    gc.collect()
+    trim()
+
+
+class TrimEvery:
+    """A torch forward hook that trims after every `texts` inputs have gone through the module."""
+
+    def __init__(self, texts: int):
+        self.texts = texts
+        self.seen = 0
+
+    def __call__(self, module, args, output) -> None:  # noqa: ANN001 - torch's hook signature
+        features = args[0] if args else None
+        ids = features.get("input_ids") if isinstance(features, Mapping) else None  # a dict or a BatchEncoding
+        self.seen += int(ids.shape[0]) if ids is not None and ids.ndim == 2 else 1
+        if self.seen >= self.texts:
+            self.seen = 0
+            trim()
+
+
+@functools.cache
+def _malloc_trim():  # noqa: ANN202 - glibc's malloc_trim, or None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
