@@ -2,8 +2,8 @@
 
 glibc keeps freed memory in its heap. Embedding batches of changing lengths leaves it scattered there, so a
 process embedding passages grows by ~100 MB every 500 passages although nothing stays alive (measured on
-2 cores: one `malloc_trim` returns all of it). Builds trim after each part and the embedder every few hundred
-texts, which bounds a full build's peak by a part, not by the corpus.
+2 cores: one `malloc_trim` returns all of it). Builds trim after each part and the embedder every 64 texts
+(`embeddings.TRIM_EVERY`), which bounds a full build's peak by a few batches, not by the corpus.
 """
 
 from __future__ import annotations
