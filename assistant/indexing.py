@@ -297,7 +297,7 @@ def load_index(index_dir: Path, embeddings: Embedder, verify: bool = False,
                check_model: bool = True) -> LoadedIndex:
     """Load the live snapshot and check (unless told not to) that the configured model built it.
 
-    Segments are memory-mapped and chunk and document texts stay in the catalog until asked for, so a load
+    Segment vectors are read into memory (one read per file) and chunk and document texts stay in the catalog until asked for, so a load
     reads the row map and the postings, not the corpus. Every segment file must have the size the catalog
     records (a stat); `verify` also re-hashes them and checks the catalog (`assistant index verify`).
     """
