@@ -298,8 +298,9 @@ def load_index(index_dir: Path, embeddings: Embedder, verify: bool = False,
     """Load the live snapshot and check (unless told not to) that the configured model built it.
 
     Segment vectors are read into memory (one read per file); chunk and document texts stay in the catalog
-    until asked for, so a load reads the row map, the vectors and the postings, not the corpus. Every segment file must have the size the catalog
-    records (a stat); `verify` also re-hashes them and checks the catalog (`assistant index verify`).
+    until asked for, so a load reads the row map, the vectors and the postings, not the corpus. Every segment
+    file must have the size the catalog records (a stat); `verify` also re-hashes them and checks the catalog
+    (`assistant index verify`).
     """
     index_dir = Path(index_dir)
     if not index_dir.is_dir():

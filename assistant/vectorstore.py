@@ -45,9 +45,9 @@ class SegmentedVectorStore(VectorStore):
         for (segment, rows), live in zip(self.parts, self._live, strict=True):
             if not segment.rows:
                 continue
-            scores, local = segment.search(query, k, live[0] if live else None)
+            scores, local = segment.search(query, k, live)
             for r, s in zip(local[0], scores[0], strict=True):
-                if r >= 0 and rows[r] >= 0:
+                if r >= 0:  # -1 pads a segment with fewer than k live rows
                     found.append((int(rows[r]), float(s)))
         found.sort(key=lambda rs: -rs[1])
         return found[:k]
@@ -118,10 +118,12 @@ class MilvusVectorStore(SegmentedVectorStore):
         return self.chunks[self.row_of[row]] if row in self.row_of else None
 
 
-def _live_selector(rows: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray] | None:
-    """A FAISS filter passing a segment's live rows (None when all are live), with the bitmap it reads."""
+def _live_selector(rows: np.ndarray) -> faiss.IDSelector | None:
+    """A FAISS filter passing a segment's live rows (None when all are live)."""
     alive = rows >= 0
     if alive.all():
         return None
     bitmap = np.packbits(alive, bitorder="little")  # bit i & 7 of byte i >> 3, as IDSelectorBitmap reads it
-    return faiss.IDSelectorBitmap(len(rows), faiss.swig_ptr(bitmap)), bitmap
+    selector = faiss.IDSelectorBitmap(len(rows), faiss.swig_ptr(bitmap))
+    selector.referenced_objects = [bitmap]  # faiss's own idiom: the selector reads the array, Python must keep it
+    return selector
