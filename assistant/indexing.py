@@ -48,8 +48,10 @@ from .lexicon import LEXICON_VERSION, MAX_LEARN_CHARS, Segmenter, default_segmen
 from .milvus import MilvusBM25, MilvusCollection, collection_name
 from .segments import (
     SEGMENTS,
+    DenseBuilder,
     PostingsBuilder,
     Segment,
+    dense_index,
     load_segment,
     postings_from_tokens,
     stack_postings,
@@ -536,7 +538,7 @@ class _Job:
         seq = catalog.next_seq()
         name = _segment_name(seq)
         with _writing(self.index_dir, version / SEGMENTS / name):
-            files = write_segment(version, name, vectors, *postings_from_tokens(tokens)) if rows else None
+            files = write_segment(version, name, dense_index(vectors), *postings_from_tokens(tokens)) if rows else None
             with catalog.transaction() as db:
                 record(db)  # first: it tombstones the replaced files' chunks, which must not reach the new ones
                 if files is not None:
@@ -620,7 +622,7 @@ class _Job:
                             segment.finish(tmp, catalog)
                             segment = None
                         if segment is None and rows:
-                            segment = _SegmentDraft(catalog.next_seq(), int(vectors.shape[1]), len(rows))
+                            segment = _SegmentDraft(catalog.next_seq(), int(vectors.shape[1]))
                         with catalog.transaction() as db:  # the generation is not live yet: rows before their segment
                             if rows:
                                 Catalog.put_chunks(db, [(rel, segment.name, segment.rows + i, c)
@@ -689,25 +691,27 @@ class _SegmentDraft:
     """A segment of a full build, filled part by part: its vectors and its postings counted as they come (the
     parts' chunks and tokens are not kept)."""
 
-    def __init__(self, seq: int, dimension: int, first: int):
+    def __init__(self, seq: int, dimension: int):
         self.seq, self.name = seq, _segment_name(seq)
-        # np.empty: pages are taken as rows are written, and no buffer doubles as it grows. A segment takes parts
-        # while they fit in SEGMENT_ROWS; a single larger part (one huge file) gets a segment of its own size.
-        self.vectors = np.empty((max(SEGMENT_ROWS, first), dimension), dtype="float32")
-        self.rows = 0
+        # A segment takes parts while they fit in SEGMENT_ROWS; a single larger part (one huge file) gets a
+        # segment of its own size.
+        self.dense = DenseBuilder(dimension)
         self.postings = PostingsBuilder()
 
+    @property
+    def rows(self) -> int:
+        return self.dense.rows
+
     def add(self, vectors: np.ndarray, tokens: Iterable[list[str]]) -> None:
-        self.vectors[self.rows:self.rows + len(vectors)] = vectors
-        self.rows += len(vectors)
+        self.dense.add(vectors)
         for toks in tokens:
             self.postings.add(toks)
 
     def finish(self, version: Path, catalog: Catalog) -> None:
-        files = write_segment(version, self.name, self.vectors[:self.rows], *self.postings.build())
-        self.vectors = None
+        rows = self.rows
+        files = write_segment(version, self.name, self.dense.finish(), *self.postings.build())
         with catalog.transaction() as db:
-            Catalog.put_segment(db, SegmentRow(self.name, self.seq, self.rows, files))
+            Catalog.put_segment(db, SegmentRow(self.name, self.seq, rows, files))
 
 
 def _batches(reads: Iterable[_Read], rows: int) -> Iterator[list[_Read]]:
@@ -793,23 +797,25 @@ def _merge(version: Path, catalog: Catalog, group: list[SegmentRow], stage: Call
     live = {seg.name: catalog.live_rows(seg.name) for seg in group}
     total = sum(len(rows) for rows in live.values())
     stage(f"merging {len(group)} segments ({total} live chunks)")
-    vectors, postings, moves = [], [], []
+    dense, postings, moves = None, [], []
     for seg in group:
         rows = live[seg.name]
         if not rows:
             continue
         segment = load_segment(version, seg.name, seg.files)
         local = np.asarray([r for _, r in rows], dtype=np.int64)
-        vectors.append(segment.dense.reconstruct_n(0, segment.rows)[local])
+        dense = dense or DenseBuilder(segment.dense.d)
+        dense.add(segment.dense.reconstruct_n(0, segment.rows)[local])
         postings.append((segment.row_tokens(local), segment.terms))
         moves.extend(rowid for rowid, _ in rows)
+        del segment
     seq = catalog.next_seq()
     name = _segment_name(seq)
     with _writing(version.parent, version / SEGMENTS / name):
         files = None
         if moves:
             matrix, terms = stack_postings(postings)
-            files = write_segment(version, name, np.vstack(vectors), matrix, terms)
+            files = write_segment(version, name, dense.finish(), matrix, terms)
         names = [seg.name for seg in group]
         marks = ",".join("?" * len(names))
         commit = catalog.commit + 1

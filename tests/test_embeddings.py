@@ -58,7 +58,23 @@ def test_the_4_bit_word_table_gives_the_fp32_table_numbers_bit_for_bit(embedding
     assert "Lookup" in type(embeddings.model[0].auto_model.embeddings.word_embeddings).__name__
     plain = SentenceTransformer(str(folder), device="cpu")  # the standard folder, fp32 table
     want = plain.encode_document(sentences[:20], batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
-    assert np.array_equal(embeddings.encode_documents(sentences[:20]), want)
+    got = embeddings.model.encode_document(sentences[:20], batch_size=16, normalize_embeddings=True,
+                                           convert_to_numpy=True)
+    assert np.array_equal(got, want)
+
+
+def test_long_texts_are_embedded_in_smaller_batches_to_the_same_vectors(embeddings, sentences):
+    from assistant.embeddings import BATCH_CHARS, length_runs
+
+    texts = [s * (1 + i % 4) for i, s in enumerate(sentences[:24])]  # 30 to 400 characters
+    runs = length_runs(texts, 16)
+    assert sorted(i for _, idx in runs for i in idx) == list(range(len(texts)))
+    assert len(runs) > 1 and runs[0][0] == 16
+    for size, idx in runs:
+        assert all(size == 1 or size * len(texts[i]) <= 16 * BATCH_CHARS for i in idx)
+    one_batch = embeddings.model.encode_document(texts, batch_size=len(texts), normalize_embeddings=True,
+                                                 convert_to_numpy=True)
+    assert np.allclose(embeddings.encode_documents(texts), one_batch, atol=1e-5)
 
 
 def test_prefixes_are_added_exactly_once(embeddings):

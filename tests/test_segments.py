@@ -84,6 +84,24 @@ def test_a_full_build_in_many_parts_and_segments_scores_like_one(corpus, tmp_pat
         assert got == [(one.chunks[r].id, round(s, 4)) for r, s in one.store.search_by_vector(vector, 8)]
 
 
+def test_a_segment_filled_part_by_part_is_a_graph_only_when_large_and_keeps_its_vectors(monkeypatch):
+    import faiss
+
+    import assistant.segments as segments
+
+    monkeypatch.setattr(segments, "GRAPH_MIN_ROWS", 50)
+    vectors = np.random.default_rng(0).standard_normal((80, 16)).astype("float32")
+    for rows, graph in [(49, False), (50, True), (80, True)]:
+        builder = segments.DenseBuilder(16)
+        for start in range(0, rows, 7):  # parts of a full build, its size unknown until the end
+            builder.add(vectors[start:min(rows, start + 7)])
+        dense = builder.finish()
+        assert isinstance(dense, faiss.IndexHNSW) == graph and dense.ntotal == rows
+        assert np.array_equal(dense.reconstruct_n(0, rows), vectors[:rows])
+        scores, found = dense.search(vectors[:5], 1)
+        assert found[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
 def test_graph_segments_find_what_a_scan_finds_and_skip_tombstones(corpus, tmp_path, embeddings, monkeypatch):
     import faiss
 
