@@ -47,6 +47,7 @@ from .lexical import BM25Index, bm25_idf, tokenize
 from .lexicon import LEXICON_VERSION, MAX_LEARN_CHARS, Segmenter, default_segmenter, learn_words, sample_texts
 from .milvus import MilvusBM25, MilvusCollection, collection_name
 from .segments import (
+    GRAPH_MIN_ROWS,
     SEGMENTS,
     DenseBuilder,
     PostingsBuilder,
@@ -804,7 +805,7 @@ def _merge(version: Path, catalog: Catalog, group: list[SegmentRow], stage: Call
             continue
         segment = load_segment(version, seg.name, seg.files)
         local = np.asarray([r for _, r in rows], dtype=np.int64)
-        dense = dense or DenseBuilder(segment.dense.d)
+        dense = dense or DenseBuilder(segment.dense.d, graph=total >= GRAPH_MIN_ROWS)  # its size is known
         dense.add(segment.dense.reconstruct_n(0, segment.rows)[local])
         postings.append((segment.row_tokens(local), segment.terms))
         moves.extend(rowid for rowid, _ in rows)

@@ -6,8 +6,9 @@ Synthetic corpora of N articles, each made of consecutive sentences of the publi
 passages in ../shared/datasets/ (DRCD dev/test, CMRC 2018 trial; ASSISTANT_DATASETS elsewhere), about 20
 sentences an article. For each size: full build time and its peak memory (a fresh process), adding and
 removing one article (model loaded, process start excluded), loading the index, warm query p50/p95 over
-CMRC questions, and the index size on disk. Backend: the embedded index (FAISS + BM25 segments under a
-SQLite catalog). "load" is
+CMRC questions (retrieval alone, whole answers with the default answerer, and whole answers with the rules
+answerer `extractive`, the answerer of the issue's first measurement), and the index size on disk. Backend:
+the embedded index (FAISS + BM25 segments under a SQLite catalog). "load" is
 `Assistant(settings, load_index(...))` with the model already loaded: the index and everything built on it.
 """
 
@@ -104,8 +105,8 @@ def main() -> None:
         "Milvus Lite (one collection, hybrid search server-side) + SQLite catalog"
     print(f"{len(pool)} sentences; backend: {label}")
     print("| articles | chunks | full build | peak RSS | add one | remove one | load | search p50 / p95 | "
-          "ask p50 / p95 | disk |")
-    print("| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |")
+          "ask p50 / p95 | ask (rules) p50 / p95 | disk |")
+    print("| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |")
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             corpus, index = Path(tmp) / "corpus", Path(tmp) / "index"
@@ -134,9 +135,14 @@ def main() -> None:
                 answer = assistant.ask(q)
                 times.append((time.perf_counter() - t) * 1000)
                 search.append(answer.timings["retrieve_ms"])
+            rules = []
+            for q in questions:
+                t = time.perf_counter()
+                assistant.ask(q, answerer="extractive")
+                rules.append((time.perf_counter() - t) * 1000)
             size = disk_mb(index) + (disk_mb(Path(tmp)) - disk_mb(corpus) - disk_mb(index) if backend.milvus_uri else 0)
             print(f"| {n:,} | {chunks:,} | {build_s:.0f} s | {rss / 1024:.2f} GB | {add_s:.1f} s | {remove_s:.1f} s | "
-                  f"{load_s:.1f} s | {_p50_p95(search)} | {_p50_p95(times)} | {size:.0f} MB |", flush=True)
+                  f"{load_s:.1f} s | {_p50_p95(search)} | {_p50_p95(times)} | {_p50_p95(rules)} | {size:.0f} MB |", flush=True)
 
 
 def _p50_p95(values: list[float]) -> str:
