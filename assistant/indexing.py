@@ -22,7 +22,9 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import math
+import multiprocessing
 import os
 import re
 import secrets
@@ -69,6 +71,13 @@ RACY_NS = 2_000_000_000  # files modified this close to a build's start are not 
 SEGMENT_ROWS = 50_000  # a full build writes segments of at most this many chunks
 PART_ROWS = 2_000  # ... reading, embedding and tokenising this many at a time (its memory follows a part)
 MERGE_FACTOR = 8  # this many segments of one size tier (powers of 4 chunks) merge into one
+# A full build over more source bytes than this learns its words in a child process. Learning from a
+# 3M-character sample peaks ~0.3 GB over the process and leaves ~0.1-0.3 GB in its heap after it (millions of
+# short n-gram strings; measured with benchmarks/bench_build_memory.py --fake-vectors at 8,000 articles), which
+# then sits under the whole build; a child's memory goes back to the OS whole. Smaller corpora learn in-process
+# (a child costs ~2 s to start).
+LEARN_IN_CHILD_BYTES = 4_000_000
+_log = logging.getLogger(__name__)
 MAX_DEAD_SHARE = 0.3  # a segment with more tombstones than this is rewritten without them
 _VERSION_NAME = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{6}")
 
@@ -580,7 +589,7 @@ class _Job:
         tmp = self.index_dir / f".tmp-{name}"
         pointer_tmp = self.index_dir / f".{CURRENT}.{name}"
         self.stage(f"reading {len(sources)} files (full rebuild: {reason})")
-        words = self.learn(sources) if self.user_words else []
+        words = self.learn(sources, stats) if self.user_words else []
         segmenter = Segmenter(words)
         self.stage(f"embedding the chunks of {len(sources)} files with {self.embeddings.model_name} "
                    f"(full rebuild: {reason})")
@@ -655,12 +664,16 @@ class _Job:
             old_collection.drop()
         return report
 
-    def learn(self, sources: list[SourceFile]) -> list[str]:
+    def learn(self, sources: list[SourceFile], stats: dict[str, os.stat_result]) -> list[str]:
         """The user words of a full build, learned from an even sample of every file's chunk texts (the files
-        are read here for their texts alone; the chunks are not kept)."""
-        texts = [c.text for source in sources for c in process(source, self.chunker)[1]]
-        words = learn_words(sample_texts(texts, MAX_LEARN_CHARS))
-        del texts
+        are read here for their texts alone; the chunks are not kept); in a child process for a large corpus."""
+        if sum(stats[s.rel].st_size for s in sources) > LEARN_IN_CHILD_BYTES:
+            try:
+                with multiprocessing.get_context("spawn").Pool(1) as pool:
+                    return pool.apply(_learn_from_files, (sources, self.chunker))
+            except Exception as exc:  # noqa: BLE001 - no child to be had (limits, a sandbox): learn here
+                _log.warning("Learning words in a child process failed (%s); learning them in this one.", exc)
+        words = _learn_from_files(sources, self.chunker)
         memory.release()
         return words
 
@@ -681,6 +694,12 @@ class _Job:
             "pipeline": pipeline_fingerprint(self.user_words),
             "backend": backend,
         }
+
+
+def _learn_from_files(sources: list[SourceFile], chunker: ChunkerSettings) -> list[str]:
+    """The words `learn_words` finds in an even sample of the files' chunk texts (run in a child process too)."""
+    texts = [c.text for source in sources for c in process(source, chunker)[1]]
+    return learn_words(sample_texts(texts, MAX_LEARN_CHARS))
 
 
 def _same_by_stat(before: SourceRow | None, source: SourceFile, stat: os.stat_result) -> bool:

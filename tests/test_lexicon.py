@@ -122,3 +122,28 @@ def test_words_added_to_jiebas_global_dictionary_reach_no_segmenter():
             "      '沃析科技' in learn_words([" + repr(ARTICLE) + "]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['英', '伟达', '的'] ['沃析', '科技'] True"
+
+
+def test_a_large_corpus_learns_the_same_words_in_a_child_process(tmp_path, embeddings, monkeypatch, caplog):
+    import assistant.indexing as indexing
+
+    corpus = tmp_path / "corpus"
+    (corpus / "articles").mkdir(parents=True)
+    (corpus / "articles" / "woxi.md").write_text(ARTICLE, encoding="utf-8")
+    build_index(corpus, tmp_path / "here", embeddings)
+    monkeypatch.setattr(indexing, "LEARN_IN_CHILD_BYTES", 0)  # this corpus counts as large
+    spawned = []
+    real = indexing.multiprocessing.get_context
+
+    def watched(method):  # noqa: ANN001, ANN202
+        spawned.append(method)
+        return real(method)
+
+    monkeypatch.setattr(indexing.multiprocessing, "get_context", watched)
+    build_index(corpus, tmp_path / "child", embeddings)
+
+    assert spawned == ["spawn"]
+    assert "child process failed" not in caplog.text  # learned there, not by the fallback here
+    here = load_index(tmp_path / "here", embeddings).catalog.words()
+    assert "沃析科技" in here
+    assert load_index(tmp_path / "child", embeddings).catalog.words() == here
