@@ -77,8 +77,8 @@ MERGE_FACTOR = 8  # this many segments of one size tier (powers of 4 chunks) mer
 # then sits under the whole build; a child's memory goes back to the OS whole. Smaller corpora learn in-process
 # (a child costs ~2 s to start).
 LEARN_IN_CHILD_BYTES = 4_000_000
-_log = logging.getLogger(__name__)
 MAX_DEAD_SHARE = 0.3  # a segment with more tombstones than this is rewritten without them
+_log = logging.getLogger(__name__)
 _VERSION_NAME = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{6}")
 
 @dataclass
