@@ -129,20 +129,22 @@ def main() -> None:
             assistant = Assistant(settings, load_index(index, embeddings), embeddings)  # index + retrievers
             load_s = time.perf_counter() - t
             assistant.ask(questions[0])
-            times, search = [], []
-            for q in questions:
-                t = time.perf_counter()
-                answer = assistant.ask(q)
-                times.append((time.perf_counter() - t) * 1000)
-                search.append(answer.timings["retrieve_ms"])
-            rules = []
-            for q in questions:
-                t = time.perf_counter()
-                assistant.ask(q, answerer="extractive")
-                rules.append((time.perf_counter() - t) * 1000)
+            times, search = _timed(assistant, questions)
+            rules, _ = _timed(assistant, questions, "extractive")
             size = disk_mb(index) + (disk_mb(Path(tmp)) - disk_mb(corpus) - disk_mb(index) if backend.milvus_uri else 0)
             print(f"| {n:,} | {chunks:,} | {build_s:.0f} s | {rss / 1024:.2f} GB | {add_s:.1f} s | {remove_s:.1f} s | "
                   f"{load_s:.1f} s | {_p50_p95(search)} | {_p50_p95(times)} | {_p50_p95(rules)} | {size:.0f} MB |", flush=True)
+
+
+def _timed(assistant, questions: list[str], answerer: str | None = None) -> tuple[list[float], list[float]]:  # noqa: ANN001
+    """Milliseconds of each whole answer, and of its retrieval."""
+    times, search = [], []
+    for q in questions:
+        t = time.perf_counter()
+        answer = assistant.ask(q, answerer=answerer)
+        times.append((time.perf_counter() - t) * 1000)
+        search.append(answer.timings["retrieve_ms"])
+    return times, search
 
 
 def _p50_p95(values: list[float]) -> str:
