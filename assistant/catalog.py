@@ -198,6 +198,11 @@ class Catalog:
 
     # --- document frequencies (kept here when the search structures live elsewhere) ---------------------
 
+    def segment_texts(self, segment: str, start: int, stop: int) -> list[str]:
+        """The texts of a segment's rows start..stop-1, in row order."""
+        return [t for (t,) in self._query("SELECT text FROM chunks WHERE segment = ? AND seg_row >= ? AND seg_row < ? "
+                                          "ORDER BY seg_row", (segment, start, stop))]
+
     def terms(self) -> dict[str, int]:
         return dict(self._query("SELECT term, df FROM terms"))
 

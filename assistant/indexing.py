@@ -77,6 +77,7 @@ MERGE_FACTOR = 8  # this many segments of one size tier (powers of 4 chunks) mer
 # then sits under the whole build; a child's memory goes back to the OS whole. Smaller corpora learn in-process
 # (a child costs ~2 s to start).
 LEARN_IN_CHILD_BYTES = 4_000_000
+PENDING_VECTORS = ".vectors.f32"  # a full build's vectors between its two passes (removed before commit)
 MAX_DEAD_SHARE = 0.3  # a segment with more tombstones than this is rewritten without them
 _log = logging.getLogger(__name__)
 _VERSION_NAME = re.compile(r"v-\d{8}T\d{6}-[0-9a-f]{6}")
@@ -608,40 +609,49 @@ class _Job:
                 (tmp / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
                 if collection is not None:
                     collection.create(int(self.embeddings.dimension), words)
-                next_id, segment = 1, None
-                for part in _batches(reads, PART_ROWS):
-                    vectors, unknown, spent = self.embed(part)
-                    seconds += spent
-                    rows = [(r.source.rel, c) for r in part for c in r.chunks]
-                    embedded += len(rows)
-                    added.extend(r.source.rel for r in part)
-                    if collection is not None:
-                        tokens = [tokenize(c.text, segmenter, cached=False) for _, c in rows]
-                        ids = list(range(next_id, next_id + len(rows)))
-                        next_id += len(rows)
-                        if rows:
-                            collection.insert(ids, [collection.field_text(c.text, t)
-                                                    for (_, c), t in zip(rows, tokens, strict=True)], vectors)
-                        with catalog.transaction() as db:
-                            Catalog.put_chunks(db, [(rel, "milvus", i, c)
-                                                    for i, (rel, c) in zip(ids, rows, strict=True)], ids)
-                            Catalog.update_terms(db, tokens, [])
-                            self.record(db, part, stats, unknown)
-                    else:
-                        if segment is not None and segment.rows + len(rows) > SEGMENT_ROWS:
-                            segment.finish(tmp, catalog)
-                            segment = None
-                        if segment is None and rows:
-                            segment = _SegmentDraft(catalog.next_seq(), int(vectors.shape[1]))
-                        with catalog.transaction() as db:  # the generation is not live yet: rows before their segment
+                next_id, planned = 1, []
+                # The embedded backend builds in two passes, so that the embedder's working memory and the
+                # segments' structures are never in the heap together (README, "At scale"): the first embeds
+                # every part, writes its chunk rows and appends its vectors to a file of the new generation;
+                # the second fills each segment's vectors and postings from that file and the chunk rows.
+                pending = open(tmp / PENDING_VECTORS, "wb") if collection is None else None  # noqa: SIM115
+                try:
+                    for part in _batches(reads, PART_ROWS):
+                        vectors, unknown, spent = self.embed(part)
+                        seconds += spent
+                        rows = [(r.source.rel, c) for r in part for c in r.chunks]
+                        embedded += len(rows)
+                        added.extend(r.source.rel for r in part)
+                        if collection is not None:
+                            tokens = [tokenize(c.text, segmenter, cached=False) for _, c in rows]
+                            ids = list(range(next_id, next_id + len(rows)))
+                            next_id += len(rows)
                             if rows:
-                                Catalog.put_chunks(db, [(rel, segment.name, segment.rows + i, c)
-                                                        for i, (rel, c) in enumerate(rows)])
-                                segment.add(vectors, (tokenize(c.text, segmenter, cached=False) for _, c in rows))
-                            self.record(db, part, stats, unknown)
-                    memory.release()
-                if segment is not None:
-                    segment.finish(tmp, catalog)
+                                collection.insert(ids, [collection.field_text(c.text, t)
+                                                        for (_, c), t in zip(rows, tokens, strict=True)], vectors)
+                            with catalog.transaction() as db:
+                                Catalog.put_chunks(db, [(rel, "milvus", i, c)
+                                                        for i, (rel, c) in zip(ids, rows, strict=True)], ids)
+                                Catalog.update_terms(db, tokens, [])
+                                self.record(db, part, stats, unknown)
+                        else:
+                            if rows and (not planned or planned[-1].rows + len(rows) > SEGMENT_ROWS):
+                                planned.append(_SegmentPlan(catalog.next_seq() + len(planned)))
+                            with catalog.transaction() as db:  # not live yet: rows before their segment
+                                if rows:
+                                    segment = planned[-1]
+                                    Catalog.put_chunks(db, [(rel, segment.name, segment.rows + i, c)
+                                                            for i, (rel, c) in enumerate(rows)])
+                                    segment.rows += len(rows)
+                                    np.ascontiguousarray(vectors, dtype="float32").tofile(pending)
+                                self.record(db, part, stats, unknown)
+                        memory.release()
+                finally:
+                    if pending is not None:
+                        pending.close()
+                if collection is None:
+                    self.stage(f"writing {len(planned)} segments of {embedded} chunks")
+                    _segments_from_pending(tmp, catalog, planned, int(self.embeddings.dimension), segmenter)
                 with catalog.transaction() as db:
                     Catalog.put_words(db, words)
                     catalog.set_meta({"commit": 1, "built_at": _now()}, db)
@@ -707,12 +717,46 @@ def _same_by_stat(before: SourceRow | None, source: SourceFile, stat: os.stat_re
         and stat.st_mtime_ns == before.mtime_ns and before.article_id == source.article_id
 
 
+@dataclass
+class _SegmentPlan:
+    """A segment of a full build as its first pass lays it out: its name and how many rows it has so far."""
+
+    seq: int
+    name: str = ""
+    rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.name = self.name or _segment_name(self.seq)
+
+
+def _segments_from_pending(version: Path, catalog: Catalog, planned: list[_SegmentPlan], dimension: int,
+                           segmenter: Segmenter) -> None:
+    """The second pass of a full build: each planned segment filled part by part from the vectors file (in
+    segment order) and its chunk rows' texts, written and committed; the vectors file is removed."""
+    path = version / PENDING_VECTORS
+    with open(path, "rb") as pending:
+        for plan in planned:
+            segment = _SegmentDraft(plan.seq, dimension, plan.name)
+            for start in range(0, plan.rows, PART_ROWS):
+                stop = min(plan.rows, start + PART_ROWS)
+                vectors = np.fromfile(pending, dtype="float32", count=(stop - start) * dimension)
+                texts = catalog.segment_texts(plan.name, start, stop)
+                if len(vectors) != (stop - start) * dimension or len(texts) != stop - start:
+                    raise RuntimeError(f"rows {start}-{stop} of segment {plan.name} are missing from the build's "
+                                       "own files (was the disk full?)")
+                segment.add(vectors.reshape(-1, dimension), (tokenize(t, segmenter, cached=False) for t in texts))
+            segment.finish(version, catalog)
+            del segment
+            memory.release()
+    path.unlink()
+
+
 class _SegmentDraft:
     """A segment of a full build, filled part by part: its vectors and its postings counted as they come (the
     parts' chunks and tokens are not kept)."""
 
-    def __init__(self, seq: int, dimension: int):
-        self.seq, self.name = seq, _segment_name(seq)
+    def __init__(self, seq: int, dimension: int, name: str = ""):
+        self.seq, self.name = seq, name or _segment_name(seq)
         # A segment takes parts while they fit in SEGMENT_ROWS; a single larger part (one huge file) gets a
         # segment of its own size.
         self.dense = DenseBuilder(dimension)

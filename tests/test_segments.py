@@ -84,6 +84,25 @@ def test_a_full_build_in_many_parts_and_segments_scores_like_one(corpus, tmp_pat
         assert got == [(one.chunks[r].id, round(s, 4)) for r, s in one.store.search_by_vector(vector, 8)]
 
 
+def test_a_full_build_that_fails_between_its_passes_leaves_the_last_index(corpus, tmp_path, embeddings,
+                                                                         monkeypatch):
+    from assistant.catalog import Catalog
+    from assistant.errors import IndexWriteError
+
+    index_dir = tmp_path / "index"
+    first = build_index(corpus, index_dir, embeddings, user_words=False)
+    assert not list(index_dir.rglob(indexing.PENDING_VECTORS))  # the vectors between the passes are gone
+    (corpus / "articles" / "lab.txt").write_text(_article(1), encoding="utf-8")
+    real = Catalog.segment_texts
+    monkeypatch.setattr(Catalog, "segment_texts", lambda self, *args: real(self, *args)[:-1])  # a row lost
+    with pytest.raises(IndexWriteError, match="missing from the build's own files.*previous index is unchanged"):
+        build_index(corpus, index_dir, embeddings, user_words=False, full=True)
+    monkeypatch.undo()
+    index = load_index(index_dir, embeddings, verify=True)
+    assert len(index.chunks) == first.chunks and not any(c.doc_id == "lab.txt" for c in index.chunks)
+    assert sorted(p.name for p in index_dir.iterdir() if p.name.startswith(".tmp-")) == []
+
+
 def test_a_segment_filled_part_by_part_is_a_graph_only_when_large_and_keeps_its_vectors(monkeypatch):
     import faiss
 
