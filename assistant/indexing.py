@@ -46,7 +46,7 @@ from .embeddings import Embedder
 from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
 from .language import MATCHING_NORMALIZATION
 from .lexical import BM25Index, bm25_idf, tokenize
-from .lexicon import LEXICON_VERSION, MAX_LEARN_CHARS, Segmenter, default_segmenter, learn_words, sample_texts
+from .lexicon import LEXICON_VERSION, Segmenter, default_segmenter, learn_words, learn_words_from_files
 from .milvus import MilvusBM25, MilvusCollection, collection_name
 from .segments import (
     GRAPH_MIN_ROWS,
@@ -680,10 +680,10 @@ class _Job:
         if sum(stats[s.rel].st_size for s in sources) > LEARN_IN_CHILD_BYTES:
             try:
                 with multiprocessing.get_context("spawn").Pool(1) as pool:
-                    return pool.apply(_learn_from_files, (sources, self.chunker))
+                    return pool.apply(learn_words_from_files, (sources, self.chunker))
             except Exception as exc:  # noqa: BLE001 - no child to be had (limits, a sandbox): learn here
                 _log.warning("Learning words in a child process failed (%s); learning them in this one.", exc)
-        words = _learn_from_files(sources, self.chunker)
+        words = learn_words_from_files(sources, self.chunker)
         memory.release()
         return words
 
@@ -704,12 +704,6 @@ class _Job:
             "pipeline": pipeline_fingerprint(self.user_words),
             "backend": backend,
         }
-
-
-def _learn_from_files(sources: list[SourceFile], chunker: ChunkerSettings) -> list[str]:
-    """The words `learn_words` finds in an even sample of the files' chunk texts (run in a child process too)."""
-    texts = [c.text for source in sources for c in process(source, chunker)[1]]
-    return learn_words(sample_texts(texts, MAX_LEARN_CHARS))
 
 
 def _same_by_stat(before: SourceRow | None, source: SourceFile, stat: os.stat_result) -> bool:

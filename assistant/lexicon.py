@@ -11,10 +11,11 @@ jieba tokenizer, so one index's words never change how another index in the same
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 LEXICON_VERSION = 1
 
@@ -96,13 +97,20 @@ def _stop_chars() -> frozenset[str]:
     return frozenset(w for w in STOPWORDS if len(w) == 1)
 
 
-def sample_texts(texts: Sequence[str], max_chars: int) -> list[str]:
-    """Every k-th text, so that about max_chars characters remain (all of them when they fit)."""
-    total = sum(len(t) for t in texts)
-    if total <= max_chars:
-        return list(texts)
-    step = -(-total // max_chars)
-    return list(texts[::step])
+def learn_words_from_files(sources: Sequence, chunker) -> list[str]:  # noqa: ANN001 - corpus.SourceFile, ChunkerSettings
+    """The words `learn_words` finds in an even sample of the files' chunk texts: every k-th chunk, with k such
+    that about MAX_LEARN_CHARS characters remain. The files are read twice (a first pass counts characters), so
+    the corpus's texts are never all held; a full build runs this in a child process for a large corpus."""
+    from .corpus import process
+
+    def texts() -> Iterator[str]:
+        for source in sources:
+            for chunk in process(source, chunker)[1]:
+                yield chunk.text
+
+    total = sum(len(t) for t in texts())
+    step = 1 if total <= MAX_LEARN_CHARS else -(-total // MAX_LEARN_CHARS)
+    return learn_words(itertools.islice(texts(), 0, None, step))
 
 
 def learn_words(texts: Iterable[str]) -> list[str]:
