@@ -9,8 +9,9 @@ is that stage's exact high point, not a sample; "(between)" is the code that run
 --fake-vectors replaces the embedder's passage vectors with random unit vectors (the model stays loaded, so
 the baseline is the same): the build's own structures (segments, postings, catalog, words) at 177k chunks in
 about three minutes instead of most of an hour. --embed-only embeds the corpus's chunks and builds nothing:
-the embedder's own peak. A real build's peak is, roughly, the first plus the embedder's transient, and what is
-left over is their interaction in the heap (README, "At scale").
+the embedder's own peak. A full build runs in two passes (embed every part, then fill the segments), so its
+peak is about the higher of the two, not their sum (README, "At scale"). The child process a large build learns
+its words in is not counted here (bench_scale.py counts it).
 """
 
 from __future__ import annotations
