@@ -716,11 +716,11 @@ class _SegmentPlan:
     """A segment of a full build as its first pass lays it out: its name and how many rows it has so far."""
 
     seq: int
-    name: str = ""
+    name: str = field(init=False)
     rows: int = 0
 
     def __post_init__(self) -> None:
-        self.name = self.name or _segment_name(self.seq)
+        self.name = _segment_name(self.seq)
 
 
 def _segments_from_pending(version: Path, catalog: Catalog, planned: list[_SegmentPlan], dimension: int,
@@ -730,7 +730,7 @@ def _segments_from_pending(version: Path, catalog: Catalog, planned: list[_Segme
     path = version / PENDING_VECTORS
     with open(path, "rb") as pending:
         for plan in planned:
-            segment = _SegmentDraft(plan.seq, dimension, plan.name)
+            segment = _SegmentDraft(plan.seq, plan.name, dimension)
             for start in range(0, plan.rows, PART_ROWS):
                 stop = min(plan.rows, start + PART_ROWS)
                 vectors = np.fromfile(pending, dtype="float32", count=(stop - start) * dimension)
@@ -749,8 +749,8 @@ class _SegmentDraft:
     """A segment of a full build, filled part by part: its vectors and its postings counted as they come (the
     parts' chunks and tokens are not kept)."""
 
-    def __init__(self, seq: int, dimension: int, name: str = ""):
-        self.seq, self.name = seq, name or _segment_name(seq)
+    def __init__(self, seq: int, name: str, dimension: int):
+        self.seq, self.name = seq, name
         # A segment takes parts while they fit in SEGMENT_ROWS; a single larger part (one huge file) gets a
         # segment of its own size.
         self.dense = DenseBuilder(dimension)
