@@ -190,6 +190,11 @@ class Catalog:
     def dead_rowids(self) -> list[int]:
         return [r for (r,) in self._query("SELECT rowid FROM chunks WHERE dead = 1")]
 
+    def segment_texts(self, segment: str, start: int, stop: int) -> list[str]:
+        """The texts of a segment's rows start..stop-1, in row order."""
+        return [t for (t,) in self._query("SELECT text FROM chunks WHERE segment = ? AND seg_row >= ? AND seg_row < ? "
+                                          "ORDER BY seg_row", (segment, start, stop))]
+
     def live_texts_of(self, sources: Sequence[str]) -> list[str]:
         out: list[str] = []
         for source in sources:
@@ -197,11 +202,6 @@ class Catalog:
         return out
 
     # --- document frequencies (kept here when the search structures live elsewhere) ---------------------
-
-    def segment_texts(self, segment: str, start: int, stop: int) -> list[str]:
-        """The texts of a segment's rows start..stop-1, in row order."""
-        return [t for (t,) in self._query("SELECT text FROM chunks WHERE segment = ? AND seg_row >= ? AND seg_row < ? "
-                                          "ORDER BY seg_row", (segment, start, stop))]
 
     def terms(self) -> dict[str, int]:
         return dict(self._query("SELECT term, df FROM terms"))
