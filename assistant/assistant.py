@@ -185,6 +185,12 @@ class Assistant:
         assert isinstance(result, Answer)
         return result
 
+    def warm(self, question: str) -> None:
+        """Answer one question and load what any answerer loads late, so that no user's first question waits."""
+        self.ask(question)
+        for answerer in self.answerers.values():
+            answerer.warm()
+
     def stream(self, question: str, history: Sequence | None = None, *, k: int | None = None,
                answerer: str | None = None, retriever: str | None = None) -> Iterator[str | Answer]:
         """Text pieces of the answer as they come (LLM), then the final Answer."""

@@ -149,7 +149,7 @@ def main() -> None:
             t = time.perf_counter()
             assistant = Assistant(settings, load_index(index, embeddings), embeddings)  # index + retrievers
             load_s = time.perf_counter() - t
-            assistant.ask(questions[0])
+            assistant.warm(questions[0])  # as a server does before its first user
             times, search = _timed(assistant, questions)
             rules, _ = _timed(assistant, questions, "extractive")
             size = disk_mb(index) + (disk_mb(Path(tmp)) - disk_mb(corpus) - disk_mb(index) if backend.milvus_uri else 0)

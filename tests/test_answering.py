@@ -176,3 +176,29 @@ def test_answer_json_schema(assistant):
     source = data["sources"][0]
     assert {"doc_id", "title", "paragraph", "text", "score", "start", "end", "citations"} <= set(source)
     assert isinstance(data["latency_ms"], float) and isinstance(data["refused"], bool)
+
+
+def test_the_best_sentence_for_a_who_question_is_the_one_max_picks_with_every_sentence_tagged():
+    """Names are tagged lazily (only where they can decide): the winner must be what tagging all would pick."""
+    import random
+
+    from assistant.answerers import extractive as ex
+
+    texts = ["黄仁勋在1993年创立了英伟达。", "这家公司总部位于加州。", "张江的产业园区有许多企业。", "李彦宏和马化腾都出席了会议。"]
+    rng = random.Random(0)
+    for _ in range(300):
+        cands = [ex._Candidate(None, 0, 1, rng.choice(texts), rng.choice([0.4, 0.5, 0.6, 0.7]),
+                               tuple(rng.choice([0.0, 0.02, 0.1, 0.2, -0.5]) for _ in range(rng.randint(1, 3))))
+                 for _ in range(rng.randint(1, 12))]
+        eager = [ex._Candidate(**{**vars(c), "holds_kind": ex._has_kind("person", c.text)}) for c in cands]
+        expected = max(range(len(eager)), key=lambda i: eager[i].score())
+        assert ex._best(cands, "person") is cands[expected]
+    assert ex._has_kind("person", texts[0]) == 1.0 and ex._has_kind("person", texts[1]) == 0.0  # both kinds met
+
+
+def test_warm_loads_what_the_first_who_question_would_wait_for(assistant):
+    from assistant.answerers.extractive import _tagger
+
+    _tagger.cache_clear()
+    assistant.warm("英伟达是哪一年创立的?")
+    assert _tagger.cache_info().currsize == 1

@@ -208,8 +208,8 @@ def _answer_at(answers: list[Answer | None], message_index) -> Answer | None:
 
 def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None) -> None:
     """Run the page until interrupted."""
-    # warm up the model, jieba and the tokenizer before the first user waits
-    assistant.ask(examples(assistant.settings.corpus_dir)[0])
+    # warm up the model, jieba, its tagger and the tokenizer before the first user waits
+    assistant.warm(examples(assistant.settings.corpus_dir)[0])
     credentials = None
     if auth:
         user, sep, password = auth.partition(":")

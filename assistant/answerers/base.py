@@ -69,6 +69,9 @@ class Answerer(ABC):
     def answer(self, question: str, sources: list[Source]) -> Draft:
         """Answer from the sources only, or refuse."""
 
+    def warm(self) -> None:
+        """Load now what the first question that needs it would otherwise wait for (a server calls this)."""
+
     def stream(self, question: str, sources: list[Source]) -> Iterator[str | Draft]:
         """Text pieces as they come, then the final Draft; answerers that cannot stream yield once."""
         yield self.answer(question, sources)

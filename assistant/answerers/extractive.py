@@ -53,7 +53,14 @@ class _Candidate:
     end: int
     text: str
     coverage: float
-    score: float
+    bonuses: tuple[float, ...]  # what the sentence's place and source add, beside the kind asked for
+    holds_kind: float | None = None  # 0-1: whether it holds a phrase of the kind asked; None: not yet tagged
+
+    def score(self, holds_kind: float | None = None) -> float:
+        bonus = 0.1 * (self.holds_kind if holds_kind is None else holds_kind)
+        for b in self.bonuses:
+            bonus += b
+        return self.coverage + bonus
 
 
 class ExtractiveAnswerer(Answerer):
@@ -64,6 +71,9 @@ class ExtractiveAnswerer(Answerer):
         self.idf = idf
         self.segmenter = segmenter  # the index's jieba words: the question is cut as its articles are
         self.min_coverage = min_coverage
+
+    def warm(self) -> None:
+        _tagger()  # jieba's part-of-speech tables: ~1.5-3 s on the first "who" question otherwise
 
     def answer(self, question: str, sources: list[Source]) -> Draft:
         parts = _split_asks(question)
@@ -81,7 +91,7 @@ class ExtractiveAnswerer(Answerer):
         candidates = self._candidates(q_terms, subject, profile, sources)
         if not candidates:
             return refusal(question)
-        best = max(candidates, key=lambda c: c.score)
+        best = _best(candidates, profile.kind)
         cite = Citation(best.source.rank, best.source.doc_id, best.text, best.start, best.end)
         if best.coverage < self.min_coverage:
             return refusal(question)
@@ -114,15 +124,16 @@ class ExtractiveAnswerer(Answerer):
             for s, e in _sentences(source):
                 text = source.text[s - source.start:e - source.start]
                 cov = coverage(text, q_terms, self.idf) / total
-                bonus = 0.1 * _has_kind(profile.kind, _MARKER.sub("", text))
-                bonus += 0.02 * (len(sources) - source.rank) / len(sources)
+                bonuses = [0.02 * (len(sources) - source.rank) / len(sources)]
                 if subject and _mentions(text, subject):
-                    bonus += 0.2
+                    bonuses.append(0.2)
                 if source.kind == "metadata":
-                    bonus += 0.3 if meta_key and meta_key in text else -0.5
+                    bonuses.append(0.3 if meta_key and meta_key in text else -0.5)
                 if source.kind == "reference" and not about_refs:
-                    bonus -= 0.5
-                out.append(_Candidate(source, s, e, text, cov, cov + bonus))
+                    bonuses.append(-0.5)
+                # person names need jieba's tagger (~2 ms a sentence): tagged in _best only where they decide
+                holds = None if profile.kind == "person" else _has_kind(profile.kind, _MARKER.sub("", text))
+                out.append(_Candidate(source, s, e, text, cov, tuple(bonuses), holds))
         return out
 
     def _phrase(self, question: str, profile: QuestionProfile, best: _Candidate, q_tokens: set[str]) -> str | None:
@@ -277,6 +288,31 @@ def _meta_key(question: str) -> str | None:
         if any(cue in question.lower() for cue in cues):
             return key
     return None
+
+
+def _best(candidates: list[_Candidate], kind: str) -> _Candidate:
+    """The highest-scoring candidate, the first of equals (as max() picks), its kind tagged where still unknown.
+
+    Candidates are visited by the most they could score; once that is below the best final score found (or
+    equal to it from a later candidate) none after can win, so their sentences are never tagged.
+    """
+    def most(c: _Candidate) -> float:
+        return c.score(1.0) if c.holds_kind is None else c.score()
+
+    order = sorted(range(len(candidates)), key=lambda i: (-most(candidates[i]), i))
+    best, best_i = None, -1
+    for i in order:
+        c = candidates[i]
+        if best is not None:
+            upper, top = most(c), best.score()
+            if upper < top or (upper == top and i > best_i):
+                break
+        if c.holds_kind is None:
+            c.holds_kind = _has_kind(kind, _MARKER.sub("", c.text))
+        if best is None or c.score() > best.score() or (c.score() == best.score() and i < best_i):
+            best, best_i = c, i
+    assert best is not None
+    return best
 
 
 def _has_kind(kind: str, text: str) -> float:
