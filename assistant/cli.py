@@ -250,17 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--min-f1", type=float, help="with --squad: exit 1 when F1 is below this")
     ev.set_defaults(func=cmd_eval)
 
-    tr = sub.add_parser("train-reader", help="fine-tune the span reader on SQuAD-format data (DRCD)")
+    tr = sub.add_parser("train-reader", help="fine-tune the span reader on SQuAD-format data (CMRC 2018, DRCD, DuReader)")
     from .training import add_arguments
 
     add_arguments(tr)
     tr.set_defaults(func=cmd_train_reader)
 
-    cal = sub.add_parser("calibrate-reader", help="fit the reader's confidence on held-out DRCD questions")
+    cal = sub.add_parser("calibrate-reader", help="fit the reader's refusal on held-out questions of its training files")
     cal.add_argument("--data", nargs="+", required=True)
     cal.add_argument("--reader", help="reader weights (default: the committed ones)")
     cal.add_argument("--out", help="calibration JSON (default: next to the reader)")
-    cal.add_argument("--limit", type=int, default=0, help="at most N held-out DRCD questions")
+    cal.add_argument("--limit", type=int, default=0, help="at most N held-out questions")
     cal.add_argument("--questions", nargs="*", default=[], metavar="JSONL",
                      help="project question files whose answerable and unanswerable questions join the fit "
                           "(asked over the configured corpus)")

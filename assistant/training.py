@@ -30,6 +30,7 @@ from .language import simplified
 from .reader import (
     READER_FILE,
     WORD_EMBEDDINGS,
+    apply_delta,
     base_state,
     best_spans,
     build_model,
@@ -47,7 +48,9 @@ class TrainConfig:
     data: list[str]
     out: str = str(READER_FILE)
     work_dir: str = "data/reader-training"
-    cmrc: str | None = None
+    cmrc: str | None = None  # kept for old commands: one more file evaluated after each epoch
+    evals: list[str] = field(default_factory=list)  # SQuAD files evaluated (passage given) after each epoch
+    init: str | None = None  # start from this reader delta instead of the packaged encoder and a new head
     epochs: float = 2.0
     batch_size: int = 16
     lr: float = 1e-4
@@ -71,7 +74,7 @@ class TrainConfig:
     def key(self) -> str:
         """Identifies the features and the run: a checkpoint only resumes the same run."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("out", "work_dir", "threads", "checkpoint_every",
-                                                                    "eval_limit", "cmrc")}
+                                                                    "eval_limit", "cmrc", "evals")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -87,9 +90,18 @@ def make_features(cfg: TrainConfig, squad: SquadSet, questions: list, tokenizer,
     """Arrays input_ids (n, max_len), lengths, starts, ends: one row per training window."""
     rows, starts, ends = [], [], []
     passages = list(squad.passages.values())
-    dropped = 0
+    dropped = unanswerable = 0
     for q in questions:
         passage = squad.passages[q.passage_id]
+        if not q.answers:  # unanswerable from its passage (DuReader-checklist): a window of it, target "no answer"
+            question = cut_question(tokenizer, q.question, cfg.max_question_tokens)
+            enc = tokenizer(question, passage.context, truncation="only_second", max_length=cfg.max_len,
+                            stride=cfg.stride, return_overflowing_tokens=True)
+            rows.append(enc["input_ids"][rng.randrange(len(enc["input_ids"]))])
+            starts.append(CLS)
+            ends.append(CLS)
+            unanswerable += 1
+            continue
         answer, start = q.answers[0], q.starts[0] if q.starts else -1
         if start < 0 or passage.context[start:start + len(answer)] != answer:
             start = passage.context.find(answer)
@@ -129,8 +141,8 @@ def make_features(cfg: TrainConfig, squad: SquadSet, questions: list, tokenizer,
     ids = np.full((len(rows), cfg.max_len), tokenizer.pad_token_id, dtype=np.int32)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
-    print(f"features: {len(rows)} windows from {len(questions)} questions ({dropped} dropped: answer not found)",
-          file=sys.stderr)
+    print(f"features: {len(rows)} windows from {len(questions)} questions ({unanswerable} unanswerable, "
+          f"{dropped} dropped: answer not found)", file=sys.stderr)
     return {"input_ids": ids, "lengths": lengths, "starts": np.array(starts, np.int64),
             "ends": np.array(ends, np.int64)}
 
@@ -243,11 +255,16 @@ def _train(cfg: TrainConfig) -> dict:
     else:
         feats = make_features(cfg, squad, train_q, tokenizer, rng)
         np.savez(cache, **feats)
-    cmrc = load_squad(Path(cfg.cmrc)) if cfg.cmrc else None
+    evals = {Path(f).stem: load_squad(Path(f), convert=simplified) for f in [*([cfg.cmrc] if cfg.cmrc else []),
+                                                                         *cfg.evals]}
 
     config, base = base_state()
     model = build_model(config)
-    model.load_state_dict(base, strict=False)  # the span head starts from its own initialisation
+    if cfg.init:
+        start_state, _ = apply_delta(base, Path(cfg.init))
+        model.load_state_dict(start_state, strict=False)
+    else:
+        model.load_state_dict(base, strict=False)  # the span head starts from its own initialisation
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
     params = _trainable(model)
     decay = [p for n, p in params.items() if p.dim() >= 2]
@@ -300,10 +317,9 @@ def _train(cfg: TrainConfig) -> dict:
         if step % cfg.checkpoint_every == 0 or end_of_epoch:
             if end_of_epoch:
                 figures = {"step": step, "epoch": round(step / steps_per_epoch, 2)}
-                figures["drcd_heldout"] = evaluate_passage_given(model, tokenizer, squad, _limit(held_q, cfg), cfg)
-                if cmrc:
-                    figures["cmrc_trial"] = evaluate_passage_given(model, tokenizer, cmrc,
-                                                                   _limit(cmrc.questions, cfg), cfg)
+                figures["heldout"] = evaluate_passage_given(model, tokenizer, squad, _limit(held_q, cfg), cfg)
+                for name, data in evals.items():
+                    figures[name] = evaluate_passage_given(model, tokenizer, data, _limit(data.questions, cfg), cfg)
                 history.append(figures)
                 print(f"eval: {json.dumps(figures, ensure_ascii=False)}", file=sys.stderr, flush=True)
             save_checkpoint(checkpoint, model, optimizer, step, cfg, history)
@@ -322,8 +338,13 @@ def _limit(questions: list, cfg: TrainConfig) -> list:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig(data=[])
-    parser.add_argument("--data", nargs="+", required=True, help="SQuAD-format training files (DRCD)")
-    parser.add_argument("--cmrc", help="CMRC 2018 trial file, evaluated (passage given) after each epoch")
+    parser.add_argument("--data", nargs="+", required=True,
+                        help="SQuAD-format training files (CMRC 2018 train, DRCD, DuReader-checklist train); "
+                             "questions marked is_impossible teach 'no answer'")
+    parser.add_argument("--eval", nargs="*", default=[], dest="evals", metavar="FILE",
+                        help="SQuAD files evaluated (passage given) after each epoch; never trained on")
+    parser.add_argument("--cmrc", help="one more evaluation file (older spelling of --eval)")
+    parser.add_argument("--init", help="start from this reader delta (default: the packaged encoder, a new head)")
     parser.add_argument("--out", default=defaults.out)
     parser.add_argument("--work-dir", default=defaults.work_dir)
     for name in ("epochs", "lr", "warmup", "negative_rate", "foreign_rate"):
@@ -375,13 +396,18 @@ def calibration_cases(squad: SquadSet, questions: list, rng: random.Random, k: i
     cases = []
     for q in questions:
         passage = squad.passages[q.passage_id]
+        scores = retriever.get_scores(tokenize(q.question) or ["\u2205"])
+        ranked = [int(i) for i in np.argsort(-scores)[:50] if owner[int(i)][1] != passage.title][:k]
+        others = [pieces[i] for i in ranked]
+        if not q.answers:
+            # a question its own passage is about but does not answer (DuReader-checklist): the near miss
+            own = [passage.context[s:e] for s, e in _windows(passage.context)][: k - 1]
+            cases.append((q.question, own + others[: k - len(own)], []))
+            continue
         gold = next((passage.context[s:e] for s, e in _windows(passage.context)
                      if any(a in passage.context[s:e] for a in q.answers)), None)
         if gold is None:
             continue
-        scores = retriever.get_scores(tokenize(q.question) or ["\u2205"])
-        ranked = [int(i) for i in np.argsort(-scores)[:50] if owner[int(i)][1] != passage.title][:k]
-        others = [pieces[i] for i in ranked]
         positive = others[: k - 1]
         positive.insert(rng.randrange(len(positive) + 1), gold)
         cases.append((q.question, positive, q.answers))
@@ -417,8 +443,15 @@ def project_cases(questions_path: Path, reader) -> list[tuple]:
 
 def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int = 20, seed: int = 20261124,
               limit: int = 0, questions: list[Path] = ()) -> dict:
-    """Fit P(right answer) = sigmoid(w . [margin, score] + b) on DRCD held-out questions with BM25 negatives from
-    other articles, plus the project's own questions (`questions`, answerable and not); write the JSON."""
+    """Fit P(the sources answer the question) = sigmoid(w . [margin, score] + b); write the JSON.
+
+    The cases are the held-out questions of the training files (every `heldout_every`-th passage, never
+    trained on): each asked over its answering piece among BM25's best pieces of other articles (label 1)
+    and over those other pieces alone (label 0), and each unanswerable one (is_impossible) over its own
+    passage, which is about the question but does not answer it (label 0); plus the project's questions.
+    The label is answerability, not the span's correctness: on an answerable question a refusal is as
+    wrong as a wrong span, so refusing is only worth it where nothing in the sources answers.
+    """
     from sklearn.linear_model import LogisticRegression
 
     from .evaluation import normalize
@@ -429,7 +462,7 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
     _, held = split_heldout(squad, heldout_every)
     held = held[:limit] if limit else held
     reader = SpanReader.load(reader_path)
-    rows, labels = [], []
+    rows, labels, right = [], [], []
     cases = calibration_cases(squad, held, rng)
     public = len(cases)
     for path in questions:
@@ -441,17 +474,26 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
         best = spans[0]
         pred = passages[best.passage][best.start:best.end]
         rows.append([best.margin, best.score])
-        right = cmrc_f1(pred, answers) >= 0.5 or any(normalize(a) in normalize(pred) for a in answers)
-        labels.append(int(bool(answers) and right))
+        labels.append(int(bool(answers)))
+        right.append(bool(answers) and (cmrc_f1(pred, answers) >= 0.5
+                                        or any(normalize(a) in normalize(pred) for a in answers)))
     x, y = np.array(rows), np.array(labels)
     model = LogisticRegression().fit(x, y)
-    prob = model.predict_proba(x)[:, 1]
+    answered = model.predict_proba(x)[:, 1] >= 0.5
+    previous = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
     result = {"features": ["margin", "score"], "weights": [float(w) for w in model.coef_[0]],
               "bias": float(model.intercept_[0]), "threshold": 0.5,
-              "fitted_on": f"DRCD held-out (every {heldout_every}th passage), {len(y)} cases, "
-                           f"{int(y.sum())} right answers; negatives: BM25's best pieces of other articles; "
-                           f"plus {len(y) - public} cases from {', '.join(str(p) for p in questions) or 'no project file'}",
-              "accuracy_at_threshold": round(float(((prob >= 0.5) == y).mean()), 4)}
+              "label": "answerable: the sources hold a gold answer",
+              "fitted_on": f"held-out questions of {', '.join(Path(d).name for d in data)} (every {heldout_every}th "
+                           f"passage): {public} cases, answering piece among BM25's best pieces of other articles, "
+                           f"those pieces alone, unanswerable questions over their own passage; plus "
+                           f"{len(y) - public} cases from {', '.join(str(p) for p in questions) or 'no project file'}",
+              "cases": len(y), "answerable_cases": int(y.sum()),
+              "unanswerable_refused": round(float((~answered[y == 0]).mean()), 4),
+              "answerable_refused": round(float((~answered[y == 1]).mean()), 4),
+              "right_when_answered": round(float(np.array(right)[answered].mean()), 4) if answered.any() else None}
+    if "shapes" in previous:
+        result["shapes"], result["shapes_chosen_on"] = previous["shapes"], previous.get("shapes_chosen_on")
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(result, ensure_ascii=False, indent=1), file=sys.stderr)
     return result

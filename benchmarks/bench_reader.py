@@ -3,8 +3,9 @@
     python benchmarks/bench_reader.py [--limit N] [--json OUT]
     python benchmarks/bench_reader.py --shapes [--write-shapes]
 
-On the CMRC 2018 trial set (tuning and reporting) and the DRCD held-out passages (every 20th passage,
-never trained on; Traditional Chinese converted with OpenCC), per answerer:
+On the CMRC 2018 trial set, DuReader-robust dev and DuReader-checklist dev (tuning and reporting, never
+trained on) and the held-out passages of the reader's own training files (every 20th passage, split as
+training split them; Traditional Chinese converted with OpenCC), per answerer:
 
 * sentence baseline: the passage's sentence sharing most distinct characters with the question;
 * extractive: the rule-based answerer this project had before the reader;
@@ -12,13 +13,14 @@ never trained on; Traditional Chinese converted with OpenCC), per answerer:
 * reader answerer: the reader with answer forms and calibrated refusal;
 * combined (the default): the extractive answer where the rules answer, else the reader answerer.
 
-EM / F1 as the CMRC 2018 organisers define them, overall and per question kind (read from the question's
-wording), plus the refusal rate and the median answer length.
+EM / F1 as the CMRC 2018 organisers define them over the answerable questions, overall and per question
+kind (read from the question's wording), the refusal rate of answerable and of unanswerable questions
+(DuReader-checklist's is_impossible), and the median answer length.
 
 --shapes measures, per question kind, how much text around the reader's span answers best: the span, its
-clause, its sentence, the enumeration or the explanation (sentence + next when short). The two sets are
+clause, its sentence, the enumeration or the explanation (sentence + next when short). The sets are
 annotated differently (CMRC answers: median 19 characters, often a clause or sentence; DRCD: median 4), so a
-shape is chosen per kind by the mean of the two F1s; --write-shapes stores the choice in
+shape is chosen per kind by the mean F1 over the sets; --write-shapes stores the choice in
 assistant/models/reader-calibration.json, where the reader answerer reads it. The datasets are read from
 ../shared/datasets/ (or ASSISTANT_DATASETS); a missing file is named and skipped.
 """
@@ -57,7 +59,8 @@ def run(name: str, squad, questions: list, answerers: dict, limit: int) -> dict:
 
     reader_answerer = answerers["reader"]
     rows = defaultdict(list)  # answerer -> [(kind, em, f1, refused, chars, ms)]
-    questions = [q for q in questions if q.answerable][: limit or None]
+    unanswerable_refused = defaultdict(list)  # answerer -> [refused] on questions marked is_impossible
+    questions = questions[: limit or None]
     for q in questions:
         passage = squad.passages[q.passage_id]
         source = Source(1, q.passage_id, passage.title, "body", 1, passage.context, 0, len(passage.context), 1.0, [])
@@ -80,17 +83,24 @@ def run(name: str, squad, questions: list, answerers: dict, limit: int) -> dict:
         rules = predictions["extractive"]
         predictions["combined"] = rules if not rules[1] else predictions["reader answerer"]
         for answerer, (text, refused, seconds) in predictions.items():
+            if not q.answerable:
+                unanswerable_refused[answerer].append(refused and answerer != "reader span")
+                continue
             text = "" if refused else text
             rows[answerer].append((kind, cmrc_em(text, q.answers) if text else 0.0,
                                    cmrc_f1(text, q.answers) if text else 0.0, refused, len(text), seconds * 1e3))
     report = {}
-    print(f"\n== {name}: {len(questions)} questions, passage given ==")
-    print(f"{'answerer':<20}{'EM':>7}{'F1':>7}{'refused':>9}{'median chars':>14}{'p50 ms':>9}")
+    n_unanswerable = sum(not q.answerable for q in questions)
+    print(f"\n== {name}: {len(questions) - n_unanswerable} answerable questions"
+          + (f" and {n_unanswerable} unanswerable" if n_unanswerable else "") + ", passage given ==")
+    print(f"{'answerer':<20}{'EM':>7}{'F1':>7}{'refused':>9}{'unans. refused':>16}{'median chars':>14}{'p50 ms':>9}")
     for answerer, values in rows.items():
         n = len(values)
+        refused_u = unanswerable_refused.get(answerer)
         summary = {"em": round(100 * sum(v[1] for v in values) / n, 1),
                    "f1": round(100 * sum(v[2] for v in values) / n, 1),
                    "refused": round(sum(v[3] for v in values) / n, 3),
+                   "unanswerable_refused": round(sum(refused_u) / len(refused_u), 3) if refused_u else None,
                    "median_chars": statistics.median([v[4] for v in values if not v[3]] or [0]),
                    "p50_ms": round(statistics.median(v[5] for v in values), 1)}
         kinds = defaultdict(list)
@@ -100,8 +110,9 @@ def run(name: str, squad, questions: list, answerers: dict, limit: int) -> dict:
                                   "f1": round(100 * sum(v[2] for v in vs) / len(vs), 1)}
                               for k, vs in sorted(kinds.items())}
         report[answerer] = summary
+        u = summary["unanswerable_refused"]
         print(f"{answerer:<20}{summary['em']:>7.1f}{summary['f1']:>7.1f}{summary['refused']:>9.3f}"
-              f"{summary['median_chars']:>14}{summary['p50_ms']:>9.1f}")
+              f"{'-' if u is None else f'{u:.3f}':>16}{summary['median_chars']:>14}{summary['p50_ms']:>9.1f}")
     kinds = sorted({k for s in report.values() for k in s["by_kind"]}, key=lambda k: -report["reader span"]["by_kind"][k]["n"])
     print(f"\nF1 per question kind (form/asked-for), {name}:")
     print(f"{'kind':<22}{'n':>5}" + "".join(f"{a[:16]:>18}" for a in report))
@@ -144,7 +155,7 @@ def choose_shapes(tables: dict, write: bool) -> dict:
 
     kinds = sorted({k for t in tables.values() for k in t["n"]},
                    key=lambda k: -sum(t["n"].get(k, 0) for t in tables.values()))
-    print("\nF1 per shape and kind (CMRC trial / DRCD held-out); chosen by the mean of the two")
+    print(f"\nF1 per shape and kind ({' / '.join(tables)}); chosen by the mean over the sets")
     print(f"{'kind':<24}{'n':>10}" + "".join(f"{s:>20}" for s in SHAPES) + "   chosen")
     chosen = {}
     for kind in kinds:
@@ -166,15 +177,48 @@ def choose_shapes(tables: dict, write: bool) -> dict:
             print(f"no {CALIBRATION_FILE}: run `assistant calibrate-reader` first")
         else:
             raw["shapes"] = chosen
-            raw["shapes_chosen_on"] = "mean F1 of CMRC 2018 trial and DRCD held-out, passage given"
+            raw["shapes_chosen_on"] = f"mean F1 of {', '.join(tables)}, passage given"
             CALIBRATION_FILE.write_text(json.dumps(raw, ensure_ascii=False, indent=1), encoding="utf-8")
             print(f"wrote the shapes into {CALIBRATION_FILE}")
     return chosen
 
 
+REPORT_SETS = (("CMRC 2018 trial", "cmrc2018/cmrc2018_trial.json"),
+               ("DuReader-robust dev", "dureader/dureader_robust_dev.json"),
+               ("DuReader-checklist dev", "dureader/dureader_checklist_dev.json"))
+
+
+def evaluation_sets(reader) -> dict:
+    """name -> (SquadSet, questions): the tuning / reporting sets, and the held-out passages of the reader's own
+    training files (split as training split them, so none of them was trained on)."""
+    from assistant.language import simplified
+    from assistant.squad import load_squad, load_squad_files
+    from assistant.training import split_heldout
+
+    sets = {}
+    for name, rel in REPORT_SETS:
+        path = DATASETS / rel
+        if path.is_file():
+            squad = load_squad(path, convert=simplified)
+            sets[name] = (squad, squad.questions)
+        else:
+            print(f"SKIPPED {name}: {path} is missing (set ASSISTANT_DATASETS)")
+    training = reader.meta.get("training", {})
+    names = [Path(p).name for p in training.get("data", [])]
+    found = {p.name: p for p in DATASETS.rglob("*.json")} if DATASETS.is_dir() else {}
+    missing = [n for n in names if n not in found]
+    if names and not missing:
+        squad = load_squad_files([found[n] for n in names], convert=simplified)
+        _, held = split_heldout(squad, training.get("heldout_every", 20))
+        sets["training files, held-out passages"] = (squad, held)
+    else:
+        print(f"SKIPPED the training files' held-out passages: {', '.join(missing) or 'no training data recorded'}")
+    return sets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--limit", type=int, default=0, help="first N answerable questions of each set")
+    parser.add_argument("--limit", type=int, default=0, help="first N questions of each set")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--shapes", action="store_true", help="measure answer shapes per question kind")
     parser.add_argument("--write-shapes", action="store_true", help="with --shapes: store the chosen shapes")
@@ -183,36 +227,17 @@ def main() -> None:
     from assistant.answerers.extractive import ExtractiveAnswerer
     from assistant.answerers.reader import ReaderAnswerer
     from assistant.reader import SpanReader
-    from assistant.squad import load_squad
-    from assistant.training import split_heldout
 
     reader = SpanReader.load()
     answerers = {"reader": ReaderAnswerer(reader, index=None), "extractive": ExtractiveAnswerer(lambda term: 1.0)}  # uniform IDF: no index here
     report = {}
-    cmrc = DATASETS / "cmrc2018" / "cmrc2018_trial.json"
-    if cmrc.is_file():
-        squad = load_squad(cmrc)
+    for name, (squad, questions) in evaluation_sets(reader).items():
         if args.shapes:
-            report["cmrc2018_trial"] = shape_table("CMRC 2018 trial", squad, squad.questions, reader, args.limit)
+            report[name] = shape_table(name, squad, questions, reader, args.limit)
         else:
-            report["cmrc2018_trial"] = run("CMRC 2018 trial", squad, squad.questions, answerers, args.limit)
-    else:
-        print(f"SKIPPED CMRC 2018: {cmrc} is missing (set ASSISTANT_DATASETS)")
-    drcd = [DATASETS / "drcd" / "DRCD_dev.json", DATASETS / "drcd" / "DRCD_test.json"]
-    if all(p.is_file() for p in drcd):
-        from assistant.language import simplified
-        from assistant.squad import load_squad_files
-
-        squad = load_squad_files(drcd, convert=simplified)
-        _, held = split_heldout(squad, reader.meta.get("training", {}).get("heldout_every", 20))
-        if args.shapes:
-            report["drcd_heldout"] = shape_table("DRCD held-out", squad, held, reader, args.limit)
-        else:
-            report["drcd_heldout"] = run("DRCD held-out", squad, held, answerers, args.limit)
-    else:
-        print(f"SKIPPED DRCD: {', '.join(str(p) for p in drcd if not p.is_file())} missing (set ASSISTANT_DATASETS)")
+            report[name] = run(name, squad, questions, answerers, args.limit)
     if args.shapes:
-        report["chosen"] = choose_shapes({k: v for k, v in report.items()}, args.write_shapes)
+        report["chosen"] = choose_shapes(dict(report), args.write_shapes)
     if args.json:
         args.json.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
 

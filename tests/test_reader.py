@@ -99,9 +99,12 @@ def test_a_file_that_is_not_a_delta_is_refused(tmp_path):
         SpanReader.load(tmp_path / "absent.safetensors")
 
 
-def _squad_file(path, with_bad_rows: bool = True):
+def _squad_file(path, with_bad_rows: bool = True, unanswerable: bool = False):
     qas = [{"id": "q1", "question": "黄河全长多少公里?", "answers": [{"text": "约5464公里", "answer_start": RIVER.index("约5464")}]},
            {"id": "q2", "question": "黄河最后注入哪里?", "answers": [{"text": "渤海", "answer_start": RIVER.index("渤海")}]}]
+    if unanswerable:  # DuReader-checklist style: the passage is about it but does not say
+        qas.append({"id": "q6", "question": "黄河流域一共住着多少人?", "answers": [{"text": "", "answer_start": -1}],
+                    "is_impossible": True})
     if with_bad_rows:
         qas += [{"id": "q3", "question": "", "answers": [{"text": "渤海", "answer_start": 0}]},
                 {"id": "q4", "answers": [{"text": "渤海"}]}]
@@ -135,12 +138,40 @@ def test_eval_squad_reports_cmrc_metrics(built, tmp_path, capsys, mode):
         assert summary["hit@1"] == 1.0  # the right passage first for each question
 
 
+def test_eval_squad_counts_unanswerable_questions_apart(built, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    code = main(["eval", "--squad", str(_squad_file(tmp_path / "s.json", unanswerable=True)), "--json", str(out),
+                 "--no-progress", "--passage-given"])
+    printed = capsys.readouterr().out
+    summary = json.loads(out.read_text(encoding="utf-8"))["summary"]
+    assert code == 0 and summary["questions"] == 4 and summary["answerable"] == 3 and summary["unanswerable"] == 1
+    row = next(r for r in json.loads(out.read_text(encoding="utf-8"))["results"] if r["id"] == "q6")
+    assert summary["unanswerable_refused"] == float(row["refused"]) and "unanswerable 1: refused" in printed
+    answered_f1 = sum(r["f1"] for r in json.loads(out.read_text(encoding="utf-8"))["results"] if r["id"] != "q6")
+    assert summary["f1"] == round(100 * answered_f1 / 3, 2)  # F1 over the answerable questions only
+
+
 def test_eval_squad_bad_files(tmp_path, capsys):
     assert main(["eval", "--squad", str(tmp_path / "none.json")]) == 2
     assert "not found" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     assert main(["eval", "--squad", str(tmp_path / "bad.json")]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_unanswerable_training_questions_target_no_answer(tmp_path):
+    import random
+
+    from assistant.reader import load_tokenizer
+    from assistant.training import TrainConfig, make_features
+
+    squad = load_squad(_squad_file(tmp_path / "s.json", with_bad_rows=False, unanswerable=True))
+    cfg = TrainConfig(data=[], max_len=96, stride=32, negative_rate=0.0, foreign_rate=0.0)
+    feats = make_features(cfg, squad, squad.questions, load_tokenizer(), random.Random(1))
+    assert len(feats["starts"]) == 4  # one window per question
+    no_answer = [i for i in range(4) if feats["starts"][i] == 0 and feats["ends"][i] == 0]
+    assert len(no_answer) == 1  # the unanswerable one; the others point at their answers
+    assert all(feats["starts"][i] > 0 and feats["ends"][i] >= feats["starts"][i] for i in range(4) if i not in no_answer)
 
 
 def test_training_is_seeded_checkpointed_and_resumable(tmp_path):
