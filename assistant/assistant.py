@@ -20,7 +20,7 @@ from .config import Settings
 from .corpus import ARTICLES, SourceFile, begin_add, end_add, process, undo_add
 from .embeddings import E5_NAMES, Embedder, get_embeddings
 from .errors import AssistantError, CorpusError, UnknownNameError
-from .followup import Turn, rewrite
+from .followup import Turn, resolve_description, rewrite
 from .indexing import BuildReport, LoadedIndex, build_index, build_lock, committed_sources, load_index
 from .loaders import check_file
 from .reader import SpanReader
@@ -174,7 +174,8 @@ class Assistant:
         """The question as it is searched: a follow-up rewritten from the conversation so far."""
         loaded = self._current()
         turns = _resolve_history(validate.history(history), loaded.retrievers["hybrid"], loaded.answerers["combined"])
-        return rewrite(validate.question(question), turns)
+        return resolve_description(rewrite(validate.question(question), turns),
+                                   _short_answer(loaded.retrievers["hybrid"], loaded.answerers["reader"]))
 
     def ask(self, question: str, history: Sequence | None = None, *, k: int | None = None,
             answerer: str | None = None, retriever: str | None = None) -> Answer:
@@ -201,7 +202,7 @@ class Assistant:
         search = self._retriever(loaded, retriever)
         k = validate.k(k, self.settings.k)
         turns = _resolve_history(validate.history(history), search, loaded.answerers["combined"])
-        standalone = rewrite(question, turns)
+        standalone = resolve_description(rewrite(question, turns), _short_answer(search, loaded.answerers["reader"]))
         t1 = time.perf_counter()
         sources = search.search(standalone, k)
         t2 = time.perf_counter()
@@ -234,6 +235,18 @@ class Assistant:
         report = add_files(paths, self.settings, self.embeddings, replace=replace, progress=progress)
         self._set_index(load_index(self.settings.index_dir, self.embeddings))
         return report
+
+
+def _short_answer(search: HybridRetriever, answerer: Answerer):
+    """question -> its answer as a short name (a factoid span), or None: how a described entity is resolved.
+    The trained reader, not the default: its span is the name itself (measured: the rules answer '哪家' with
+    a neighbouring organisation more often)."""
+    def answer_of(question: str) -> str | None:
+        draft = answerer.answer(question, search.search(question))
+        text = validate.strip_markers(draft.answer)
+        return None if draft.refused or draft.kind != "factoid" else text
+
+    return answer_of
 
 
 def _resolve_history(turns: list[Turn], search: HybridRetriever, extractive: Answerer) -> list[Turn]:

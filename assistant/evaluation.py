@@ -240,42 +240,58 @@ def run_squad_eval(assistant, squad, doc_of: dict[str, str] | None, questions: l
                                 passage.context, 0, len(passage.context), 1.0, [])
                 chosen = assistant.answerers[answerer or assistant.settings.answerer]
                 draft = chosen.answer(validation.question(q.question), [source])
-                text, refused, sources = draft.answer, draft.refused, [source]
+                text, refused, sources, confidence = draft.answer, draft.refused, [source], draft.confidence
             else:
                 answer = assistant.ask(q.question, k=k, answerer=answerer)
-                text, refused, sources = answer.answer, answer.refused, answer.sources
+                text, refused, sources, confidence = answer.answer, answer.refused, answer.sources, answer.confidence
         except (AssistantError, RuntimeError, ValueError) as exc:
-            results.append({**row, "answer": "", "refused": False, "em": 0.0, "f1": 0.0, "contains": False,
-                            "hit_rank": None, "latency_ms": 0.0, "error": f"{type(exc).__name__}: {exc}"})
+            results.append({**row, "answerable": q.answerable, "answer": "", "refused": False, "em": 0.0,
+                            "f1": 0.0, "contains": False, "hit_rank": None, "latency_ms": 0.0, "error": f"{type(exc).__name__}: {exc}"})
             continue
         latency = (time.perf_counter() - started) * 1e3
         plain = "" if refused else strip_markers(text)
         gold = [normalize(a) for a in q.answers]
         target = doc_of.get(q.passage_id) if doc_of else source.doc_id
         hit = next((s.rank for s in sources if s.doc_id == target and any(g in normalize(s.text) for g in gold)), None)
-        results.append({**row, "answer": text, "refused": refused,
+        results.append({**row, "answerable": q.answerable, "answer": text, "refused": refused, "confidence": confidence,
                         "em": cmrc_em(plain, q.answers) if plain else 0.0,
                         "f1": cmrc_f1(plain, q.answers) if plain else 0.0,
                         "contains": bool(plain) and any(g in normalize(plain) for g in gold),
                         "hit_rank": hit, "latency_ms": round(latency, 2),
                         "sources": [{"doc_id": s.doc_id, "rank": s.rank, "text": s.text} for s in sources]})
-    n = max(1, len(results))
+    return {"summary": summarize_squad(results), "results": results}
+
+
+def summarize_squad(results: list[dict]) -> dict:
+    """EM / F1 / containment / hits over the answerable questions; refusals of each kind apart; SQuAD 2.0's
+    overall EM / F1 (a refused unanswerable question scores 1) when the set has unanswerable questions."""
+    answerable = [r for r in results if r.get("answerable", True)]
+    unanswerable = [r for r in results if not r.get("answerable", True)]
+    n = max(1, len(answerable))
     latencies = [r["latency_ms"] for r in results]
     summary = {
         "questions": len(results),
-        "em": round(100 * sum(r["em"] for r in results) / n, 2),
-        "f1": round(100 * sum(r["f1"] for r in results) / n, 2),
-        "containment_accuracy": round(sum(r["contains"] for r in results) / n, 4),
-        "hit@1": round(sum(1 for r in results if r["hit_rank"] == 1) / n, 4),
-        "hit@5": round(sum(1 for r in results if r["hit_rank"] and r["hit_rank"] <= 5) / n, 4),
-        "refusal_rate": round(sum(r["refused"] for r in results) / n, 4),
+        "answerable": len(answerable),
+        "em": round(100 * sum(r["em"] for r in answerable) / n, 2),
+        "f1": round(100 * sum(r["f1"] for r in answerable) / n, 2),
+        "containment_accuracy": round(sum(r["contains"] for r in answerable) / n, 4),
+        "hit@1": round(sum(1 for r in answerable if r["hit_rank"] == 1) / n, 4),
+        "hit@5": round(sum(1 for r in answerable if r["hit_rank"] and r["hit_rank"] <= 5) / n, 4),
+        "refusal_rate": round(sum(r["refused"] for r in answerable) / n, 4),
+        "unanswerable": len(unanswerable),
+        "unanswerable_refused": (round(sum(r["refused"] for r in unanswerable) / len(unanswerable), 4)
+                                 if unanswerable else None),
+        "em_all": round(100 * (sum(r["em"] for r in answerable) + sum(r["refused"] for r in unanswerable))
+                        / max(1, len(results)), 2),
+        "f1_all": round(100 * (sum(r["f1"] for r in answerable) + sum(r["refused"] for r in unanswerable))
+                        / max(1, len(results)), 2),
         "median_answer_chars": statistics.median([len(strip_markers(r["answer"])) for r in results
                                                   if r["answer"] and not r["refused"]] or [0]),
         "latency_ms_p50": round(statistics.median(latencies), 2) if latencies else 0.0,
         "latency_ms_p95": round(_percentile(latencies, 95), 2),
         "errors": sum(1 for r in results if r.get("error")),
     }
-    return {"summary": summary, "results": results}
+    return summary
 
 
 def format_squad(summary: dict, title: str) -> str:
@@ -284,7 +300,10 @@ def format_squad(summary: dict, title: str) -> str:
             f"containment {summary['containment_accuracy']:.3f}  hit@1 {summary['hit@1']:.3f}  "
             f"hit@5 {summary['hit@5']:.3f}  refused {summary['refusal_rate']:.3f}  "
             f"median answer {summary['median_answer_chars']} chars\n"
-            f"latency ms: p50 {summary['latency_ms_p50']:.1f}, p95 {summary['latency_ms_p95']:.1f}"
+            + (f"unanswerable {summary['unanswerable']}: refused {summary['unanswerable_refused']:.3f}; "
+               f"all questions (SQuAD 2.0, a right refusal scores 1) EM {summary['em_all']:.1f}  "
+               f"F1 {summary['f1_all']:.1f}\n" if summary.get("unanswerable") else "")
+            + f"latency ms: p50 {summary['latency_ms_p50']:.1f}, p95 {summary['latency_ms_p95']:.1f}"
             + (f"\nerrors: {summary['errors']}" if summary["errors"] else ""))
 
 
@@ -440,7 +459,7 @@ def run_squad_command(args: argparse.Namespace, settings: Settings) -> int:
     squad = load_squad(args.squad)
     for problem in squad.skipped:
         print(f"skipped: {args.squad}: {problem}", file=sys.stderr)
-    questions = [q for q in squad.questions if q.answerable][: args.limit or None]
+    questions = squad.questions[: args.limit or None]  # unanswerable ones (is_impossible) expect a refusal
     embeddings = get_embeddings(settings.embed_model, settings.allow_download)
     progress = not args.no_progress and sys.stderr.isatty()
     with tempfile.TemporaryDirectory(prefix="assistant-squad-") as tmp:

@@ -70,3 +70,40 @@ def rewrite(question: str, history: list[Turn]) -> str:
     core = _INTERROGATIVE.sub("", _TRAILING.sub("", prev.question)).strip(",,")  # noqa: RUF001
     rest = _ELLIPSIS.sub("", q)
     return f"{core},{rest}" if core else q  # noqa: RUF001
+
+
+# "<description>的那家<noun>": an entity named only by what it did ("拿到X投资的那家公司在哪上市").
+_DESCRIBED = re.compile(
+    r"(?P<desc>[^,，。;；?？!！]{4,60}?)的(?P<det>那|这)(?P<cl>家|个|位|款|所|座|只|支|名|条|项)"  # noqa: RUF001
+    r"(?P<head>[A-Za-z0-9\u4e00-\u9fff]{0,8}?)(?=[,，、]|(?:" + _SUBJECT_END.pattern + r")|$)"  # noqa: RUF001
+)
+
+
+_ONLY_WHICH = re.compile(r"^(?:是|为|叫)?(?:谁|什么|哪[家个位款所座只支名条项]?)?$")
+
+
+def described_entity(question: str) -> tuple[str, str] | None:
+    """(the described phrase as it stands in the question, a question asking which entity it is), or None."""
+    m = _DESCRIBED.search(question)
+    if not m:
+        return None
+    desc = _LEADING.sub("", m["desc"].strip())
+    if len(desc) < 4:
+        return None
+    head = m["head"] or ""
+    return m.group(0)[m.group(0).index(m["desc"].strip()):], f"{desc}的{head}是哪{m['cl']}?"
+
+
+def resolve_description(question: str, answer_of) -> str:
+    """The question with a described entity replaced by its name, found by asking `answer_of` (a function from a
+    question to a short answer or None) which entity the description fits; the question itself otherwise."""
+    found = described_entity(question)
+    if not found:
+        return question
+    phrase, sub_question = found
+    if not _ONLY_WHICH.sub("", _TRAILING.sub("", question.replace(phrase, "")).strip(",，")):  # noqa: RUF001
+        return question  # the question only asks which entity it is: the reader answers it as it stands
+    name = answer_of(sub_question)
+    if not name or len(name) > 16 or name in phrase:
+        return question
+    return question.replace(phrase, name, 1)

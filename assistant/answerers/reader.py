@@ -26,7 +26,8 @@ from ..summary import key_sentences
 from .base import Answerer, Citation, Draft, clip_answer, refusal, strip_markers
 
 CALIBRATION_FILE = READER_FILE.with_name("reader-calibration.json")
-CAPS = {"factoid": 150, "list": 150, "explanation": 300, "summary": 600}
+# Longest answer per form: a fact or a list fits a line or two, a reason or a summary a short paragraph.
+CAPS = {"factoid": 150, "list": 150, "explanation": 300, "summary": 300}
 _EDGE = "，,。.;；:：、 \t“”\"'‘’《》「」()（）"  # noqa: RUF001
 
 
@@ -114,10 +115,13 @@ class ReaderAnswerer(Answerer):
         doc = self.index.documents[doc_id]
         new_sources, citations, parts = [], [], []
         for rank, chunk in enumerate(picked, start=1):
+            part = strip_markers(chunk.text) + f"[{rank}]"
+            if parts and len("".join(parts)) + len(part) > CAPS["summary"]:
+                break  # whole key sentences only, as many as fit
             new_sources.append(Source(rank, doc_id, doc.title, chunk.kind, chunk.paragraph, chunk.text, chunk.start,
                                       chunk.end, 1.0, [chunk.id]))
             citations.append(Citation(rank, doc_id, chunk.text, chunk.start, chunk.end))
-            parts.append(strip_markers(chunk.text) + f"[{rank}]")
+            parts.append(part)
         text = "".join(parts)
         if len(text) > CAPS["summary"]:
             text = clip_answer(text, limit=CAPS["summary"])
