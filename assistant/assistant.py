@@ -173,9 +173,7 @@ class Assistant:
     def standalone(self, question: str, history: Sequence | None = None) -> str:
         """The question as it is searched: a follow-up rewritten from the conversation so far."""
         loaded = self._current()
-        turns = _resolve_history(validate.history(history), loaded.retrievers["hybrid"], loaded.answerers["combined"])
-        return resolve_description(rewrite(validate.question(question), turns),
-                                   _short_answer(loaded.retrievers["hybrid"], loaded.answerers["reader"]))
+        return _standalone(validate.question(question), validate.history(history), loaded, loaded.retrievers["hybrid"])
 
     def ask(self, question: str, history: Sequence | None = None, *, k: int | None = None,
             answerer: str | None = None, retriever: str | None = None) -> Answer:
@@ -201,8 +199,7 @@ class Assistant:
         chosen = self._answerer(loaded, answerer)
         search = self._retriever(loaded, retriever)
         k = validate.k(k, self.settings.k)
-        turns = _resolve_history(validate.history(history), search, loaded.answerers["combined"])
-        standalone = resolve_description(rewrite(question, turns), _short_answer(search, loaded.answerers["reader"]))
+        standalone = _standalone(question, validate.history(history), loaded, search)
         t1 = time.perf_counter()
         sources = search.search(standalone, k)
         t2 = time.perf_counter()
@@ -237,16 +234,18 @@ class Assistant:
         return report
 
 
-def _short_answer(search: HybridRetriever, answerer: Answerer):
-    """question -> its answer as a short name (a factoid span), or None: how a described entity is resolved.
-    The trained reader, not the default: its span is the name itself (measured: the rules answer '哪家' with
-    a neighbouring organisation more often)."""
-    def answer_of(question: str) -> str | None:
-        draft = answerer.answer(question, search.search(question))
-        text = validate.strip_markers(draft.answer)
-        return None if draft.refused or draft.kind != "factoid" else text
+def _standalone(question: str, turns: list[Turn], loaded: _Loaded, search: HybridRetriever) -> str:
+    """The question as it is searched: a follow-up rewritten from the turns before it, and an entity named only by
+    a description replaced by its name. The trained reader names it, not the default answerer: its span is the
+    name itself (the rules answered '哪家' with a neighbouring organisation)."""
+    reader = loaded.answerers["reader"]
 
-    return answer_of
+    def name_of(sub_question: str) -> str | None:
+        draft = reader.answer(sub_question, search.search(sub_question))
+        return None if draft.refused or draft.kind != "factoid" else validate.strip_markers(draft.answer)
+
+    turns = _resolve_history(turns, search, loaded.answerers["combined"])
+    return resolve_description(rewrite(question, turns), name_of)
 
 
 def _resolve_history(turns: list[Turn], search: HybridRetriever, extractive: Answerer) -> list[Turn]:

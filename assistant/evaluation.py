@@ -246,7 +246,8 @@ def run_squad_eval(assistant, squad, doc_of: dict[str, str] | None, questions: l
                 text, refused, sources, confidence = answer.answer, answer.refused, answer.sources, answer.confidence
         except (AssistantError, RuntimeError, ValueError) as exc:
             results.append({**row, "answerable": q.answerable, "answer": "", "refused": False, "em": 0.0,
-                            "f1": 0.0, "contains": False, "hit_rank": None, "latency_ms": 0.0, "error": f"{type(exc).__name__}: {exc}"})
+                            "f1": 0.0, "contains": False, "hit_rank": None, "latency_ms": 0.0,
+                            "error": f"{type(exc).__name__}: {exc}"})
             continue
         latency = (time.perf_counter() - started) * 1e3
         plain = "" if refused else strip_markers(text)

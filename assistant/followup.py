@@ -74,11 +74,9 @@ def rewrite(question: str, history: list[Turn]) -> str:
 
 # "<description>的那家<noun>": an entity named only by what it did ("拿到X投资的那家公司在哪上市").
 _DESCRIBED = re.compile(
-    r"(?P<desc>[^,，。;；?？!！]{4,60}?)的(?P<det>那|这)(?P<cl>家|个|位|款|所|座|只|支|名|条|项)"  # noqa: RUF001
+    r"(?P<desc>[^,，。;；?？!！]{4,60}?)的(?:那|这)(?P<cl>家|个|位|款|所|座|只|支|名|条|项)"  # noqa: RUF001
     r"(?P<head>[A-Za-z0-9\u4e00-\u9fff]{0,8}?)(?=[,，、]|(?:" + _SUBJECT_END.pattern + r")|$)"  # noqa: RUF001
 )
-
-
 _ONLY_WHICH = re.compile(r"^(?:是|为|叫)?(?:谁|什么|哪[家个位款所座只支名条项]?)?$")
 
 
@@ -90,8 +88,8 @@ def described_entity(question: str) -> tuple[str, str] | None:
     desc = _LEADING.sub("", m["desc"].strip())
     if len(desc) < 4:
         return None
-    head = m["head"] or ""
-    return m.group(0)[m.group(0).index(m["desc"].strip()):], f"{desc}的{head}是哪{m['cl']}?"
+    head = m["head"]
+    return m.group(0).lstrip(), f"{desc}的{head}是哪{m['cl']}?"
 
 
 def resolve_description(question: str, answer_of) -> str:

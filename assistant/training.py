@@ -48,7 +48,6 @@ class TrainConfig:
     data: list[str]
     out: str = str(READER_FILE)
     work_dir: str = "data/reader-training"
-    cmrc: str | None = None  # kept for old commands: one more file evaluated after each epoch
     evals: list[str] = field(default_factory=list)  # SQuAD files evaluated (passage given) after each epoch
     init: str | None = None  # start from this reader delta instead of the packaged encoder and a new head
     epochs: float = 2.0
@@ -74,7 +73,7 @@ class TrainConfig:
     def key(self) -> str:
         """Identifies the features and the run: a checkpoint only resumes the same run."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("out", "work_dir", "threads", "checkpoint_every",
-                                                                    "eval_limit", "cmrc", "evals")}
+                                                                    "eval_limit", "evals")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -255,8 +254,7 @@ def _train(cfg: TrainConfig) -> dict:
     else:
         feats = make_features(cfg, squad, train_q, tokenizer, rng)
         np.savez(cache, **feats)
-    evals = {Path(f).stem: load_squad(Path(f), convert=simplified) for f in [*([cfg.cmrc] if cfg.cmrc else []),
-                                                                         *cfg.evals]}
+    evals = {Path(f).stem: load_squad(Path(f), convert=simplified) for f in cfg.evals}
 
     config, base = base_state()
     model = build_model(config)
@@ -357,7 +355,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
     values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    return TrainConfig(**{**values, "bf16": not args.no_bf16})
+    evals = [*args.evals, *([args.cmrc] if args.cmrc else [])]
+    return TrainConfig(**{**values, "evals": evals, "bf16": not args.no_bf16})
 
 
 # --- calibration --------------------------------------------------------------------------------------

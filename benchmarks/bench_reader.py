@@ -84,7 +84,7 @@ def run(name: str, squad, questions: list, answerers: dict, limit: int) -> dict:
         predictions["combined"] = rules if not rules[1] else predictions["reader answerer"]
         for answerer, (text, refused, seconds) in predictions.items():
             if not q.answerable:
-                unanswerable_refused[answerer].append(refused and answerer != "reader span")
+                unanswerable_refused[answerer].append(refused)
                 continue
             text = "" if refused else text
             rows[answerer].append((kind, cmrc_em(text, q.answers) if text else 0.0,

@@ -113,10 +113,11 @@ class ReaderAnswerer(Answerer):
         if not picked:
             return refusal(question)
         doc = self.index.documents[doc_id]
-        new_sources, citations, parts = [], [], []
+        new_sources, citations, parts, length = [], [], [], 0
         for rank, chunk in enumerate(picked, start=1):
             part = strip_markers(chunk.text) + f"[{rank}]"
-            if parts and len("".join(parts)) + len(part) > CAPS["summary"]:
+            length += len(part)
+            if parts and length > CAPS["summary"]:
                 break  # whole key sentences only, as many as fit
             new_sources.append(Source(rank, doc_id, doc.title, chunk.kind, chunk.paragraph, chunk.text, chunk.start,
                                       chunk.end, 1.0, [chunk.id]))
