@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
-import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,12 +15,13 @@ from .answerers.base import mostly_latin
 from .answerers.reader import ReaderAnswerer
 from .chunking import ChunkerSettings
 from .config import Settings
-from .corpus import ARTICLES, SourceFile, begin_add, end_add, process, undo_add
+from .corpus import ARTICLES, SourceFile, begin_add, copy_in, end_add, process, undo_add
 from .embeddings import E5_NAMES, Embedder, get_embeddings
-from .errors import AssistantError, CorpusError, UnknownNameError
+from .errors import AssistantError, CorpusError, CorpusWriteError, FileError, UnknownNameError
 from .followup import Turn, resolve_description, rewrite
 from .indexing import BuildReport, LoadedIndex, build_index, build_lock, committed_sources, load_index
-from .loaders import check_file
+from .loaders import check_type, read_file
+from .names import article_name, place, printable
 from .reader import SpanReader
 from .retrieval import HybridRetriever, Source
 
@@ -227,9 +226,11 @@ class Assistant:
     def status(self) -> dict:
         return index_status(self.index)
 
-    def add_files(self, paths: Sequence[str | Path], replace: bool = False, progress: bool = False) -> BuildReport:
-        """Copy articles into the corpus and update the index; on any error nothing changes."""
-        report = add_files(paths, self.settings, self.embeddings, replace=replace, progress=progress)
+    def add_files(self, paths: Sequence[str | Path], replace: bool = False, progress: bool = False,
+                  names: Sequence[str] | None = None) -> BuildReport:
+        """Copy articles into the corpus (as `names`, when given: uploads) and update the index; the files that
+        cannot be added are listed in the report's `refused`, and an error leaves everything unchanged."""
+        report = add_files(paths, self.settings, self.embeddings, replace=replace, progress=progress, names=names)
         self._set_index(load_index(self.settings.index_dir, self.embeddings))
         return report
 
@@ -260,42 +261,72 @@ def _resolve_history(turns: list[Turn], search: HybridRetriever, extractive: Ans
     return turns
 
 
-def add_files(paths: Sequence[str | Path], settings: Settings, embeddings: Embedder,
-              replace: bool = False, progress: bool = False) -> BuildReport:
-    """Validate, copy into corpus/articles and build; the corpus is restored if anything fails."""
+def add_files(paths: Sequence[str | Path], settings: Settings, embeddings: Embedder, replace: bool = False,
+              progress: bool = False, names: Sequence[str] | None = None) -> BuildReport:
+    """Copy articles into the corpus and update the index; the corpus is restored if the build fails.
+
+    Args:
+        paths: the files to add.
+        names: the names they were given (uploads), when not their own; `names.article_name` makes each an id.
+        replace: update an article of the same name with other content (otherwise that file is refused).
+
+    Returns:
+        The build's report; `refused` lists the given files not added, with the reason (the others are added),
+        `renamed` those stored under another name than given. CorpusError when none can be added.
+    """
     if not paths:
         raise CorpusError("No files given. Name one or more .txt, .md or .html articles.")
-    target_dir = Path(settings.corpus_dir) / ARTICLES
-    plans = []
-    for raw in paths:
-        path = Path(raw)
-        check_file(path)
-        target = target_dir / _safe_name(path.name)
-        process(SourceFile(path, path.name, target.name), ChunkerSettings())  # fails before anything is copied
-        if target.exists() and target.read_bytes() != path.read_bytes() and not replace:
-            raise CorpusError(f"{target} already exists with other content. Use --replace to update that article.")
-        plans.append((path, target))
-    target_dir.mkdir(parents=True, exist_ok=True)
-    corpus_dir = Path(settings.corpus_dir)
-    with build_lock(Path(settings.index_dir)):
-        undo_add(corpus_dir, committed_sources(Path(settings.index_dir)))  # an earlier add that was killed
-        begin_add(corpus_dir, plans)  # a journal first: a kill from here on is rolled back at the next start
+    given = [str(n) for n in names] if names is not None else [str(p) for p in paths]
+    refused: list[dict] = []
+    candidates: list[tuple[Path, str]] = []
+    for path, name in zip((Path(p) for p in paths), given, strict=True):
         try:
-            for path, target in plans:
-                shutil.copyfile(path, target)
+            check_type(name)
+            data = read_file(path)
+            process(SourceFile(path, article_name(name), article_name(name)), ChunkerSettings(), data)
+        except FileError as exc:
+            refused.append({"file": printable(name), "reason": exc.reason})
+            continue
+        candidates.append((path, name))
+    corpus_dir = Path(settings.corpus_dir)
+    target_dir = corpus_dir / ARTICLES
+    index_dir = Path(settings.index_dir)
+    with build_lock(index_dir):
+        undo_add(corpus_dir, committed_sources(index_dir))  # an earlier add that was killed
+        placements, clashes = place(candidates, target_dir, replace)  # under the lock: no add renames meanwhile
+        refused += [{"file": printable(c.given), "reason": c.reason} for c in clashes]
+        if not placements:
+            raise CorpusError(_nothing_added(refused))
+        copies = [(p.source, p.target) for p in placements if not p.in_place]
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CorpusWriteError(f"Cannot create {printable(str(target_dir))}: {exc.strerror or exc}. Make the "
+                                   "folder writable, then add the files again.") from None
+        begin_add(corpus_dir, copies)  # a journal first: a kill from here on is rolled back at the next start
+        try:
+            for source, target in copies:
+                copy_in(source, target)
             report = build_index(corpus_dir, settings.index_dir, embeddings, progress=progress,
                                  user_words=settings.user_words, locked=True, backend=settings.index_backend)
         except BaseException:
-            undo_add(corpus_dir, committed_sources(Path(settings.index_dir)))
+            undo_add(corpus_dir, committed_sources(index_dir), earlier=False)
             raise
         end_add(corpus_dir)
-        return report
+    copied = {f"{ARTICLES}/{p.target.name}": p.given for p in placements}
+    report.refused = refused + [{"file": printable(copied[s["file"]]), "reason": s["reason"]} for s in report.skipped
+                                if s["file"] in copied]  # read well before the copy, not after: changed meanwhile?
+    report.renamed = [{"file": printable(p.given), "stored": printable(p.target.name)} for p in placements
+                      if p.target.name != Path(p.given).name]
+    return report
 
 
-def _safe_name(name: str) -> str:
-    stem, dot, ext = Path(name).name.rpartition(".")
-    stem = re.sub(r"[^\w\u3400-\u9fff.-]+", "-", stem).strip("-.") or "article"
-    return f"{stem}.{ext.lower()}" if dot else stem
+def _nothing_added(refused: list[dict]) -> str:
+    if len(refused) == 1:
+        return f"{refused[0]['file']}: {refused[0]['reason']}"
+    listed = "; ".join(f"{r['file']}: {r['reason']}" for r in refused[:5])
+    more = f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""
+    return f"None of the {len(refused)} files could be added. {listed}{more}"
 
 
 def index_status(index: LoadedIndex) -> dict:
@@ -314,4 +345,5 @@ def index_status(index: LoadedIndex) -> dict:
         "chunker": m["chunker"],
         "built_at": m["built_at"],
         "titles": docs,
+        "skipped": m.get("skipped", []),
     }

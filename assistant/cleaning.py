@@ -88,8 +88,11 @@ def fix_spacing(line: str) -> str:
     return line.strip()
 
 
-def clean_article(raw: str, doc_id: str, title_hint: str | None = None) -> CleanDocument:
-    """Turn an article as published into clean paragraphs, metadata and reference records."""
+def clean_article(raw: str, doc_id: str, title_hint: str | None = None, author_hint: str | None = None) -> CleanDocument:
+    """Turn an article as published into clean paragraphs, metadata and reference records.
+
+    The hints come from the file's own metadata (an HTML <title>, Markdown front matter) and win over the text's.
+    """
     raw = raw.replace("\ufeff", "").replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " ")
     meta: dict[str, str] = {}
     body_lines: list[str] = []
@@ -117,8 +120,8 @@ def clean_article(raw: str, doc_id: str, title_hint: str | None = None) -> Clean
         body_lines.append(line)
 
     title = meta.get("title") or title_hint or _title_from_first_line(body_lines) or doc_id
-    if body_lines and body_lines[0] == title:
-        body_lines = body_lines[1:]
+    if len(body_lines) > 1 and body_lines[0] == title:
+        body_lines = body_lines[1:]  # a file of one line is an article whose title and body are that line
     paragraphs: list[Paragraph] = []
     offset = 0
     for line in body_lines:
@@ -130,7 +133,7 @@ def clean_article(raw: str, doc_id: str, title_hint: str | None = None) -> Clean
         text="\n".join(body_lines),
         paragraphs=paragraphs,
         references=references,
-        author=meta.get("author"),
+        author=author_hint or meta.get("author"),
         editor=meta.get("editor"),
         source_url=meta.get("source_url"),
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config import Settings
 from .errors import AssistantError
+from .names import printable
 
 
 def _quiet_libraries() -> None:
@@ -37,12 +38,18 @@ def _embeddings(settings: Settings):
 
 
 MAX_NAMES = 10  # file names per line of the build summary; the rest are counted
+# A build that indexed what it could but skipped files (listed with the reason), or an add that added some of the
+# files it was given: done, yet something needs the user. Failures keep 2 (bad input), 3 (index or folder), 4 (model).
+EXIT_SKIPPED = 5
 
 
 def _print_report(report, out=None) -> None:
     out = out or sys.stdout
+    for item in report.renamed:
+        print(f"  {item['file']} is stored as {item['stored']}", file=out)
     if report.up_to_date:
         print(f"Index is up to date: {report.documents} documents, {report.chunks} chunks ({report.version}).", file=out)
+        _print_problems(report)
         return
     kind = f"full: {report.full_reason}" if report.full and report.full_reason else (
         "full" if report.full else "incremental")
@@ -58,12 +65,22 @@ def _print_report(report, out=None) -> None:
     ]
     for label, items in (("added", report.added), ("changed", report.changed), ("removed", report.removed)):
         if items:
-            shown = ", ".join(items[:MAX_NAMES])
+            shown = ", ".join(printable(i) for i in items[:MAX_NAMES])
             more = f" and {len(items) - MAX_NAMES} more" if len(items) > MAX_NAMES else ""
             lines.append(f"  {label:<11} {len(items)}: {shown}{more}")
     print("\n".join(lines), file=out)
+    _print_problems(report)
     if report.unknown_token_warning:
         print(report.unknown_token_warning, file=sys.stderr)
+
+
+def _print_problems(report) -> None:
+    """The files not indexed, each with the reason and the fix, on stderr."""
+    for label, items in (("not added", report.refused), ("skipped", report.skipped)):
+        if items:
+            print(f"Warning: {len(items)} file(s) {label}:", file=sys.stderr)
+            for item in items:
+                print(f"  - {printable(item['file'])}: {item['reason']}", file=sys.stderr)
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
@@ -74,7 +91,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
                          progress=sys.stderr.isatty(), on_stage=lambda m: print(f"… {m}", file=sys.stderr),
                          user_words=settings.user_words, backend=settings.index_backend)
     _print_report(report)
-    return 0
+    return EXIT_SKIPPED if report.skipped else 0
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
@@ -83,7 +100,8 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
     report = add_files(args.files, settings, _embeddings(settings), replace=args.replace, progress=sys.stderr.isatty())
     _print_report(report)
-    return 0
+    # files of the corpus skipped before this add are listed, but what was asked (these files) was done
+    return EXIT_SKIPPED if report.refused else 0
 
 
 def cmd_index_verify(args: argparse.Namespace) -> int:
@@ -113,7 +131,11 @@ def cmd_index_status(args: argparse.Namespace) -> int:
     print(f"  model {status['model']} ({status['dimension']} dims), unknown-token share "
           f"{status['unknown_token_share']:.1%}")
     for doc in status["titles"]:
-        print(f"  - {doc['id']}: {doc['title']}")
+        print(f"  - {printable(doc['id'])}: {printable(doc['title'])}")
+    if status["skipped"]:
+        print(f"  not indexed ({len(status['skipped'])} files; fix them and run `assistant index build`):")
+        for item in status["skipped"]:
+            print(f"  ! {printable(item['file'])}: {item['reason']}")
     return 0
 
 
@@ -238,12 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int)
     ev.add_argument("--answerer", choices=["combined", "reader", "extractive", "llm"])
     ev.add_argument("--retriever", choices=["dense", "bm25", "hybrid"], default="hybrid")
-    ev.add_argument("--json", type=Path, dest="json_out", metavar="OUT")
+    ev.add_argument("--json", type=Path, dest="json_out", metavar="OUT",
+                    help="write the report here (also when interrupted); rows go to OUT.partial.jsonl as they are scored")
     ev.add_argument("--min-accuracy", type=float)
     ev.add_argument("--compare", type=Path, metavar="BASELINE.json")
     ev.add_argument("--baseline", action="store_true", help="also run the stock LangChain recipe")
     ev.add_argument("--report", action="store_true", help="write a Markdown report with a chart next to --json")
-    ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--no-progress", action="store_true",
+                    help="no progress on stderr (else a bar on a terminal, a line every 30 s otherwise)")
     ev.add_argument("--squad", type=Path, metavar="FILE", help="a SQuAD-format file (CMRC 2018, DRCD) instead of JSONL")
     ev.add_argument("--passage-given", action="store_true", help="with --squad: hand the answerer the gold passage")
     ev.add_argument("--limit", type=int, default=0, help="with --squad: the first N questions")
@@ -282,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AssistantError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted; the index is unchanged unless the build had finished.", file=sys.stderr)

@@ -21,6 +21,23 @@ class CorpusError(AssistantError):
     exit_code = 2
 
 
+class FileError(CorpusError):
+    """One file cannot be indexed; a build skips it and lists `reason` (what is wrong and the fix) by its name."""
+
+    def __init__(self, path: object, reason: str):
+        from .names import printable
+
+        super().__init__(f"{printable(str(path))}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class CorpusWriteError(AssistantError):
+    """Files cannot be copied into the corpus folder (full disk, read-only); the corpus and index are unchanged."""
+
+    exit_code = 3
+
+
 class IndexNotFoundError(AssistantError):
     """No index at the given directory."""
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import statistics
 import sys
+import threading
 import time
 import unicodedata
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import validation
 from .answerers.base import MAX_ANSWER_CHARS, strip_markers
@@ -20,6 +25,10 @@ from .errors import EvalError
 
 DEFAULT_QUESTIONS = Path("corpus/eval/questions.jsonl")
 _REQUIRED = {"id": str, "question": str, "type": str, "answers": list}
+EXPECTED_ROW = ('one JSON object per line: {"id", "question", "type", "answers": [text...]}, optionally "evidence", '
+                '"match", "answerable", "history"')
+PROGRESS_SECONDS = 30.0  # without a terminal, a progress line this often (a log stays short on a 100k run)
+SHOWN_PROBLEMS = 5  # skipped rows printed; all of them go into the --json report
 
 
 def normalize(text: str) -> str:
@@ -76,7 +85,8 @@ def load_questions(path: Path, problems: list[str] | None = None) -> list[EvalQu
         seen.add(row.id)
         questions.append(row)
     if not questions:
-        raise EvalError(f"{path} has no usable questions." + (f" First problem: {problems[0]}" if problems else ""))
+        raise EvalError(f"{path} has no usable questions." + (f" First problem: {problems[0]}" if problems else "")
+                        + f" Expected {EXPECTED_ROW}.")
     return questions
 
 
@@ -85,9 +95,11 @@ def _question_row(line: str, where: str, seen: set[str]) -> EvalQuestion:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         raise EvalError(f"{where}: not valid JSON ({exc.msg}). Each line must be one JSON object.") from None
+    except RecursionError:
+        raise EvalError(f"{where}: JSON nested too deeply to read; a question row is one flat object.") from None
     if not isinstance(row, dict):
         raise EvalError(f"{where}: expected a JSON object, got {type(row).__name__}.")
-    where = f"{where} (id {row.get('id')!r})" if "id" in row else where
+    where = f"{where} (id {_brief(row['id'])})" if "id" in row else where
     for name, kind in _REQUIRED.items():
         if name not in row:
             raise EvalError(f"{where}: missing field {name!r}. Required: {', '.join(_REQUIRED)}.")
@@ -97,19 +109,30 @@ def _question_row(line: str, where: str, seen: set[str]) -> EvalQuestion:
     match = row.get("match", "any")
     evidence = row.get("evidence", "")
     if match not in ("any", "all"):
-        raise EvalError(f"{where}: 'match' must be \"any\" or \"all\", got {match!r}.")
+        raise EvalError(f"{where}: 'match' must be \"any\" or \"all\", got {_brief(match)}.")
     if not isinstance(answerable, bool):
         raise EvalError(f"{where}: 'answerable' must be true or false.")
     if not isinstance(evidence, str):
         raise EvalError(f"{where}: 'evidence' must be a string.")
     if answerable and (not row["answers"] or not all(isinstance(a, str) and a for a in row["answers"])):
         raise EvalError(f"{where}: an answerable question needs non-empty strings in 'answers'.")
+    if not all(isinstance(a, str) for a in row["answers"]):
+        raise EvalError(f"{where}: 'answers' must be a list of strings (empty for an unanswerable question).")
     history = row.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
         raise EvalError(f"{where}: 'history' must be a list of earlier questions (strings).")
     if row["id"] in seen:
-        raise EvalError(f"{where}: duplicate id {row['id']!r}.")
+        raise EvalError(f"{where}: duplicate id {_brief(row['id'])}.")
     return EvalQuestion(row["id"], row["question"], row["type"], row["answers"], evidence, match, answerable, history)
+
+
+def _brief(value: object) -> str:
+    """A value for a message: short, and never the repr of a (possibly deep) container."""
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:60] + "…")
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    return f"<{type(value).__name__}>"
 
 
 def is_correct(q: EvalQuestion, answer: str, refused: bool, kind: str = "factoid") -> bool:
@@ -171,29 +194,83 @@ def _ratio(n: float, d: int) -> float | None:
     return round(n / d, 4) if d else None
 
 
-def run_eval(assistant, questions: list[EvalQuestion], k: int | None = None, answerer: str | None = None,
-             retriever: str = "hybrid", progress: bool = False) -> dict:
-    """Every question through Assistant.ask (with its history); the full report as a dict.
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does, so that the questions scored so far are kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    A question that fails at run time is recorded with its error and counted wrong; the run goes on.
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _score_all(questions: list, score: Callable[[Any], dict], label: str, progress: bool,
+               on_result: Callable[[dict], None] | None) -> tuple[list[dict], bool]:
+    """`score` over every question: progress on stderr, each row handed to `on_result` as it is made.
+
+    Ctrl-C or SIGTERM ends the loop early; returns the rows scored so far and whether it was interrupted.
     """
     from tqdm import tqdm
 
+    results: list[dict] = []
+    bar = progress and sys.stderr.isatty()
+    started = last = time.monotonic()
+    try:
+        with _terminate_as_interrupt():
+            for q in tqdm(questions, desc=label, unit="q", disable=not bar, file=sys.stderr):
+                row = score(q)
+                results.append(row)
+                if on_result:
+                    on_result(row)
+                now = time.monotonic()
+                if progress and not bar and (now - last >= PROGRESS_SECONDS or len(results) == len(questions)):
+                    last = now
+                    rate = len(results) / max(now - started, 1e-9)
+                    left = (len(questions) - len(results)) / rate
+                    print(f"{label}: {len(results)}/{len(questions)} questions, {rate:.1f}/s, "
+                          + (f"{_duration(left)} left" if left else f"done in {_duration(now - started)}"),
+                          file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        return results, True
+    return results, False
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def run_eval(assistant, questions: list[EvalQuestion], k: int | None = None, answerer: str | None = None,
+             retriever: str = "hybrid", progress: bool = False,
+             on_result: Callable[[dict], None] | None = None) -> dict:
+    """Every question through Assistant.ask (with its history); the full report as a dict.
+
+    A question that fails at run time is recorded with its error and counted wrong; the run goes on.
+    Ctrl-C or SIGTERM stops it: the report then covers the questions scored so far and holds
+    `interrupted`. `on_result` gets each result row as soon as it is scored.
+    """
     from .errors import AssistantError
 
     k = max(k or assistant.settings.k, 5)  # at least 5 sources so hit@5 means what it says
-    results = []
-    for q in tqdm(questions, desc="eval", unit="q", disable=not progress, file=sys.stderr):
+
+    def score(q: EvalQuestion) -> dict:
         row = {"id": q.id, "question": q.question, "type": q.type, "expected": q.answers, "match": q.match,
                "answerable": q.answerable}
         try:
             answer = assistant.ask(q.question, q.history, k=k, answerer=answerer, retriever=retriever)
         except (AssistantError, RuntimeError, ValueError) as exc:
-            results.append({**row, "rewritten_question": q.question, "answer": "", "refused": False, "kind": None,
-                            "sources": [], "latency_ms": 0.0, "correct": False, "hit_rank": None,
-                            "error": f"{type(exc).__name__}: {exc}"})
-            continue
-        results.append({
+            return {**row, "rewritten_question": q.question, "answer": "", "refused": False, "kind": None,
+                    "sources": [], "latency_ms": 0.0, "correct": False, "hit_rank": None,
+                    "error": f"{type(exc).__name__}: {exc}"}
+        return {
             **row, "rewritten_question": answer.rewritten_question, "answer": answer.answer,
             "refused": answer.refused, "kind": answer.kind, "confidence": answer.confidence,
             "sources": [{"doc_id": s.doc_id, "text": s.text, "score": round(s.score, 4), "rank": s.rank,
@@ -201,7 +278,9 @@ def run_eval(assistant, questions: list[EvalQuestion], k: int | None = None, ans
             "latency_ms": round(answer.latency_ms, 2),
             "correct": is_correct(q, answer.answer, answer.refused, answer.kind),
             "hit_rank": hit_rank(q, [s.text for s in answer.sources]),
-        })
+        }
+
+    results, interrupted = _score_all(questions, score, "eval", progress, on_result)
     config = {"k": k, "answerer": answerer or assistant.settings.answerer, "retriever": retriever,
               "embed_model": assistant.index.manifest["embedding"]["model"],
               "dense_weight": assistant.retrievers[retriever].effective_dense_weight if retriever == "hybrid" else None,
@@ -209,28 +288,30 @@ def run_eval(assistant, questions: list[EvalQuestion], k: int | None = None, ans
               "questions": len(questions)}
     summary = summarize(results, questions)
     summary["errors"] = sum(1 for r in results if r.get("error"))
-    return {"summary": summary, "config": config, "results": results}
+    report = {"summary": summary, "config": config, "results": results}
+    if interrupted:
+        report["interrupted"] = {"scored": len(results), "of": len(questions)}
+    return report
 
 
 # --- SQuAD-format sets (CMRC 2018, DRCD) --------------------------------------------------------------
 
 def run_squad_eval(assistant, squad, doc_of: dict[str, str] | None, questions: list | None = None,
                    k: int = 5, answerer: str | None = None, progress: bool = False,
-                   given: dict[str, str] | None = None) -> dict:
+                   given: dict[str, str] | None = None, on_result: Callable[[dict], None] | None = None) -> dict:
     """EM / F1 (CMRC 2018 definitions), containment, hit@1/5, refusals and latency on SQuAD questions.
 
     With `doc_of` (passage id -> document id of an index holding the passages) questions are asked
-    against the whole corpus; with None the answerer is handed the gold passage alone.
+    against the whole corpus; with None the answerer is handed the gold passage alone. Interrupted,
+    the report covers the questions scored so far (see run_eval).
     """
-    from tqdm import tqdm
-
     from .errors import AssistantError
     from .retrieval import Source
     from .squad import cmrc_em, cmrc_f1
 
     questions = questions if questions is not None else squad.questions
-    results = []
-    for q in tqdm(questions, desc="squad", unit="q", disable=not progress, file=sys.stderr):
+
+    def score(q) -> dict:
         row = {"id": q.id, "question": q.question, "expected": q.answers}
         started = time.perf_counter()
         try:
@@ -245,22 +326,26 @@ def run_squad_eval(assistant, squad, doc_of: dict[str, str] | None, questions: l
                 answer = assistant.ask(q.question, k=k, answerer=answerer)
                 text, refused, sources, confidence = answer.answer, answer.refused, answer.sources, answer.confidence
         except (AssistantError, RuntimeError, ValueError) as exc:
-            results.append({**row, "answerable": q.answerable, "answer": "", "refused": False, "em": 0.0,
-                            "f1": 0.0, "contains": False, "hit_rank": None, "latency_ms": 0.0,
-                            "error": f"{type(exc).__name__}: {exc}"})
-            continue
+            return {**row, "answerable": q.answerable, "answer": "", "refused": False, "em": 0.0,
+                    "f1": 0.0, "contains": False, "hit_rank": None, "latency_ms": 0.0,
+                    "error": f"{type(exc).__name__}: {exc}"}
         latency = (time.perf_counter() - started) * 1e3
         plain = "" if refused else strip_markers(text)
         gold = [normalize(a) for a in q.answers]
         target = doc_of.get(q.passage_id) if doc_of else source.doc_id
         hit = next((s.rank for s in sources if s.doc_id == target and any(g in normalize(s.text) for g in gold)), None)
-        results.append({**row, "answerable": q.answerable, "answer": text, "refused": refused, "confidence": confidence,
-                        "em": cmrc_em(plain, q.answers) if plain else 0.0,
-                        "f1": cmrc_f1(plain, q.answers) if plain else 0.0,
-                        "contains": bool(plain) and any(g in normalize(plain) for g in gold),
-                        "hit_rank": hit, "latency_ms": round(latency, 2),
-                        "sources": [{"doc_id": s.doc_id, "rank": s.rank, "text": s.text} for s in sources]})
-    return {"summary": summarize_squad(results), "results": results}
+        return {**row, "answerable": q.answerable, "answer": text, "refused": refused, "confidence": confidence,
+                "em": cmrc_em(plain, q.answers) if plain else 0.0,
+                "f1": cmrc_f1(plain, q.answers) if plain else 0.0,
+                "contains": bool(plain) and any(g in normalize(plain) for g in gold),
+                "hit_rank": hit, "latency_ms": round(latency, 2),
+                "sources": [{"doc_id": s.doc_id, "rank": s.rank, "text": s.text} for s in sources]}
+
+    results, interrupted = _score_all(questions, score, "squad", progress, on_result)
+    report = {"summary": summarize_squad(results), "results": results}
+    if interrupted:
+        report["interrupted"] = {"scored": len(results), "of": len(questions)}
+    return report
 
 
 def summarize_squad(results: list[dict]) -> dict:
@@ -395,9 +480,10 @@ def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.squad:
         return run_squad_command(args, settings)
     problems: list[str] = []
-    questions = load_questions(args.questions or DEFAULT_QUESTIONS, problems)
-    for problem in problems:
-        print(f"skipped: {problem}", file=sys.stderr)
+    source = args.questions or DEFAULT_QUESTIONS
+    questions = load_questions(source, problems)
+    _print_problems(args, f"skipped {len(problems)} bad rows of {source}; the other {len(questions)} questions run",
+                    problems)
     baseline_prev = None
     if args.compare:
         try:
@@ -407,15 +493,16 @@ def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
             raise EvalError(f"--compare {args.compare}: not an eval JSON written by --json ({exc}).") from None
     assistant = Assistant.load(settings=settings)
     started = time.perf_counter()
-    report = run_eval(assistant, questions, k=args.k, answerer=args.answerer, retriever=args.retriever,
-                      progress=not args.no_progress and sys.stderr.isatty())
-    report["config"]["seconds"] = round(time.perf_counter() - started, 2)
-    report["skipped"] = problems
-    _write_json(args, report)
+    with _rows_file(args) as on_result:
+        report = run_eval(assistant, questions, k=args.k, answerer=args.answerer, retriever=args.retriever,
+                          progress=not args.no_progress, on_result=on_result)
+        report["config"]["seconds"] = round(time.perf_counter() - started, 2)
+        report["skipped"] = problems
+        _write_json(args, report)
     print(format_summary(report["summary"]))
     print("\nFailed questions:\n" + format_failures(report))
     stock = None
-    if args.baseline:
+    if args.baseline and not report.get("interrupted"):
         from .baseline import run_baseline
 
         stock = run_baseline(settings, questions)
@@ -430,11 +517,54 @@ def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
         print(f"wrote {write_report(report, target, stock['summary'] if stock else None)}")
+    if report.get("interrupted"):
+        return _interrupted(args, report)
     accuracy = report["summary"]["answer_accuracy"]
     if args.min_accuracy is not None and accuracy < args.min_accuracy:
         print(f"FAIL: answer accuracy {accuracy:.3f} is below --min-accuracy {args.min_accuracy:.3f}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_problems(args: argparse.Namespace, headline: str, problems: list[str]) -> None:
+    """The count and the first few problems on stderr; every one of them is in the --json report."""
+    if not problems:
+        return
+    print(headline + ":", file=sys.stderr)
+    for problem in problems[:SHOWN_PROBLEMS]:
+        print(f"  {problem}", file=sys.stderr)
+    if len(problems) > SHOWN_PROBLEMS:
+        where = f"listed in {args.json_out}" if args.json_out else "listed in the report of --json OUT"
+        print(f"  ... and {len(problems) - SHOWN_PROBLEMS} more ({where})", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _rows_file(args: argparse.Namespace) -> Iterator[Callable[[dict], None] | None]:
+    """With --json OUT, each result row is appended to OUT.partial.jsonl as it is scored, so that a run
+    killed outright keeps what it did; the file goes once the report in OUT holds every row."""
+    if not args.json_out:
+        yield None
+        return
+    path = args.json_out.with_suffix(".partial.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as rows:
+        print(f"result rows go to {path} as they are scored, until {args.json_out} is written", file=sys.stderr)
+
+        def write(row: dict) -> None:
+            rows.write(json.dumps(row, ensure_ascii=False) + "\n")
+            rows.flush()
+
+        yield write
+    if args.json_out.is_file():
+        path.unlink(missing_ok=True)
+
+
+def _interrupted(args: argparse.Namespace, report: dict) -> int:
+    done = report["interrupted"]
+    kept = (f"the report of those is in {args.json_out}" if args.json_out
+            else "the figures above cover those only; pass --json OUT to keep every row as it is scored")
+    print(f"INTERRUPTED after {done['scored']} of {done['of']} questions; {kept}.", file=sys.stderr)
+    return 130
 
 
 def _write_json(args: argparse.Namespace, report: dict, quiet: bool = False) -> None:
@@ -458,11 +588,13 @@ def run_squad_command(args: argparse.Namespace, settings: Settings) -> int:
     from .squad import load_squad, write_corpus
 
     squad = load_squad(args.squad)
-    for problem in squad.skipped:
-        print(f"skipped: {args.squad}: {problem}", file=sys.stderr)
+    _print_problems(args, f"skipped {len(squad.skipped)} bad parts of {args.squad}; its {len(squad.questions)} "
+                          "usable questions run", squad.skipped)
+    _print_problems(args, f"{len(squad.renamed)} duplicate ids in {args.squad} made unique; each question is "
+                          "scored against its own passage", squad.renamed)
     questions = squad.questions[: args.limit or None]  # unanswerable ones (is_impossible) expect a refusal
     embeddings = get_embeddings(settings.embed_model, settings.allow_download)
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = not args.no_progress
     with tempfile.TemporaryDirectory(prefix="assistant-squad-") as tmp:
         corpus, index_dir = Path(tmp) / "corpus", Path(tmp) / "index"
         if args.passage_given:
@@ -480,23 +612,31 @@ def run_squad_command(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         assistant = Assistant(local, load_index(index_dir, embeddings), embeddings)
         try:
-            report = run_squad_eval(assistant, squad, doc_of, questions, k=args.k or settings.k,
-                                    answerer=args.answerer, progress=progress,
-                                    given=given if args.passage_given else None)
+            with _rows_file(args) as on_result:
+                report = run_squad_eval(assistant, squad, doc_of, questions, k=args.k or settings.k,
+                                        answerer=args.answerer, progress=progress,
+                                        given=given if args.passage_given else None, on_result=on_result)
+                report["config"] = _squad_config(args, settings, squad)
+                report["skipped"], report["renamed"] = squad.skipped, squad.renamed
+                _write_json(args, report)
         finally:
             if local.backend == "milvus":
                 assistant.index.store.collection.drop()  # a server keeps collections; this one was temporary
-    mode = "passage given" if args.passage_given else f"open corpus of {len(squad.passages)} passages, k={args.k or settings.k}"
-    report["config"] = {"file": str(args.squad), "mode": mode, "answerer": args.answerer or settings.answerer,
-                        "embed_model": settings.embed_model, "limit": args.limit, "backend": settings.backend}
-    report["skipped"] = squad.skipped
-    _write_json(args, report)
-    print(format_squad(report["summary"], f"{Path(args.squad).name}, {mode}"))
+    print(format_squad(report["summary"], f"{Path(args.squad).name}, {report['config']['mode']}"))
+    if report.get("interrupted"):
+        return _interrupted(args, report)
     f1 = report["summary"]["f1"]
     if args.min_f1 is not None and f1 < args.min_f1:
         print(f"FAIL: F1 {f1:.1f} is below --min-f1 {args.min_f1:.1f}", file=sys.stderr)
         return 1
     return 0
+
+
+def _squad_config(args: argparse.Namespace, settings: Settings, squad) -> dict:
+    k = args.k or settings.k
+    mode = "passage given" if args.passage_given else f"open corpus of {len(squad.passages)} passages, k={k}"
+    return {"file": str(args.squad), "mode": mode, "answerer": args.answerer or settings.answerer,
+            "embed_model": settings.embed_model, "limit": args.limit, "backend": settings.backend}
 
 
 def format_side_by_side(ours: dict, stock: dict) -> str:

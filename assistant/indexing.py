@@ -41,13 +41,23 @@ from . import memory
 from .catalog import CATALOG, Catalog, ChunkTable, DocumentTable, SegmentRow, SourceRow
 from .chunking import Chunk, ChunkerSettings
 from .config import Backend
-from .corpus import IndexedDocument, SourceFile, process, scan_corpus, undo_add
+from .corpus import ARTICLES, IndexedDocument, Skipped, SourceFile, process, scan, undo_add
 from .embeddings import Embedder
-from .errors import IndexBusyError, IndexCorruptError, IndexNotFoundError, IndexWriteError, ModelMismatchError
+from .errors import (
+    CorpusError,
+    FileError,
+    IndexBusyError,
+    IndexCorruptError,
+    IndexNotFoundError,
+    IndexWriteError,
+    ModelMismatchError,
+)
 from .language import MATCHING_NORMALIZATION
 from .lexical import BM25Index, bm25_idf, tokenize
 from .lexicon import LEXICON_VERSION, Segmenter, default_segmenter, learn_words, learn_words_from_files
+from .loaders import os_reason
 from .milvus import MilvusBM25, MilvusCollection, collection_name
+from .names import printable
 from .segments import (
     GRAPH_MIN_ROWS,
     SEGMENTS,
@@ -67,7 +77,6 @@ CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 UNK_WARN_SHARE = 0.2
-RACY_NS = 2_000_000_000  # files modified this close to a build's start are not trusted by size and time
 SEGMENT_ROWS = 50_000  # a full build writes segments of at most this many chunks
 PART_ROWS = 2_000  # ... reading, embedding and tokenising this many at a time (its memory follows a part)
 MERGE_FACTOR = 8  # this many segments of one size tier (powers of 4 chunks) merge into one
@@ -103,6 +112,9 @@ class BuildReport:
     passages_per_second: float | None = None
     segments: int = 0  # segments after the build
     merged: int = 0  # segments merged away by this build
+    skipped: list[dict] = field(default_factory=list)  # corpus files not indexed: {"file", "reason"}
+    refused: list[dict] = field(default_factory=list)  # an add's files not added: {"file", "reason"}
+    renamed: list[dict] = field(default_factory=list)  # an add's files stored under another name: {"file", "stored"}
 
     @property
     def unknown_token_warning(self) -> str | None:
@@ -279,6 +291,7 @@ def _with_catalog(manifest: dict, catalog: Catalog) -> dict:
         "lexicon": {**manifest.get("lexicon", {}), "words": counts.pop("words")},
         "built_at": catalog.meta("built_at") or manifest.get("built_at"),
         "commit": catalog.commit,
+        "skipped": [{"file": s["file"], "reason": s["reason"]} for s in catalog.meta("skipped") or []],
         "counts": counts,
         "files": {name: info[0] for name, info in files.items()},
         "sizes": {name: info[1] for name, info in files.items()},
@@ -424,10 +437,16 @@ def build_index(
         _remove_stale_versions(index_dir)
         backend = backend or Backend()
         live, full_reason = _previous(index_dir, embeddings, chunker, full, user_words, backend)
-        sources = scan_corpus(corpus_dir)
+        sources, skipped = scan(corpus_dir)
         # taken before reading: an edit saved during the build is seen by the next one
-        stats = {source.rel: source.path.stat() for source in sources}
-        job = _Job(index_dir, embeddings, chunker, user_words, stage, progress, started, time.time_ns(), backend)
+        stats = {}
+        for source in sources:
+            try:
+                stats[source.rel] = source.path.stat()
+            except OSError as exc:  # gone since the scan
+                skipped.append(Skipped(source.rel, os_reason(exc)))
+        sources = [s for s in sources if s.rel in stats]
+        job = _Job(index_dir, embeddings, chunker, user_words, stage, progress, started, backend, skipped)
         if full_reason is not None:
             return job.full(sources, stats, full_reason, _old_collection(live))
         catalog = Catalog(live / CATALOG)
@@ -447,16 +466,45 @@ class _Job:
     stage: Callable[[str], None]
     progress: bool
     started: float
-    started_ns: int
     backend: Backend
-
-    def mtime(self, stat: os.stat_result) -> int:
-        """The modification time to trust next time; -1 for a file modified as the build began (read it again)."""
-        return -1 if stat.st_mtime_ns >= self.started_ns - RACY_NS else stat.st_mtime_ns
+    skipped: list[Skipped]  # files of the corpus this build does not index, with the reason
+    skipped_hashes: dict[str, str] = field(default_factory=dict)  # ... and the content they were skipped for
 
     def source_row(self, read: _Read, stat: os.stat_result, unk: int, total: int) -> SourceRow:
-        return SourceRow(read.source.rel, read.digest, stat.st_size, self.mtime(stat), read.source.article_id, unk,
+        return SourceRow(read.source.rel, read.digest, stat.st_size, stat.st_mtime_ns, read.source.article_id, unk,
                          total, [d.id for d in read.docs])
+
+    def read(self, source: SourceFile, data: bytes | None = None, digest: str | None = None) -> _Read | None:
+        """The file read, cleaned and chunked; None (and the file listed as skipped, with the reason) when it
+        cannot be indexed: unreadable, gone, empty, undecodable, too big."""
+        try:
+            if data is None:
+                data = source.read()
+                digest = hashlib.sha256(data).hexdigest()
+            return _Read(source, digest, *process(source, self.chunker, data))
+        except FileError as exc:
+            self.skip(source.rel, exc.reason, digest)
+            return None
+
+    def skip(self, rel: str, reason: str, digest: str | None = None) -> None:
+        self.skipped.append(Skipped(rel, reason))
+        if digest is not None:
+            self.skipped_hashes[rel] = digest
+
+    def skipped_meta(self) -> list[dict]:
+        """What the catalog keeps of the skipped files, for `index status` and to skip them unread next time."""
+        return [{**s.as_dict(), "hash": self.skipped_hashes.get(s.file)} for s in sorted(self.skipped, key=lambda s: s.file)]
+
+    def skipped_report(self) -> list[dict]:
+        return [s.as_dict() for s in sorted(self.skipped, key=lambda s: s.file)]
+
+    def check_some_article(self, articles: int) -> None:
+        """CorpusError when no article at all can be indexed: a build that skips everything is a failure."""
+        if articles:
+            return
+        listed = "; ".join(f"{printable(s.file)}: {s.reason}" for s in self.skipped[:5])
+        more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
+        raise CorpusError(f"No article could be indexed. {listed}{more}. The index is unchanged.")
 
     def embed(self, reads: list[_Read]) -> tuple[np.ndarray, dict[str, tuple[int, int]], float]:
         """Vectors of the reads' chunks, unknown-token counts per file, and the seconds spent embedding."""
@@ -475,27 +523,46 @@ class _Job:
     def incremental(self, version: Path, catalog: Catalog, sources: list[SourceFile],
                     stats: dict[str, os.stat_result]) -> BuildReport:
         old = catalog.sources()
-        suspects = [s for s in sources if not _same_by_stat(old.get(s.rel), s, stats[s.rel])]
-        self.stage(f"reading {len(suspects)} of {len(sources)} files (the rest unchanged by size and time)")
+        was_skipped = {s["file"]: s for s in catalog.meta("skipped") or []}
+        # Every file is hashed (a restored modification time cannot hide an edit: `cp -p`, `rsync -t`); only
+        # new and changed files are cleaned, chunked and embedded.
+        self.stage(f"checking {len(sources)} files for changes")
         reads, touched = [], []
-        for source in suspects:
-            digest, before = source.content_hash(), old.get(source.rel)
-            if before and before.hash == digest and before.article_id == source.article_id:
-                stat = stats[source.rel]
-                touched.append(SourceRow(**{**before.__dict__, "size": stat.st_size, "mtime_ns": self.mtime(stat)}))
+        for source in sources:
+            try:
+                data = source.read()
+            except FileError as exc:
+                self.skip(source.rel, exc.reason)
                 continue
-            reads.append(_Read(source, digest, *process(source, self.chunker)))
-        present = {s.rel for s in sources}
-        removed = sorted(set(old) - present)
+            digest, before, stat = hashlib.sha256(data).hexdigest(), old.get(source.rel), stats[source.rel]
+            if before and before.hash == digest and before.article_id == source.article_id:
+                if (before.size, before.mtime_ns) != (stat.st_size, stat.st_mtime_ns):
+                    touched.append(SourceRow(**{**before.__dict__, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+                continue
+            if was_skipped.get(source.rel, {}).get("hash") == digest:  # refused before, unchanged since
+                self.skip(source.rel, was_skipped[source.rel]["reason"], digest)
+                continue
+            read = self.read(source, data, digest)
+            if read is not None:
+                reads.append(read)
+        present = {s.rel for s in sources} - {s.file for s in self.skipped}
+        removed = sorted(set(old) - present - {s.file for s in self.skipped})
+        dropped = sorted(set(old) & {s.file for s in self.skipped})  # indexed before, cannot be read now
         added = sorted(r.source.rel for r in reads if r.source.rel not in old)
         changed = sorted(r.source.rel for r in reads if r.source.rel in old)
-        if not reads and not removed:
-            if touched:
+        kept = sum(1 for rel, row in old.items() if rel in present and rel not in changed and
+                   not _is_reference(rel))
+        self.check_some_article(kept + sum(1 for r in reads if r.source.ref_number is None))
+        skipped_meta = self.skipped_meta()
+        if not reads and not removed and not dropped:
+            if touched or skipped_meta != (catalog.meta("skipped") or []):
                 with _writing(self.index_dir), catalog.transaction() as db:
                     for row in touched:
                         Catalog.put_source(db, row)
+                    if skipped_meta != (catalog.meta("skipped") or []):  # servers reload to show it in the status
+                        catalog.set_meta({"skipped": skipped_meta, "commit": catalog.commit + 1}, db)
             return _report(catalog, self.started, 0, full=False, up_to_date=True,
-                           version=f"{version.name}#{catalog.commit}")
+                           version=f"{version.name}#{catalog.commit}", skipped=self.skipped_report())
 
         previous = catalog.words()
         known = set(previous)
@@ -503,7 +570,7 @@ class _Job:
                  if w not in known] if self.user_words and reads else []
         words = previous + fresh
         # live chunks a new word would cut differently: moved into the new segment, tokenised again
-        gone = changed + removed
+        gone = changed + removed + dropped
         retoken = [hit for hit in catalog.live_chunks_containing(fresh) if hit[1] not in gone]
         embedded = sum(len(r.chunks) for r in reads)
         self.stage(f"embedding {embedded} chunks with {self.embeddings.model_name}")
@@ -528,7 +595,7 @@ class _Job:
                 Catalog.put_source(db, row)
             if fresh:
                 Catalog.put_words(db, words)
-            catalog.set_meta({"commit": catalog.commit + 1, "built_at": _now()}, db)
+            catalog.set_meta({"commit": catalog.commit + 1, "built_at": _now(), "skipped": skipped_meta}, db)
 
         merged = 0
         if collection is not None:
@@ -540,7 +607,7 @@ class _Job:
             merged = _merge_segments(version, catalog, self.stage)
             _remove_orphan_segments(version, catalog)
         return _report(catalog, self.started, embedded, seconds, full=False, version=f"{version.name}#{catalog.commit}",
-                       added=added, changed=changed, removed=removed, merged=merged)
+                       added=added, changed=changed, removed=removed, merged=merged, skipped=self.skipped_report())
 
     def commit_segment(self, version: Path, catalog: Catalog, rows: list[tuple[str, Chunk]],
                        tokens: list[list[str]], vectors: np.ndarray,
@@ -595,7 +662,7 @@ class _Job:
         self.stage(f"embedding the chunks of {len(sources)} files with {self.embeddings.model_name} "
                    f"(full rebuild: {reason})")
         # Files are read again batch by batch: memory follows one segment, not the corpus.
-        reads = (_Read(s, s.content_hash(), *process(s, self.chunker)) for s in sources)
+        reads = (read for s in sources if (read := self.read(s)) is not None)
         seconds, embedded, added = 0.0, 0, []
         manifest = self.static_manifest(name)
         collection = None
@@ -649,14 +716,19 @@ class _Job:
                 finally:
                     if pending is not None:
                         pending.close()
+                self.check_some_article(sum(1 for rel in added if not _is_reference(rel)))
                 if collection is None:
                     self.stage(f"writing {len(planned)} segments of {embedded} chunks")
                     _segments_from_pending(tmp, catalog, planned, int(self.embeddings.dimension), segmenter)
                 with catalog.transaction() as db:
                     Catalog.put_words(db, words)
-                    catalog.set_meta({"commit": 1, "built_at": _now()}, db)
+                    catalog.set_meta({"commit": 1, "built_at": _now(), "skipped": self.skipped_meta()}, db)
                 report = _report(catalog, self.started, embedded, seconds, full=True, version=f"{name}#1",
-                                 added=sorted(added), full_reason=reason)
+                                 added=sorted(added), full_reason=reason, skipped=self.skipped_report())
+            except CorpusError:
+                catalog.close()
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             finally:
                 catalog.close()
             _fsync_tree(tmp)
@@ -706,9 +778,8 @@ class _Job:
         }
 
 
-def _same_by_stat(before: SourceRow | None, source: SourceFile, stat: os.stat_result) -> bool:
-    return before is not None and before.mtime_ns != -1 and stat.st_size == before.size \
-        and stat.st_mtime_ns == before.mtime_ns and before.article_id == source.article_id
+def _is_reference(rel: str) -> bool:
+    return not rel.startswith(f"{ARTICLES}/")
 
 
 @dataclass

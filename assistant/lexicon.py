@@ -102,10 +102,15 @@ def learn_words_from_files(sources: Sequence, chunker) -> list[str]:  # noqa: AN
     that about MAX_LEARN_CHARS characters remain. The files are read twice (a first pass counts characters), so
     the corpus's texts are never all held; a full build runs this in a child process for a large corpus."""
     from .corpus import process
+    from .errors import FileError
 
     def texts() -> Iterator[str]:
         for source in sources:
-            for chunk in process(source, chunker)[1]:
+            try:
+                chunks = process(source, chunker)[1]
+            except FileError:  # the build lists it as skipped when it reads it again
+                continue
+            for chunk in chunks:
                 yield chunk.text
 
     total = sum(len(t) for t in texts())

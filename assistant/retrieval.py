@@ -83,7 +83,7 @@ class QuestionProfile:
         self.kind = next((name for name, rx in self.PATTERNS if rx.search(matched)), "other")
 
 
-_YEAR = re.compile(r"(?:19|20)\d{2}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日|(?:19|20)\d{2}")
+_YEAR = re.compile(r"(?<![\d.])[1-9]\d{2,3}年|\d{1,2}月\d{1,2}日|(?:19|20)\d{2}")  # 618年, 1888年, 2024
 
 
 class HybridRetriever(BaseRetriever):

@@ -134,7 +134,7 @@ def test_the_gradio_endpoint_names_the_bad_field(api, args, field):
     assert result.get("field") == field and result["error"], result
 
 
-def test_failed_logins_lock_the_client_out(api):
+def test_failed_logins_slow_the_client_down(api):
     _, url, _ = api
     other = httpx.HTTPTransport(local_address="127.0.0.2")  # another client; 127.0.0.1 keeps working
     with httpx.Client(base_url=url, transport=other, timeout=30) as intruder:
@@ -149,14 +149,5 @@ def test_failed_logins_lock_the_client_out(api):
                  for i in range(6)]
         assert codes[:5] == [400] * 5 and codes[5] == 429
     assert httpx.get(url + "/api/status", auth=AUTH).status_code == 200
-
-
-def test_the_throttle_cannot_be_reset_by_routes_that_check_nothing(api):
-    _, url, _ = api
-    with httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.4"), timeout=30) as c:
-        for i in range(5):
-            assert c.post("/login", data={"username": "reader", "password": f"guess{i}"}).status_code == 400
-            c.get("/api/docs", auth=("x", "y"))  # checks no password: must not clear the failures
-        assert c.post("/login", data={"username": "reader", "password": "s3cret-pass"}).status_code == 429
-    with httpx.Client(base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.5"), timeout=30) as c:
-        assert c.get("/api/status", auth=("读者", "密码")).status_code == 401  # non-ASCII: a 401, not a 500
+    # these two addresses spent the budget that addresses without a past login share: the rest of the
+    # throttle (backoff, the shared budget, device cookies, every /api route checked) is in test_web_security.py

@@ -133,14 +133,16 @@ def test_local_model_path_works_through_configuration(tmp_path):
     assert emb.encode_documents(["上海"]).shape == (1, 384)
 
 
-def test_bad_corpus_file_leaves_the_index_unchanged(corpus, tmp_path, embeddings):
+def test_a_bad_corpus_file_is_skipped_and_named(corpus, tmp_path, embeddings):
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, embeddings)
-    before = current_version(index_dir)
     (corpus / "articles" / "broken.txt").write_bytes(b"\x00\x01\x02binary")
-    with pytest.raises(CorpusError, match="broken.txt"):
+    report = build_index(corpus, index_dir, embeddings)
+    assert [s["file"] for s in report.skipped] == ["articles/broken.txt"] and "binary" in report.skipped[0]["reason"]
+    assert report.up_to_date and report.embedded == 0  # the good file is still indexed as it was
+    (corpus / "articles" / "shanghai-ai.txt").unlink()
+    with pytest.raises(CorpusError, match="broken.txt"):  # nothing left to index: an error
         build_index(corpus, index_dir, embeddings)
-    assert current_version(index_dir) == before
 
 
 def test_unknown_token_share_is_measured(embeddings):
@@ -174,9 +176,9 @@ def test_unchanged_files_are_not_read_again(corpus, tmp_path, embeddings, monkey
     read = []
     real_process = indexing.process
 
-    def counting(source, chunker):
+    def counting(source, chunker, *args):
         read.append(source.rel)
-        return real_process(source, chunker)
+        return real_process(source, chunker, *args)
 
     monkeypatch.setattr(indexing, "process", counting)
     (corpus / "articles" / "quantum.txt").write_text(NEW_ARTICLE, encoding="utf-8")
@@ -210,13 +212,14 @@ def test_idf_comes_from_the_bm25_index_and_matches_the_chunks(built, embeddings)
     assert all(abs(index.idf[t] - v) < 1e-9 for t, v in expected.items())
 
 
-def test_a_file_saved_as_the_build_starts_is_read_again(corpus, tmp_path, embeddings, monkeypatch):
+def test_every_file_is_hashed_and_only_changed_ones_are_read_again(corpus, tmp_path, embeddings, monkeypatch):
     import assistant.indexing as indexing
 
-    build_index(corpus, tmp_path / "index", embeddings)  # the seed was just copied: too recent to trust
-    read = []
-    real_hash = indexing.SourceFile.content_hash
-    monkeypatch.setattr(indexing.SourceFile, "content_hash", lambda s: read.append(s.rel) or real_hash(s))
+    build_index(corpus, tmp_path / "index", embeddings)
+    read, processed = [], []
+    real_read, real_process = indexing.SourceFile.read, indexing.process
+    monkeypatch.setattr(indexing.SourceFile, "read", lambda s: read.append(s.rel) or real_read(s))
+    monkeypatch.setattr(indexing, "process", lambda s, *args: processed.append(s.rel) or real_process(s, *args))
     report = build_index(corpus, tmp_path / "index", embeddings)
-    assert read == ["articles/shanghai-ai.txt"]  # re-read and hashed: same content, so nothing else happens
+    assert read == ["articles/shanghai-ai.txt"] and processed == []  # hashed: same content, so nothing else happens
     assert report.up_to_date and report.embedded == 0

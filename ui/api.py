@@ -1,30 +1,37 @@
 """A plain JSON API beside the page, on the same server: /api/ask, /api/status, /api/articles.
 
 Every route calls the same Python API as the page and the CLI. With --auth, the routes take HTTP Basic
-with the same user and password (401 otherwise); bodies are validated by pydantic (422 naming the field),
-and the assistant's own errors come back as 400 {"error": ...}.
+with the same user and password (401 otherwise; ui.security checks it before the body is read). Every error,
+whatever its cause (malformed JSON, a wrong type, a field out of its limits, an error while streaming), has one
+shape: {"error": message, "field": the field it names, or null}.
 """
 
 from __future__ import annotations
 
-import base64
+import itertools
 import json
-import secrets
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant import Assistant
 from assistant.config import K_RANGE
-from assistant.errors import AssistantError, InputError
+from assistant.errors import AssistantError
 from assistant.loaders import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
 
+from .security import credentials_match
+
+log = logging.getLogger(__name__)
 MAX_UPLOADS = 10
+MAX_UPLOAD_BYTES = 2 * MAX_FILE_BYTES  # all the files of one request together (page or API)
+ROUTES = {"/api/ask": "POST", "/api/status": "GET", "/api/articles": "POST"}
 
 
 class Turn(BaseModel):
@@ -48,20 +55,10 @@ def basic_auth(credentials: tuple[str, str] | None):
     """A dependency that accepts only HTTP Basic with `credentials` (no check when None)."""
 
     def check(request: Request) -> None:
-        if credentials is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        try:
-            user, _, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            user = password = ""
-        # bytes: compare_digest refuses non-ASCII str
-        if scheme.lower() != "basic" or not (secrets.compare_digest(user.encode(), credentials[0].encode())
-                                             & secrets.compare_digest(password.encode(), credentials[1].encode())):
+        # the server's guard has checked (and throttled) this already; here for a router mounted without it
+        if credentials is not None and not credentials_match(request.headers.get("authorization"), credentials):
             raise HTTPException(401, "HTTP Basic credentials required (the same as --auth).",
                                 headers={"WWW-Authenticate": 'Basic realm="assistant"'})
-        request.state.auth_ok = True  # the login throttle clears the client only on a checked success
 
     return check
 
@@ -75,12 +72,15 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None,
         history = [t if isinstance(t, str) else t.model_dump(exclude_none=True) for t in body.history]
         try:
             if body.stream:
-                return StreamingResponse(_events(assistant, body, history), media_type="text/event-stream")
+                items = assistant.stream(body.question, history, k=body.k, answerer=body.answerer)
+                first = next(items)  # the request is validated here: a bad one is a 400, not a 200 stream
+                return StreamingResponse(_events(itertools.chain([first], items)), media_type="text/event-stream")
             return assistant.ask(body.question, history, k=body.k, answerer=body.answerer).to_dict()
-        except InputError as exc:
-            return JSONResponse({"error": str(exc), "field": exc.field}, status_code=400)
         except AssistantError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            return error(str(exc), getattr(exc, "field", None))
+        except Exception:
+            log.exception("api ask failed")
+            return error("Internal error; see the server log.", None, 500)
 
     @api.get("/status")
     def status():
@@ -89,7 +89,10 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None,
     @api.post("/articles")
     def articles(files: Annotated[list[UploadFile], File(description="articles: .txt, .md or .html")]):
         if len(files) > MAX_UPLOADS:
-            return JSONResponse({"error": f"At most {MAX_UPLOADS} files per request."}, status_code=400)
+            return error(f"At most {MAX_UPLOADS} files per request.", "files")
+        if sum(upload.size or 0 for upload in files) > MAX_UPLOAD_BYTES:
+            return error(f"Over the {MAX_UPLOAD_BYTES // 1024 // 1024} MB limit for all the files of one request; "
+                         "send them in several requests.", "files", 413)
         if uploads is not None:
             uploads.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="api-", dir=uploads) as tmp:
@@ -97,46 +100,81 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None,
             for upload in files:
                 name = Path(upload.filename or "").name
                 if Path(name).suffix.lower() not in SUPPORTED_EXTENSIONS:
-                    return JSONResponse({"error": f"{name or 'a file'}: only .txt, .md and .html articles can be "
-                                                  "added."}, status_code=400)
-                target = Path(tmp) / name
+                    return error(f"{name or 'a file'}: only .txt, .md and .html articles can be added.", "files")
+                target = Path(tmp) / f"{len(paths)}{Path(name).suffix.lower()}"  # the name goes to add_files
                 with open(target, "wb") as out:
                     shutil.copyfileobj(upload.file, out, length=1 << 20)
                 if target.stat().st_size > MAX_FILE_BYTES:
-                    return JSONResponse({"error": f"{name}: over the {MAX_FILE_BYTES // 1024 // 1024} MB limit "
-                                                  "for one article."}, status_code=400)
+                    return error(f"{name}: over the {MAX_FILE_BYTES // 1024 // 1024} MB limit for one article.",
+                                 "files")
                 paths.append(target)
             try:
-                report = assistant.add_files(paths)
+                report = assistant.add_files(paths, names=[Path(u.filename or "").name for u in files])
             except AssistantError as exc:
-                return JSONResponse({"error": f"{exc} The index is unchanged."}, status_code=400)
+                return error(f"{exc} The index is unchanged.", "files")
         return {"added": report.added, "changed": report.changed, "embedded": report.embedded,
-                "chunks": report.chunks, "documents": report.documents}
+                "chunks": report.chunks, "documents": report.documents, "refused": report.refused,
+                "renamed": report.renamed, "skipped": report.skipped}
+
+    @api.api_route("/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    def unknown(request: Request):
+        path = request.url.path.rstrip("/")
+        if path in ROUTES and request.method == ROUTES[path]:  # a trailing slash, as FastAPI would have redirected
+            return RedirectResponse(path, status_code=307)
+        if path in ROUTES:
+            return error(f"{path} takes {ROUTES[path]}.", None, 405, headers={"Allow": ROUTES[path]})
+        return error(f"No such route; the API has {', '.join(f'{m} {p}' for p, m in ROUTES.items())}.", None, 404)
 
     return api
 
 
+def error(message: str, field: str | None, status: int = 400, headers: dict | None = None) -> Response:
+    """The API's one error shape."""
+    body = {"error": message, "field": field}
+    try:
+        content = json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a message quoting input with lone surrogates
+        content = json.dumps(body, ensure_ascii=True).encode()
+    return Response(content, status_code=status, media_type="application/json", headers=headers)
+
+
 def install_error_handlers(app) -> None:
-    """422 bodies that name the field, and never echo the input (it may hold lone surrogates or be huge)."""
+    """Every error of the app's own routes in the API's shape; 422 names the field and never echoes the input (it
+    may hold lone surrogates or be huge)."""
     from fastapi.exceptions import RequestValidationError
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_request: Request, exc: RequestValidationError):
         detail = [{"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
                   for e in exc.errors()]
-        fields = sorted({d["loc"][1] for d in detail if len(d["loc"]) > 1})
-        body = {"error": f"Invalid request body: {', '.join(fields) or 'body'}.", "field": ", ".join(fields),
-                "detail": detail}
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            where = next(d["loc"][1] for d in detail if d["type"] == "json_invalid" and len(d["loc"]) > 1)
+            body = {"error": f"The body is not valid JSON (at character {where}).", "field": "body", "detail": detail}
+        else:
+            fields = sorted({d["loc"][1] for d in detail if len(d["loc"]) > 1}) or ["body"]
+            body = {"error": f"Invalid request body: {', '.join(fields)}.", "field": ", ".join(fields),
+                    "detail": detail}
         return Response(json.dumps(body, ensure_ascii=True), status_code=422, media_type="application/json")
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        # FastAPI's own: an unparsable body (400), a missing route or method; also the 401 above
+        field = "body" if exc.status_code == 400 else None
+        return error(str(exc.detail), field, exc.status_code, headers=getattr(exc, "headers", None))
 
-def _events(assistant: Assistant, body: AskBody, history: list):
-    """Server-sent events: `data: {"text": piece}` as the answer comes, then `event: answer` with the JSON."""
+
+def _events(items):
+    """Server-sent events: `data: {"text": piece}` as the answer comes, then `event: answer` with the JSON; a failure
+    on the way is `event: error` with the API's error shape."""
     try:
-        for item in assistant.stream(body.question, history, k=body.k, answerer=body.answerer):
+        for item in items:
             if isinstance(item, str):
                 yield f"data: {json.dumps({'text': item}, ensure_ascii=False)}\n\n"
             else:
                 yield f"event: answer\ndata: {json.dumps(item.to_dict(), ensure_ascii=False)}\n\n"
     except AssistantError as exc:
-        yield f"event: error\ndata: {json.dumps({'error': str(exc)}, ensure_ascii=False)}\n\n"
+        failure = {"error": str(exc), "field": getattr(exc, "field", None)}
+        yield f"event: error\ndata: {json.dumps(failure, ensure_ascii=True)}\n\n"
+    except Exception:
+        log.exception("a streamed answer failed")
+        yield f"event: error\ndata: {json.dumps({'error': 'Internal error; see the server log.', 'field': None})}\n\n"

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import gradio as gr
@@ -15,8 +16,9 @@ from assistant import Answer, Assistant
 from assistant.errors import AssistantError, InputError
 from assistant.loaders import MAX_FILE_BYTES
 
-from .api import MAX_UPLOADS
+from .api import MAX_UPLOAD_BYTES, MAX_UPLOADS
 from .render import CSS, answer_markdown, document_html, inert, sources_html, status_html
+from .security import ALLOWED_HOSTS_ENV, MULTIPART_ROOM, Guard, Site
 
 log = logging.getLogger(__name__)
 GENERIC_EXAMPLES = ["这篇文章讲了什么?", "文章的作者是谁?"]
@@ -111,16 +113,26 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         gr.Info("谢谢反馈!")
 
     def add_articles(files, progress=gr.Progress()):
+        """(message, status, the upload box): the uploads are deleted after every try, so the box is emptied."""
         if not isinstance(files, list):
             files = [] if files is None else [files]
         paths = [Path(getattr(f, "name", f)) for f in files if isinstance(f, str) or hasattr(f, "name")]
+        uploads = Path(os.environ.get("GRADIO_TEMP_DIR") or upload_dir(assistant)).resolve()
+        try:
+            return *add_uploaded(paths, uploads, progress), None
+        finally:
+            discard_uploads(paths, uploads)
+
+    def add_uploaded(paths: list[Path], uploads: Path, progress) -> tuple[str, object]:
         if not paths:
             return "请先选择要上传的 .txt、.md 或 .html 文件。", gr.update()
         if len(paths) > MAX_UPLOADS:
             return f"⚠️ 一次最多上传 {MAX_UPLOADS} 个文件。索引未改变。", gr.update()
-        uploads = Path(os.environ.get("GRADIO_TEMP_DIR") or upload_dir(assistant)).resolve()
         if any(not p.resolve().is_relative_to(uploads) for p in paths):  # a crafted call naming server files
             return "⚠️ 只能添加通过本页上传的文件。索引未改变。", gr.update()
+        if sum(p.stat().st_size for p in paths if p.is_file()) > MAX_UPLOAD_BYTES:
+            megabytes = MAX_UPLOAD_BYTES // 1024 // 1024
+            return f"⚠️ 一次上传的文件合计不能超过 {megabytes} MB,请分几次添加。索引未改变。", gr.update()
         progress(0.1, desc="检查并复制文件")
         try:
             progress(0.3, desc="向量化新文章")
@@ -131,9 +143,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             log.exception("adding %s failed", paths)
             return "⚠️ 添加失败,索引未改变。请查看服务器日志。", gr.update()
         progress(1.0, desc="完成")
-        names = ", ".join(report.added + report.changed) or "(内容未变化)"
-        return (f"✅ 已添加:{names}。新向量化 {report.embedded} 个片段,现在共 {report.chunks} 个片段,可以直接提问。",
-                status_html(assistant.status()))
+        return add_message(report), status_html(assistant.status())
 
     def api_ask(question: str | None = None, history: list | None = None, k: int | None = None) -> dict:
         """Ask over HTTP: the same Assistant.ask the chat uses; errors come back as {"error": ..., "field": ...}.
@@ -145,12 +155,13 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         except InputError as exc:
             return {"error": str(exc), "field": exc.field}
         except AssistantError as exc:
-            return {"error": str(exc)}
+            return {"error": str(exc), "field": None}
         except Exception:
             log.exception("api ask failed")
-            return {"error": "Internal error; see the server log."}
+            return {"error": "Internal error; see the server log.", "field": None}
 
-    with gr.Blocks(title="文章问答助手") as demo:
+    # uploads never added (the page closed first) are deleted an hour later; added ones at once
+    with gr.Blocks(title="文章问答助手", delete_cache=(600, 3600)) as demo:
         answers = gr.State([])
         shown = gr.State(None)  # which answer's sources the panel shows; None: the latest
         gr.Markdown("## 文章问答助手\n向文章提问:答案简短、带编号引用,右侧显示依据的原文段落。")
@@ -192,7 +203,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         chatbot.select(select_answer, [answers], [sources, pick, shown], api_visibility="private")
         chatbot.like(feedback, [answers], None, api_visibility="private")
         pick.change(show_in_context, [pick, answers, shown], doc_view, api_visibility="private")
-        add.click(add_articles, [files], [add_msg, status], api_visibility="private")
+        add.click(add_articles, [files], [add_msg, status, files], api_visibility="private")
         gr.api(api_ask, api_name="ask")
     return demo
 
@@ -206,8 +217,42 @@ def _answer_at(answers: list[Answer | None], message_index) -> Answer | None:
     return answers[turn] if 0 <= turn < len(answers or []) else None
 
 
-def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None) -> None:
-    """Run the page until interrupted."""
+def add_message(report) -> str:
+    """What the page says after an add: what was added, and each file refused, renamed or skipped with why."""
+    names = ", ".join(report.added + report.changed) or "(内容未变化)"
+    lines = [f"✅ 已添加:{names}。新向量化 {report.embedded} 个片段,现在共 {report.chunks} 个片段,可以直接提问。"]
+    lines += [f"- 未添加 {r['file']}:{r['reason']}" for r in report.refused]
+    lines += [f"- {r['file']} 已保存为 {r['stored']}" for r in report.renamed]
+    lines += [f"- 语料中的 {r['file']} 未能建立索引:{r['reason']}" for r in report.skipped]
+    return "\n".join(lines)
+
+
+def discard_uploads(paths: Iterable[Path], uploads: Path) -> None:
+    """Delete uploaded files (and the folders Gradio made for them), never anything outside the upload folder."""
+    for path in paths:
+        path = path.resolve()
+        if path.is_relative_to(uploads) and path != uploads:
+            path.unlink(missing_ok=True)
+            if path.parent != uploads:
+                try:
+                    path.parent.rmdir()
+                except OSError:  # another upload with the same content is still there
+                    pass
+
+
+def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth: str | None = None,
+           allowed_hosts: Iterable[str] | None = None) -> None:
+    """Run the page until interrupted.
+
+    allowed_hosts: Host names the server answers to beside its own address (default: ASSISTANT_ALLOWED_HOSTS,
+    comma-separated); see ui.security.
+    """
+    if allowed_hosts is None:
+        allowed_hosts = os.environ.get(ALLOWED_HOSTS_ENV, "").split(",")
+    try:
+        site = Site.for_bind(host, port, allowed_hosts)
+    except ValueError as exc:
+        raise AssistantError(str(exc)) from None
     # warm up the model, jieba, its tagger and the tokenizer before the first user waits
     assistant.warm(examples(assistant.settings.corpus_dir)[0])
     credentials = None
@@ -220,7 +265,6 @@ def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth
     from fastapi import FastAPI
 
     from .api import install_error_handlers, router
-    from .security import protect
 
     uploads = upload_dir(assistant)
     shutil.rmtree(uploads, ignore_errors=True)  # what a previous server left behind
@@ -229,17 +273,31 @@ def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth
     demo = build_app(assistant)
     demo.queue(default_concurrency_limit=4)
     app = FastAPI(title="文章问答助手 API", docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
-    protect(app)
     app.include_router(router(assistant, credentials, uploads))
     install_error_handlers(app)
     app = gr.mount_gradio_app(app, demo, path="/", auth=credentials, theme=gr.themes.Soft(), css=CSS,
                               max_file_size=f"{MAX_FILE_BYTES // 1024 // 1024}mb", ssr_mode=False, show_error=False,
                               footer_links=[], server_name=host, server_port=port)
+    guarded = Guard(app, site, credentials=credentials, session_ok=_page_session(app),
+                    upload_limit=MAX_UPLOAD_BYTES + MULTIPART_ROOM)
     print(f"文章问答助手: http://{host}:{port}  (JSON API: http://{host}:{port}/api/ask)", flush=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(guarded, host=host, port=port, log_level="warning")
     finally:
         shutil.rmtree(uploads, ignore_errors=True)
+
+
+def _page_session(app):
+    """Whether a request's cookies hold the session of a page login (Gradio's access token)."""
+    from starlette.routing import Mount
+
+    page = next(route.app for route in app.routes if isinstance(route, Mount))
+
+    def valid(cookies: dict[str, str]) -> bool:
+        return any(cookies.get(f"{name}-{page.cookie_id}") in page.tokens
+                   for name in ("access-token", "access-token-unsecure"))
+
+    return valid
 
 
 def upload_dir(assistant: Assistant) -> Path:

@@ -25,7 +25,10 @@ from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft, clip_answer, refu
 MIN_COVERAGE = 0.5  # share of the question's IDF mass the answering sentence must hold
 SUBJECT_SHARE = 0.6  # share of a specific subject's characters the sentence must contain
 SPECIFIC_IDF = 3.0  # a subject this rare (or rarer) in the corpus is specific enough to check
-_YEAR = re.compile(r"(?:19|20)\d{2}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日")
+# Any year of three or four digits (618年, 1888年, 2024年3月5日), not the tail of a longer number.
+_YEAR = re.compile(r"(?<![\d.])[1-9]\d{2,3}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日")
+# What a number question never asks for: a four-digit year or a date ("经营了150年" stays a number).
+_DATE = re.compile(r"(?<![\d.])[1-9]\d{3}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日")
 _NUMBER = re.compile(
     r"(?:超过|超|近|约|逾)?\d+(?:\.\d+)?(?:万|亿|千)*(?:多|余)?"
     r"(?:亿元人民币|元人民币|亿元|万元|美元|亿美元|元|家|款|卡|公里|年|个|条|PetaFLOPS|倍|%)?"
@@ -167,7 +170,7 @@ class ExtractiveAnswerer(Answerer):
         if profile.kind == "year":
             return _nearest(_YEAR.finditer(text), text, q_tokens, question, self.idf)
         if profile.kind == "number":
-            dates = [m.span() for m in _YEAR.finditer(text)]
+            dates = [m.span() for m in _DATE.finditer(text)]
             matches = [m for m in _NUMBER.finditer(text)
                        if not any(a <= m.start() < b for a, b in dates)]
             if _MONEY.search(question):
