@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import validation as validate
 from .answerers import ANSWERERS, Answerer, Citation, CombinedAnswerer, Draft, ExtractiveAnswerer
-from .answerers.base import mostly_latin
+from .language import mostly_latin
 from .answerers.reader import ReaderAnswerer
 from .chunking import ChunkerSettings
 from .config import Settings

@@ -59,3 +59,10 @@ def summary_topic(question: str) -> str:
         pattern = rf"\b{re.escape(word)}\b" if word.isascii() else re.escape(word)
         text = re.sub(pattern, " ", text, flags=re.IGNORECASE)
     return re.sub(r"[\W_]+", " ", text).strip()
+
+
+def mostly_latin(text: str) -> bool:
+    """Whether a question is written in a Latin-script language rather than Chinese."""
+    latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
+    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
+    return latin > 3 * max(cjk, 1) and latin >= 6

@@ -61,6 +61,8 @@ class TrainConfig:
     max_answer_tokens: int = 48
     negative_rate: float = 0.25  # share of questions that also get a window of their passage without the answer
     foreign_rate: float = 0.15  # share that also get a window of another article
+    english_rate: float = 0.0  # share of questions asked in dictionary English (crosslingual.english_question)
+    mixed_rate: float = 0.0  # share asked half in English, half in Chinese (code-switched)
     heldout_every: int = 20
     seed: int = 20261124
     threads: int = 2
@@ -89,9 +91,16 @@ def make_features(cfg: TrainConfig, squad: SquadSet, questions: list, tokenizer,
     """Arrays input_ids (n, max_len), lengths, starts, ends: one row per training window."""
     rows, starts, ends = [], [], []
     passages = list(squad.passages.values())
-    dropped = unanswerable = 0
+    dropped = unanswerable = english = 0
     for q in questions:
         passage = squad.passages[q.passage_id]
+        draw = rng.random()
+        if draw < cfg.english_rate + cfg.mixed_rate:
+            from .crosslingual import english_question
+
+            rate = 1.0 if draw < cfg.english_rate else 0.5
+            q = replace(q, question=english_question(q.question, rng, rate) or q.question)
+            english += 1
         if not q.answers:  # unanswerable from its passage (DuReader-checklist): a window of it, target "no answer"
             question = cut_question(tokenizer, q.question, cfg.max_question_tokens)
             enc = tokenizer(question, passage.context, truncation="only_second", max_length=cfg.max_len,
@@ -141,7 +150,7 @@ def make_features(cfg: TrainConfig, squad: SquadSet, questions: list, tokenizer,
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
     print(f"features: {len(rows)} windows from {len(questions)} questions ({unanswerable} unanswerable, "
-          f"{dropped} dropped: answer not found)", file=sys.stderr)
+          f"{english} asked in dictionary English, {dropped} dropped: answer not found)", file=sys.stderr)
     return {"input_ids": ids, "lengths": lengths, "starts": np.array(starts, np.int64),
             "ends": np.array(ends, np.int64)}
 
@@ -345,7 +354,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", help="start from this reader delta (default: the packaged encoder, a new head)")
     parser.add_argument("--out", default=defaults.out)
     parser.add_argument("--work-dir", default=defaults.work_dir)
-    for name in ("epochs", "lr", "warmup", "negative_rate", "foreign_rate"):
+    for name in ("epochs", "lr", "warmup", "negative_rate", "foreign_rate", "english_rate", "mixed_rate"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     for name in ("batch_size", "max_len", "stride", "max_answer_tokens", "seed", "threads", "checkpoint_every",
                  "max_questions", "eval_limit"):
@@ -414,6 +423,33 @@ def calibration_cases(squad: SquadSet, questions: list, rng: random.Random, k: i
     return cases
 
 
+def _fit(reader, cases: list[tuple]) -> dict:
+    """Logistic fit of answerability on the reader's best span over each case, and what it does at 0.5."""
+    from sklearn.linear_model import LogisticRegression
+
+    from .evaluation import normalize
+
+    rows, labels, right = [], [], []
+    for question, passages, answers in cases:
+        spans = reader.read(question, passages, top_n=1)
+        if not spans:
+            continue
+        best = spans[0]
+        pred = passages[best.passage][best.start:best.end]
+        rows.append([best.margin, best.score])
+        labels.append(int(bool(answers)))
+        right.append(bool(answers) and (cmrc_f1(pred, answers) >= 0.5
+                                        or any(normalize(a) in normalize(pred) for a in answers)))
+    x, y = np.array(rows), np.array(labels)
+    model = LogisticRegression().fit(x, y)
+    answered = model.predict_proba(x)[:, 1] >= 0.5
+    return {"weights": [float(w) for w in model.coef_[0]], "bias": float(model.intercept_[0]), "threshold": 0.5,
+            "cases": len(y), "answerable_cases": int(y.sum()),
+            "unanswerable_refused": round(float((~answered[y == 0]).mean()), 4),
+            "answerable_refused": round(float((~answered[y == 1]).mean()), 4),
+            "right_when_answered": round(float(np.array(right)[answered].mean()), 4) if answered.any() else None}
+
+
 def project_cases(questions_path: Path, reader) -> list[tuple]:
     """(question, passages, answers or [], label source) from a project question file, asked as a user would:
     the corpus indexed in a temporary folder, the top 5 hybrid sources handed to the reader. Unanswerable
@@ -451,9 +487,7 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
     The label is answerability, not the span's correctness: on an answerable question a refusal is as
     wrong as a wrong span, so refusing is only worth it where nothing in the sources answers.
     """
-    from sklearn.linear_model import LogisticRegression
-
-    from .evaluation import normalize
+    from .crosslingual import english_question
     from .reader import SpanReader
 
     rng = random.Random(seed)
@@ -461,38 +495,30 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
     _, held = split_heldout(squad, heldout_every)
     held = held[:limit] if limit else held
     reader = SpanReader.load(reader_path)
-    rows, labels, right = [], [], []
     cases = calibration_cases(squad, held, rng)
     public = len(cases)
+    # the same cases asked in dictionary English: a question in English is read differently (its span scores
+    # run lower), so it gets its own fit; the project's English questions stay out of it, to be measured on
+    english_rng = random.Random(seed + 1)
+    english = {q: english_question(q, english_rng) for q in dict.fromkeys(c[0] for c in cases)}
+    english_cases = [(english[q] or q, passages, answers) for q, passages, answers in cases]
     for path in questions:
         cases += project_cases(Path(path), reader)
-    for question, passages, answers in cases:
-        spans = reader.read(question, passages, top_n=1)
-        if not spans:
-            continue
-        best = spans[0]
-        pred = passages[best.passage][best.start:best.end]
-        rows.append([best.margin, best.score])
-        labels.append(int(bool(answers)))
-        right.append(bool(answers) and (cmrc_f1(pred, answers) >= 0.5
-                                        or any(normalize(a) in normalize(pred) for a in answers)))
-    x, y = np.array(rows), np.array(labels)
-    model = LogisticRegression().fit(x, y)
-    answered = model.predict_proba(x)[:, 1] >= 0.5
+    fitted = _fit(reader, cases)
+    fitted_english = _fit(reader, english_cases)
     previous = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
-    result = {"features": ["margin", "score"], "weights": [float(w) for w in model.coef_[0]],
-              "bias": float(model.intercept_[0]), "threshold": 0.5,
+    result = {"features": ["margin", "score"], **fitted,
               "label": "answerable: the sources hold a gold answer",
               "fitted_on": f"held-out questions of {', '.join(Path(d).name for d in data)} (every {heldout_every}th "
                            f"passage): {public} cases, answering piece among BM25's best pieces of other articles, "
                            f"those pieces alone, unanswerable questions over their own passage; plus "
-                           f"{len(y) - public} cases from {', '.join(str(p) for p in questions) or 'no project file'}",
-              "cases": len(y), "answerable_cases": int(y.sum()),
-              "unanswerable_refused": round(float((~answered[y == 0]).mean()), 4),
-              "answerable_refused": round(float((~answered[y == 1]).mean()), 4),
-              "right_when_answered": round(float(np.array(right)[answered].mean()), 4) if answered.any() else None}
-    if "shapes" in previous:
-        result["shapes"], result["shapes_chosen_on"] = previous["shapes"], previous.get("shapes_chosen_on")
+                           f"{fitted['cases'] - public} cases from {', '.join(str(p) for p in questions) or 'no project file'}",
+              "english": {**fitted_english,
+                          "fitted_on": f"the {public} public cases with each question turned into dictionary English "
+                                       "(crosslingual.english_question): for questions written in a Latin script"}}
+    for kept in ("shapes", "shapes_chosen_on", "threshold_chosen_on"):
+        if kept in previous:
+            result[kept] = previous[kept]
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(result, ensure_ascii=False, indent=1), file=sys.stderr)
     return result

@@ -27,7 +27,8 @@ DATASETS = Path(os.environ.get("ASSISTANT_DATASETS", ROOT.parent / "shared" / "d
 EVAL = Path(os.environ.get("ASSISTANT_EVAL", ROOT.parent / "shared" / "eval"))
 
 QUESTION_SETS = {"questions": ROOT / "corpus/eval/questions.jsonl", "heldout": ROOT / "corpus/eval/heldout.jsonl",
-                 "heldout2": ROOT / "corpus/eval/heldout2.jsonl", "natural_seed": EVAL / "natural_seed.jsonl"}
+                 "heldout2": ROOT / "corpus/eval/heldout2.jsonl", "natural_seed": EVAL / "natural_seed.jsonl",
+                 "english": ROOT / "corpus/eval/english.jsonl", "english_zh": ROOT / "corpus/eval/english_zh.jsonl"}
 SQUAD_SETS = {"cmrc_trial (passage)": ("cmrc2018/cmrc2018_trial.json", ["--passage-given"]),
               "cmrc_trial (open)": ("cmrc2018/cmrc2018_trial.json", []),
               "dureader_robust (passage)": ("dureader/dureader_robust_dev.json", ["--passage-given"]),

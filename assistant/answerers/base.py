@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..language import mostly_latin
 from ..retrieval import Source
 
 MAX_ANSWER_CHARS = 150  # a factoid's cap; longer kinds of answer have their own (answerers/reader.py)
@@ -18,13 +19,6 @@ def clip_answer(text: str, reserve: int = 0, limit: int = MAX_ANSWER_CHARS) -> s
     """The answer cut to fit `limit`, leaving `reserve` characters for a citation marker."""
     limit -= reserve
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def mostly_latin(text: str) -> bool:
-    """Whether a question is written in a Latin-script language rather than Chinese."""
-    latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
-    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
-    return latin > 3 * max(cjk, 1) and latin >= 6
 
 
 @dataclass

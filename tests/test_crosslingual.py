@@ -1,0 +1,63 @@
+"""English questions over Chinese text: the dictionary, the synthetic English training questions, retrieval."""
+
+import random
+import re
+
+from assistant.crosslingual import chinese_terms, english_question, gloss, segment
+from assistant.language import mostly_latin
+from assistant.retrieval import cross_lingual_tokens
+from assistant.training import TrainConfig, make_features
+
+
+def test_the_dictionary_glosses_words_and_drops_particles():
+    assert gloss("人工智能") == "artificial intelligence"
+    assert gloss("英伟达") == "NVIDIA"
+    assert gloss("的") == ""  # a particle: nothing to say in English
+    assert gloss("不存在的词语") is None
+
+
+def test_segmentation_takes_the_longest_dictionary_word():
+    assert segment("上海人工智能产业") == ["上海", "人工智能", "产业"]
+    assert segment("GPU芯片2025年") == ["GPU", "芯片", "2025", "年"]
+
+
+def test_a_chinese_question_becomes_dictionary_english_deterministically():
+    question = "2023年上海人工智能产业规模是多少?"
+    english = english_question(question, random.Random(7))
+    assert english == english_question(question, random.Random(7))
+    assert not re.search(r"[\u4e00-\u9fff]", english)  # every word glossed or spelled in pinyin
+    assert "2023" in english and "artificial intelligence" in english and english.endswith("?")
+    assert mostly_latin(english)
+
+
+def test_a_half_rate_keeps_some_chinese_words():
+    mixed = [english_question("尤金袋鼠为什么会被认为是害虫?", random.Random(seed), rate=0.5) for seed in range(20)]
+    assert any(re.search(r"[\u4e00-\u9fff]", m) for m in mixed)
+    assert any(re.search(r"[a-z]{3}", m) for m in mixed)
+
+
+def test_english_words_translate_to_the_chinese_words_bm25_can_match():
+    assert "英伟达" in chinese_terms("Who founded Nvidia?")
+    from assistant.lexicon import Segmenter
+
+    assert "创办" in chinese_terms("founded")  # by its stem, found
+    tokens = cross_lingual_tokens("Who founded Nvidia?", Segmenter(["英伟达"]))
+    assert "who" not in tokens  # English stopwords carry nothing to match
+    assert "nvidia" in tokens and "英伟达" in tokens
+
+
+def test_training_features_ask_a_share_of_questions_in_english(capsys):
+    from assistant.reader import load_tokenizer
+    from assistant.squad import SquadPassage, SquadQuestion, SquadSet
+
+    passage = SquadPassage("p1", "标题", "1993年,黄仁勋创立了英伟达,彼时的英伟达还只是一家纯粹的显卡公司。")
+    questions = [SquadQuestion(f"q{i}", "英伟达是谁创立的?", "p1", ["黄仁勋"], [6]) for i in range(40)]
+    squad = SquadSet({"p1": passage}, questions, [])
+    cfg = TrainConfig(data=[], english_rate=0.5, mixed_rate=0.0, negative_rate=0, foreign_rate=0)
+    tokenizer = load_tokenizer()
+    features = make_features(cfg, squad, questions, tokenizer, random.Random(1))
+    texts = [tokenizer.decode(row[: n]) for row, n in zip(features["input_ids"], features["lengths"], strict=True)]
+    english = [t for t in texts if "NVIDIA" in t or "nvidia" in t.lower()]
+    assert 10 <= len(english) <= 30  # about half
+    assert all(s > 0 for s in features["starts"])  # the answer is still found in the Chinese passage
+    assert "asked in dictionary English" in capsys.readouterr().err
