@@ -61,3 +61,33 @@ def test_training_features_ask_a_share_of_questions_in_english(capsys):
     assert 10 <= len(english) <= 30  # about half
     assert all(s > 0 for s in features["starts"])  # the answer is still found in the Chinese passage
     assert "asked in dictionary English" in capsys.readouterr().err
+
+
+def test_calibration_fits_english_questions_separately_and_the_reader_uses_that_fit(tmp_path):
+    import json
+
+    from assistant.answerers.reader import Calibration
+    from assistant.reader import READER_FILE
+    from assistant.training import calibrate
+
+    paragraphs = [
+        ("1993年,黄仁勋创立了英伟达,彼时的英伟达还只是一家纯粹的显卡公司。", "英伟达是谁创立的?", "黄仁勋"),
+        ("1994年,门户搜索网站雅虎成立。", "雅虎是哪一年成立的?", "1994年"),
+        ("2015年诞生于硅谷的OpenAI,已是AI时代的顶流级企业。", "OpenAI诞生于哪里?", "硅谷"),
+        ("苹果在1980年的IPO堪称里程碑,超过1亿美元的募资金额。", "苹果IPO募资多少?", "超过1亿美元"),
+    ]
+    data = {"data": [{"title": f"t{i}", "paragraphs": [{"id": f"p{i}", "context": context, "qas": [
+        {"id": f"q{i}", "question": question, "answers": [{"text": answer, "answer_start": context.index(answer)}]}]}]}
+        for i, (context, question, answer) in enumerate(paragraphs)]}
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    out = tmp_path / "calibration.json"
+    out.write_text(json.dumps({"shapes": {"factoid/year": "span"}}), encoding="utf-8")
+    result = calibrate([str(path)], READER_FILE, out, heldout_every=1)
+    assert result["english"]["cases"] == result["cases"] == 8  # each question with and without its answer
+    assert "dictionary English" in result["english"]["fitted_on"]
+    assert result["shapes"] == {"factoid/year": "span"}  # measured shapes are kept
+    calibration = Calibration.load(out)
+    assert calibration.for_question("Who founded Nvidia?") is calibration.english
+    assert calibration.for_question("英伟达是谁创立的?") is calibration
+    assert calibration.english.weights != calibration.weights
