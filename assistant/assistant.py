@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -15,13 +16,13 @@ from .language import mostly_latin
 from .answerers.reader import ReaderAnswerer
 from .chunking import ChunkerSettings
 from .config import Settings
-from .corpus import ARTICLES, SourceFile, begin_add, copy_in, end_add, process, undo_add
+from .corpus import ARTICLES, REFERENCES, SourceFile, begin_add, begin_remove, copy_in, end_add, process, scan, undo_add
 from .embeddings import E5_NAMES, Embedder, get_embeddings
-from .errors import AssistantError, CorpusError, CorpusWriteError, FileError, UnknownNameError
+from .errors import AssistantError, CorpusError, CorpusWriteError, FileError, InputError, UnknownNameError
 from .followup import Turn, resolve_description, rewrite
-from .indexing import BuildReport, LoadedIndex, build_index, build_lock, committed_sources, load_index
+from .indexing import BuildReport, LoadedIndex, Scope, build_index, build_lock, committed_sources, load_index
 from .loaders import check_type, read_file
-from .names import article_name, place, printable
+from .names import article_name, place, printable, resolve_articles
 from .reader import SpanReader
 from .retrieval import HybridRetriever, Source
 
@@ -169,16 +170,20 @@ class Assistant:
                         return loaded
         return self._loaded
 
-    def standalone(self, question: str, history: Sequence | None = None) -> str:
+    def standalone(self, question: str, history: Sequence | None = None, *,
+                   articles: Sequence[str] | None = None) -> str:
         """The question as it is searched: a follow-up rewritten from the conversation so far."""
         loaded = self._current()
-        return _standalone(validate.question(question), validate.history(history), loaded, loaded.retrievers["hybrid"])
+        return _standalone(validate.question(question), validate.history(history), loaded, loaded.retrievers["hybrid"],
+                           _scope(loaded.index, articles))
 
     def ask(self, question: str, history: Sequence | None = None, *, k: int | None = None,
-            answerer: str | None = None, retriever: str | None = None) -> Answer:
-        """Answer a question (with the conversation so far) from the index, or refuse."""
+            answerer: str | None = None, retriever: str | None = None,
+            articles: Sequence[str] | None = None) -> Answer:
+        """Answer a question (with the conversation so far) from the index, or refuse; `articles` limits it to
+        some articles (ids, file names without extension or titles; None: all)."""
         result = None
-        for item in self.stream(question, history, k=k, answerer=answerer, retriever=retriever):
+        for item in self.stream(question, history, k=k, answerer=answerer, retriever=retriever, articles=articles):
             result = item
         assert isinstance(result, Answer)
         return result
@@ -190,7 +195,8 @@ class Assistant:
             answerer.warm()
 
     def stream(self, question: str, history: Sequence | None = None, *, k: int | None = None,
-               answerer: str | None = None, retriever: str | None = None) -> Iterator[str | Answer]:
+               answerer: str | None = None, retriever: str | None = None,
+               articles: Sequence[str] | None = None) -> Iterator[str | Answer]:
         """Text pieces of the answer as they come (LLM), then the final Answer."""
         started = time.perf_counter()
         question = validate.question(question)
@@ -198,9 +204,16 @@ class Assistant:
         chosen = self._answerer(loaded, answerer)
         search = self._retriever(loaded, retriever)
         k = validate.k(k, self.settings.k)
-        standalone = _standalone(question, validate.history(history), loaded, search)
+        scope = _scope(loaded.index, articles)
+        turns = validate.history(history)
+        if not len(loaded.index.chunks):  # every article removed
+            yield Answer(answer=NO_ARTICLES_EN if mostly_latin(question) else NO_ARTICLES, refused=True,
+                         question=question, rewritten_question=question, sources=[], citations=[],
+                         answerer=chosen.name, timings={"total_ms": (time.perf_counter() - started) * 1e3})
+            return
+        standalone = _standalone(question, turns, loaded, search, scope)
         t1 = time.perf_counter()
-        sources = search.search(standalone, k)
+        sources = search.search(standalone, k, scope)
         t2 = time.perf_counter()
         draft: Draft | None = None
         for piece in chosen.stream(standalone, sources):
@@ -226,6 +239,16 @@ class Assistant:
     def status(self) -> dict:
         return index_status(self.index)
 
+    def article_ids(self, articles: Sequence[str] | None) -> list[str] | None:
+        """The ids that article names (ids, file names without extension, titles) mean; None for all articles;
+        InputError naming the closest articles for an unknown name."""
+        scope = _scope(self._current().index, articles)
+        return None if scope is None else list(scope.articles)
+
+    def articles(self) -> list[dict]:
+        """Every article of the index: id, file, title, size, chunks, references, reference_texts, added_at."""
+        return self._current().index.articles()
+
     def add_files(self, paths: Sequence[str | Path], replace: bool = False, progress: bool = False,
                   names: Sequence[str] | None = None) -> BuildReport:
         """Copy articles into the corpus (as `names`, when given: uploads) and update the index; the files that
@@ -234,27 +257,54 @@ class Assistant:
         self._set_index(load_index(self.settings.index_dir, self.embeddings))
         return report
 
+    def remove_articles(self, names: Sequence[str]) -> BuildReport:
+        """Take articles (and their references' full texts) out of the corpus and the index in one commit;
+        UnknownNameError, naming the closest articles, when a name means none (then nothing is removed)."""
+        report = remove_articles(names, self.settings, self.embeddings)
+        self._set_index(load_index(self.settings.index_dir, self.embeddings))
+        return report
 
-def _standalone(question: str, turns: list[Turn], loaded: _Loaded, search: HybridRetriever) -> str:
+
+NO_ARTICLES = "索引中还没有文章。请先添加文章:在页面的“索引”标签上传,或运行 `assistant index add 文件`。"
+NO_ARTICLES_EN = ("The index holds no articles yet. Add one first: upload it in the page's index tab, or run "
+                  "`assistant index add FILE`.")
+
+
+def _scope(index: LoadedIndex, articles: Sequence[str] | None) -> Scope | None:
+    """The scope of a question limited to some articles; InputError naming the closest articles for an unknown
+    name."""
+    names = validate.articles(articles)
+    if names is None:
+        return None
+    ids, unknown = resolve_articles(names, index.articles())
+    if unknown:
+        raise InputError("articles", _sentence("; ".join(unknown)) + ". `assistant index status` (or GET "
+                                     "/api/articles) lists the articles.")
+    return index.scope(ids)
+
+
+def _standalone(question: str, turns: list[Turn], loaded: _Loaded, search: HybridRetriever,
+                scope: Scope | None = None) -> str:
     """The question as it is searched: a follow-up rewritten from the turns before it, and an entity named only by
     a description replaced by its name. The trained reader names it, not the default answerer: its span is the
     name itself (the rules answered '哪家' with a neighbouring organisation)."""
     reader = loaded.answerers["reader"]
 
     def name_of(sub_question: str) -> str | None:
-        draft = reader.answer(sub_question, search.search(sub_question))
+        draft = reader.answer(sub_question, search.search(sub_question, scope=scope))
         return None if draft.refused or draft.kind != "factoid" else validate.strip_markers(draft.answer)
 
-    turns = _resolve_history(turns, search, loaded.answerers["combined"])
+    turns = _resolve_history(turns, search, loaded.answerers["combined"], scope)
     return resolve_description(rewrite(question, turns), name_of)
 
 
-def _resolve_history(turns: list[Turn], search: HybridRetriever, extractive: Answerer) -> list[Turn]:
+def _resolve_history(turns: list[Turn], search: HybridRetriever, extractive: Answerer,
+                     scope: Scope | None = None) -> list[Turn]:
     """Fill in the previous turn's answer when only questions were given (it may name the referent)."""
     if turns and turns[-1].answer is None:
         prev = turns[-1]
         standalone = rewrite(prev.question, turns[:-1])
-        draft = extractive.answer(standalone, search.search(standalone))
+        draft = extractive.answer(standalone, search.search(standalone, scope=scope))
         prev.answer = validate.strip_markers(draft.answer)
         prev.refused = draft.refused
         prev.question = standalone
@@ -321,6 +371,54 @@ def add_files(paths: Sequence[str | Path], settings: Settings, embeddings: Embed
     return report
 
 
+def remove_articles(names: Sequence[str], settings: Settings, embeddings: Embedder) -> BuildReport:
+    """Take articles out of the corpus and the index in one commit: each article file and its references' full
+    texts are journaled, deleted and the index updated; a failure (or a kill) before the commit puts them back.
+
+    Args:
+        names: article ids (file names), ids without extension, or titles.
+
+    Returns:
+        The build's report; `removed` lists the corpus paths taken out. Removing the last article leaves a valid
+        empty index. UnknownNameError (nothing removed) when a name means no article.
+    """
+    if isinstance(names, str):
+        names = [names]
+    if not names:
+        raise CorpusError("No article given. Name one or more articles (`assistant index status` lists them).")
+    corpus_dir, index_dir = Path(settings.corpus_dir), Path(settings.index_dir)
+    with build_lock(index_dir):
+        undo_add(corpus_dir, committed_sources(index_dir))  # an earlier add or removal that was killed
+        sources, skipped = scan(corpus_dir, allow_empty=True)
+        on_disk = {s.article_id for s in sources if s.ref_number is None}
+        on_disk |= {Path(s.file).name for s in skipped if Path(s.file).parent.name == ARTICLES}
+        indexed = set(committed_sources(index_dir))
+        known = sorted(on_disk | {Path(rel).name for rel in indexed if rel.startswith(f"{ARTICLES}/")})
+        titles = {}
+        with contextlib.suppress(AssistantError):  # no index yet, or one of another model: names are enough
+            titles = {a["id"]: a["title"] for a in load_index(index_dir, embeddings, check_model=False).articles()}
+        ids, unknown = resolve_articles(names, [{"id": i, "title": titles.get(i)} for i in known])
+        if unknown:
+            raise UnknownNameError(_sentence("; ".join(unknown)) + ". Nothing was removed; `assistant index "
+                                   "status` lists the articles.")
+        files = [corpus_dir / ARTICLES / i for i in ids if i in on_disk]
+        files += [s.path for s in sources if s.ref_number is not None and s.article_id in ids]
+        begin_remove(corpus_dir, files)  # a journal first: a kill from here on is rolled back at the next start
+        try:
+            for path in files:
+                path.unlink(missing_ok=True)
+            report = build_index(corpus_dir, index_dir, embeddings, user_words=settings.user_words, locked=True,
+                                 backend=settings.index_backend, allow_empty=True)
+        except BaseException:
+            undo_add(corpus_dir, committed_sources(index_dir), earlier=False)
+            raise
+        end_add(corpus_dir)
+        for folder in {p.parent for p in files if p.parent.parent.name == REFERENCES}:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: files of other kinds stay
+    return report
+
+
 def _nothing_added(refused: list[dict]) -> str:
     if len(refused) == 1:
         return f"{refused[0]['file']}: {refused[0]['reason']}"
@@ -345,5 +443,10 @@ def index_status(index: LoadedIndex) -> dict:
         "chunker": m["chunker"],
         "built_at": m["built_at"],
         "titles": docs,
+        "articles": index.articles(),
         "skipped": m.get("skipped", []),
     }
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]

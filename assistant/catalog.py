@@ -159,6 +159,31 @@ class Catalog:
         db.execute("DELETE FROM sources WHERE rel = ?", (rel,))
         return db.execute("UPDATE chunks SET dead = 1 WHERE source = ? AND dead = 0", (rel,)).rowcount
 
+    def article_rowids(self, article_ids: Sequence[str]) -> list[int]:
+        """Rowids of the live chunks of the given articles and of their references' full texts."""
+        marks = ",".join("?" * len(article_ids))
+        return [r for (r,) in self._query("SELECT c.rowid FROM chunks c JOIN sources s ON s.rel = c.source "
+                                          f"WHERE c.dead = 0 AND s.article_id IN ({marks})", list(article_ids))]
+
+    def article_summaries(self) -> list[dict]:
+        """Per article (with its references' full texts): id, file, title, size in bytes, live chunks, cited
+        references and reference full texts; in file-name order."""
+        chunks = dict(self._query("SELECT s.article_id, count(*) FROM chunks c JOIN sources s ON s.rel = c.source "
+                                  "WHERE c.dead = 0 GROUP BY s.article_id"))
+        cited = dict(self._query("SELECT source, count(*) FROM documents WHERE kind = 'reference' GROUP BY source"))
+        titles = dict(self._query("SELECT source, title FROM documents WHERE kind = 'article'"))
+        out: dict[str, dict] = {}
+        for rel, size, article_id in self._query("SELECT rel, size, article_id FROM sources ORDER BY rel"):
+            item = out.setdefault(article_id, {"id": article_id, "file": None, "title": article_id, "size": 0,
+                                               "chunks": chunks.get(article_id, 0), "references": 0,
+                                               "reference_texts": 0})
+            item["size"] += size
+            if rel in titles:
+                item.update(file=rel, title=titles[rel], references=cited.get(rel, 0))
+            else:
+                item["reference_texts"] += 1
+        return sorted(out.values(), key=lambda a: a["id"])
+
     def document(self, doc_id: str) -> IndexedDocument | None:
         rows = self._query("SELECT body FROM documents WHERE id = ?", (doc_id,))
         return IndexedDocument(**json.loads(rows[0][0])) if rows else None
@@ -332,6 +357,11 @@ class ChunkTable(Sequence):
 
     def __len__(self) -> int:
         return len(self._rowids)
+
+    @property
+    def rowids(self) -> Sequence[int]:
+        """The catalog rowid of each global row."""
+        return self._rowids
 
     def __getitem__(self, row):  # noqa: ANN001 - int or slice, as a Sequence
         if isinstance(row, slice):

@@ -130,12 +130,30 @@ def cmd_index_status(args: argparse.Namespace) -> int:
           f"segments {status['segments']}")
     print(f"  model {status['model']} ({status['dimension']} dims), unknown-token share "
           f"{status['unknown_token_share']:.1%}")
-    for doc in status["titles"]:
-        print(f"  - {printable(doc['id'])}: {printable(doc['title'])}")
+    if not status["articles"]:
+        print("  no articles yet: add one with `assistant index add FILE`")
+    for a in status["articles"]:
+        refs = f", {a['references']} references" + (f" ({a['reference_texts']} full texts)" if a["reference_texts"]
+                                                    else "")
+        print(f"  - {printable(a['id'])}: {printable(a['title'])} ({a['chunks']} chunks{refs}, "
+              f"{_size(a['size'])}, added {a['added_at']})")
     if status["skipped"]:
         print(f"  not indexed ({len(status['skipped'])} files; fix them and run `assistant index build`):")
         for item in status["skipped"]:
             print(f"  ! {printable(item['file'])}: {item['reason']}")
+    return 0
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB" if size >= 1e3 else f"{size} B"
+
+
+def cmd_index_remove(args: argparse.Namespace) -> int:
+    from .assistant import remove_articles
+
+    settings = _settings(args)
+    report = remove_articles(args.names, settings, _embeddings(settings))
+    _print_report(report)
     return 0
 
 
@@ -159,8 +177,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     assistant = Assistant.load(settings=_settings(args))
     if args.question is not None:
-        _print_answer(assistant.ask(args.question, k=args.k, answerer=args.answerer), args.json)
+        _print_answer(assistant.ask(args.question, k=args.k, answerer=args.answerer, articles=args.article), args.json)
         return 0
+    articles = assistant.article_ids(args.article)  # an unknown name: an error before the first question
     history: list[dict] = []
     print("向文章提问(空行或 Ctrl-D 退出;输入 /clear 清空对话)。")
     while True:
@@ -175,7 +194,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             history.clear()
             continue
         try:
-            answer = assistant.ask(question, history, k=args.k, answerer=args.answerer)
+            answer = assistant.ask(question, history, k=args.k, answerer=args.answerer, articles=articles)
         except AssistantError as exc:
             print(f"错误: {exc}")
             continue
@@ -238,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--index")
     add.add_argument("--replace", action="store_true", help="update an article of the same file name")
     add.set_defaults(func=cmd_index_add)
+    remove = isub.add_parser("remove", help="take articles (and their references) out of the corpus and the index")
+    remove.add_argument("names", nargs="+", metavar="NAME", help="article id (file name), the name without its "
+                                                                 "extension, or the title; `index status` lists them")
+    remove.add_argument("--corpus")
+    remove.add_argument("--index")
+    remove.set_defaults(func=cmd_index_remove)
     verify = isub.add_parser("verify", help="re-hash every segment file against its recorded checksum and check the catalog")
     verify.add_argument("--index")
     verify.set_defaults(func=cmd_index_verify)
@@ -252,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--k", type=int, help="number of source passages (default 5)")
     ask.add_argument("--answerer", choices=["combined", "reader", "extractive", "llm"])
     ask.add_argument("--json", action="store_true")
+    ask.add_argument("--article", action="append", metavar="ID",
+                     help="ask only this article (repeat for several; default: all); `index status` lists them")
     ask.set_defaults(func=cmd_ask)
 
     ev = sub.add_parser("eval", help="run the eval question set")
@@ -263,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, dest="json_out", metavar="OUT",
                     help="write the report here (also when interrupted); rows go to OUT.partial.jsonl as they are scored")
     ev.add_argument("--min-accuracy", type=float)
+    ev.add_argument("--article", action="append", metavar="ID", help="ask only this article (repeatable)")
     ev.add_argument("--compare", type=Path, metavar="BASELINE.json")
     ev.add_argument("--baseline", action="store_true", help="also run the stock LangChain recipe")
     ev.add_argument("--report", action="store_true", help="write a Markdown report with a chart next to --json")

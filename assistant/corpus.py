@@ -90,11 +90,12 @@ def scan_corpus(corpus_dir: Path) -> list[SourceFile]:
     return sources
 
 
-def scan(corpus_dir: Path) -> tuple[list[SourceFile], list[Skipped]]:
+def scan(corpus_dir: Path, allow_empty: bool = False) -> tuple[list[SourceFile], list[Skipped]]:
     """Every usable file of the corpus, sorted, and the article files skipped for their names.
 
     A name that is not valid UTF-8, or that differs from an earlier one only in case or Unicode form (two articles
-    that would look the same), is skipped; CorpusError when no article is left.
+    that would look the same), is skipped; CorpusError when no article is left (unless `allow_empty`: a removal
+    of the last article).
     """
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
@@ -132,7 +133,7 @@ def scan(corpus_dir: Path) -> tuple[list[SourceFile], list[Skipped]]:
                             ARTICLES)
                 continue
             sources.append(SourceFile(path, path.relative_to(corpus_dir).as_posix(), parent, int(path.stem)))
-    if not any(s.ref_number is None for s in sources):
+    if not allow_empty and not any(s.ref_number is None for s in sources):
         listed = "".join(f" {printable(s.file)}: {s.reason}" for s in skipped[:5])
         raise CorpusError(
             f"No articles in {printable(str(corpus_dir / ARTICLES))}/. Add .txt, .md or .html files there "
@@ -216,7 +217,7 @@ def _bounded(source: SourceFile, text: str, chunks: list[Chunk]) -> list[Chunk]:
 
 # --- adding files: a journal so that a killed `index add` leaves the corpus as it was -------------
 
-PENDING = ".pending-add"  # in the corpus folder: the files an unfinished add copied, and what they replaced
+PENDING = ".pending-add"  # in the corpus folder: the files an unfinished add copied (or removal deleted), and what they held
 
 
 def begin_add(corpus_dir: Path, plans: list[tuple[Path, Path]]) -> None:
@@ -248,6 +249,33 @@ def begin_add(corpus_dir: Path, plans: list[tuple[Path, Path]]) -> None:
     except OSError as exc:
         shutil.rmtree(journal, ignore_errors=True)
         raise _write_error(corpus_dir, exc) from None
+
+
+def begin_remove(corpus_dir: Path, targets: list[Path]) -> None:
+    """Record (before deleting) which corpus files a removal deletes, each kept as a hard link in the journal, so that
+    a removal killed before its index commit puts them back (`undo_add`); CorpusWriteError when that cannot be
+    written."""
+    journal = Path(corpus_dir) / PENDING
+    shutil.rmtree(journal, ignore_errors=True)
+    try:
+        journal.mkdir(parents=True)
+        entries = []
+        for n, target in enumerate(targets):
+            backup = f"{n}.bak"
+            try:
+                os.link(target, journal / backup)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(target, journal / backup)
+            entries.append({"target": target.relative_to(corpus_dir).as_posix(), "backup": backup, "remove": True})
+        tmp = journal / "journal.json.tmp"
+        tmp.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, journal / "journal.json")
+    except OSError as exc:
+        shutil.rmtree(journal, ignore_errors=True)
+        raise CorpusWriteError(f"Cannot remove articles from {printable(str(corpus_dir))}: {exc.strerror or exc}. "
+                               "Make the folder writable, then remove them again. Nothing was removed.") from None
 
 
 def copy_in(source: Path, target: Path) -> None:
@@ -296,7 +324,10 @@ def undo_add(corpus_dir: Path, committed: dict[str, str], earlier: bool = True) 
     undone = []
     for entry in entries:
         target = Path(corpus_dir) / entry["target"]
-        if committed.get(entry["target"]) == entry["hash"]:
+        if entry.get("remove"):  # a removal: done once the live index no longer holds the file
+            if entry["target"] not in committed:
+                continue
+        elif committed.get(entry["target"]) == entry["hash"]:
             continue
         if entry["backup"]:
             os.replace(journal / entry["backup"], target)  # a rename: needs no space on a full disk
@@ -305,5 +336,5 @@ def undo_add(corpus_dir: Path, committed: dict[str, str], earlier: bool = True) 
         undone.append(entry["target"])
     end_add(corpus_dir)
     if undone and earlier:
-        log.warning("an earlier `index add` did not finish; restored %s", ", ".join(printable(u) for u in undone))
+        log.warning("an earlier `index add` or `index remove` did not finish; restored %s", ", ".join(printable(u) for u in undone))
     return undone

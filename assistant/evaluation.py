@@ -250,7 +250,7 @@ def _duration(seconds: float) -> str:
 
 def run_eval(assistant, questions: list[EvalQuestion], k: int | None = None, answerer: str | None = None,
              retriever: str = "hybrid", progress: bool = False,
-             on_result: Callable[[dict], None] | None = None) -> dict:
+             on_result: Callable[[dict], None] | None = None, articles: list[str] | None = None) -> dict:
     """Every question through Assistant.ask (with its history); the full report as a dict.
 
     A question that fails at run time is recorded with its error and counted wrong; the run goes on.
@@ -260,12 +260,14 @@ def run_eval(assistant, questions: list[EvalQuestion], k: int | None = None, ans
     from .errors import AssistantError
 
     k = max(k or assistant.settings.k, 5)  # at least 5 sources so hit@5 means what it says
+    articles = assistant.article_ids(articles)  # an unknown name stops the run before the first question
 
     def score(q: EvalQuestion) -> dict:
         row = {"id": q.id, "question": q.question, "type": q.type, "expected": q.answers, "match": q.match,
                "answerable": q.answerable}
         try:
-            answer = assistant.ask(q.question, q.history, k=k, answerer=answerer, retriever=retriever)
+            answer = assistant.ask(q.question, q.history, k=k, answerer=answerer, retriever=retriever,
+                                   articles=articles)
         except (AssistantError, RuntimeError, ValueError) as exc:
             return {**row, "rewritten_question": q.question, "answer": "", "refused": False, "kind": None,
                     "sources": [], "latency_ms": 0.0, "correct": False, "hit_rank": None,
@@ -285,7 +287,7 @@ def run_eval(assistant, questions: list[EvalQuestion], k: int | None = None, ans
               "embed_model": assistant.index.manifest["embedding"]["model"],
               "dense_weight": assistant.retrievers[retriever].effective_dense_weight if retriever == "hybrid" else None,
               "chunker": assistant.index.manifest["chunker"], "index_version": assistant.index.version,
-              "questions": len(questions)}
+              "questions": len(questions), "articles": articles}
     summary = summarize(results, questions)
     summary["errors"] = sum(1 for r in results if r.get("error"))
     report = {"summary": summary, "config": config, "results": results}
@@ -495,7 +497,7 @@ def run_eval_command(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
     with _rows_file(args) as on_result:
         report = run_eval(assistant, questions, k=args.k, answerer=args.answerer, retriever=args.retriever,
-                          progress=not args.no_progress, on_result=on_result)
+                          progress=not args.no_progress, on_result=on_result, articles=args.article)
         report["config"]["seconds"] = round(time.perf_counter() - started, 2)
         report["skipped"] = problems
         _write_json(args, report)

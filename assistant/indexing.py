@@ -30,8 +30,9 @@ import re
 import secrets
 import shutil
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +128,20 @@ class BuildReport:
         )
 
 
+@dataclass(frozen=True)
+class Scope:
+    """A question limited to some articles: `mask` marks the global rows it may use, `rowids` their catalog rowids
+    (what a Milvus filter names)."""
+
+    articles: tuple[str, ...]
+    mask: np.ndarray
+    rowids: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return int(self.mask.sum())
+
+
 @dataclass
 class LoadedIndex:
     """The live index as one snapshot: global row r is the r-th live chunk in segment order."""
@@ -141,6 +156,8 @@ class LoadedIndex:
     bm25: BM25Index
     commit: int
     segmenter: Segmenter = field(default_factory=default_segmenter)
+    _scopes: dict = field(default_factory=dict, repr=False)
+    _scope_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @functools.cached_property
     def idf(self) -> dict[str, float]:
@@ -168,6 +185,28 @@ class LoadedIndex:
     @property
     def unknown_token_share(self) -> float:
         return float(self.manifest["embedding"]["unknown_token_share"])
+
+    def articles(self) -> list[dict]:
+        """Every article of the index: id, file, title, size, chunks, references (cited), reference_texts and
+        added_at (when its current content was indexed)."""
+        added = self.catalog.meta("added_at") or {}
+        fallback = self.manifest.get("built_at")
+        return [{**a, "added_at": added.get(a["file"], fallback)} for a in self.catalog.article_summaries()]
+
+    def scope(self, article_ids: Sequence[str] | None) -> Scope | None:
+        """The chunks a question limited to these articles may use (None: all). Cached per set of articles."""
+        if not article_ids:
+            return None
+        key = tuple(sorted(set(article_ids)))
+        with self._scope_lock:
+            found = self._scopes.get(key)
+            if found is None:
+                rowids = np.asarray(self.catalog.article_rowids(key), dtype=np.int64)
+                found = Scope(key, np.isin(np.asarray(self.chunks.rowids), rowids), rowids)
+                if len(self._scopes) >= 64:
+                    self._scopes.pop(next(iter(self._scopes)))
+                self._scopes[key] = found
+            return found
 
     def changed_on_disk(self) -> bool:
         """Whether a build committed since this snapshot was loaded (then it should be loaded again)."""
@@ -315,6 +354,23 @@ def committed_sources(index_dir: Path) -> dict[str, str]:
         catalog.close()
 
 
+def _added_at(index_dir: Path) -> dict[str, str]:
+    """Corpus path -> when the live index first indexed it ({} without a readable index)."""
+    try:
+        version = current_version(index_dir)
+        if version is None:
+            return {}
+        catalog = Catalog(version / CATALOG)
+    except (IndexNotFoundError, IndexCorruptError):
+        return {}
+    try:
+        return catalog.meta("added_at") or {}
+    except IndexCorruptError:
+        return {}
+    finally:
+        catalog.close()
+
+
 def _no_index(index_dir: Path) -> str:
     return f"No index in {index_dir}. Build it with `assistant index build --index {index_dir}` (or `make run`)."
 
@@ -422,11 +478,14 @@ def build_index(
     user_words: bool = True,
     locked: bool = False,
     backend: Backend | None = None,
+    allow_empty: bool = False,
 ) -> BuildReport:
     """Bring the index in line with the corpus, reading, embedding and tokenising only new or changed files.
 
     `locked`: the caller (an add) already holds the build lock and its journal; otherwise an add that
     was killed before it committed is rolled back first, so its copied files are not indexed silently.
+    `allow_empty`: a removal may leave no article (a valid empty index); any other build without one is refused,
+    so that a wrong --corpus or a folder emptied by mistake never wipes an index.
     """
     started = time.perf_counter()
     index_dir = Path(index_dir)
@@ -437,7 +496,7 @@ def build_index(
         _remove_stale_versions(index_dir)
         backend = backend or Backend()
         live, full_reason = _previous(index_dir, embeddings, chunker, full, user_words, backend)
-        sources, skipped = scan(corpus_dir)
+        sources, skipped = scan(corpus_dir, allow_empty=allow_empty)
         # taken before reading: an edit saved during the build is seen by the next one
         stats = {}
         for source in sources:
@@ -446,7 +505,8 @@ def build_index(
             except OSError as exc:  # gone since the scan
                 skipped.append(Skipped(source.rel, os_reason(exc)))
         sources = [s for s in sources if s.rel in stats]
-        job = _Job(index_dir, embeddings, chunker, user_words, stage, progress, started, backend, skipped)
+        job = _Job(index_dir, embeddings, chunker, user_words, stage, progress, started, backend, skipped,
+                   allow_empty=allow_empty)
         if full_reason is not None:
             return job.full(sources, stats, full_reason, _old_collection(live))
         catalog = Catalog(live / CATALOG)
@@ -469,6 +529,7 @@ class _Job:
     backend: Backend
     skipped: list[Skipped]  # files of the corpus this build does not index, with the reason
     skipped_hashes: dict[str, str] = field(default_factory=dict)  # ... and the content they were skipped for
+    allow_empty: bool = False  # a removal may leave no article
 
     def source_row(self, read: _Read, stat: os.stat_result, unk: int, total: int) -> SourceRow:
         return SourceRow(read.source.rel, read.digest, stat.st_size, stat.st_mtime_ns, read.source.article_id, unk,
@@ -500,7 +561,7 @@ class _Job:
 
     def check_some_article(self, articles: int) -> None:
         """CorpusError when no article at all can be indexed: a build that skips everything is a failure."""
-        if articles:
+        if articles or (self.allow_empty and not self.skipped):
             return
         listed = "; ".join(f"{printable(s.file)}: {s.reason}" for s in self.skipped[:5])
         more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
@@ -595,7 +656,10 @@ class _Job:
                 Catalog.put_source(db, row)
             if fresh:
                 Catalog.put_words(db, words)
-            catalog.set_meta({"commit": catalog.commit + 1, "built_at": _now(), "skipped": skipped_meta}, db)
+            added_at = {rel: at for rel, at in (catalog.meta("added_at") or {}).items() if rel not in gone}
+            added_at.update({r.source.rel: _now() for r in reads if r.source.rel not in added_at})
+            catalog.set_meta({"commit": catalog.commit + 1, "built_at": _now(), "skipped": skipped_meta,
+                              "added_at": added_at}, db)
 
         merged = 0
         if collection is not None:
@@ -720,9 +784,11 @@ class _Job:
                 if collection is None:
                     self.stage(f"writing {len(planned)} segments of {embedded} chunks")
                     _segments_from_pending(tmp, catalog, planned, int(self.embeddings.dimension), segmenter)
+                earlier = _added_at(self.index_dir)  # a rebuild keeps when each file was first added
                 with catalog.transaction() as db:
                     Catalog.put_words(db, words)
-                    catalog.set_meta({"commit": 1, "built_at": _now(), "skipped": self.skipped_meta()}, db)
+                    catalog.set_meta({"commit": 1, "built_at": _now(), "skipped": self.skipped_meta(),
+                                      "added_at": {rel: earlier.get(rel, _now()) for rel in added}}, db)
                 report = _report(catalog, self.started, embedded, seconds, full=True, version=f"{name}#1",
                                  added=sorted(added), full_reason=reason, skipped=self.skipped_report())
             except CorpusError:

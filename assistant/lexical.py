@@ -165,9 +165,12 @@ class BM25Index:
                 out[where[keep]] += (idf * tf / (tf + norm))[keep]
         return out
 
-    def top(self, query_tokens: list[str], k: int) -> list[tuple[int, float]]:
-        """(row, score) of the k best chunks with a positive score, best first."""
+    def top(self, query_tokens: list[str], k: int, scope=None) -> list[tuple[int, float]]:  # noqa: ANN001
+        """(row, score) of the k best chunks with a positive score, best first; only the `scope`'s rows when
+        given (an indexing.Scope: scored with the whole index's statistics, so a chunk scores the same)."""
         scores = self.scores(query_tokens)
+        if scope is not None:
+            scores[~scope.mask] = 0.0
         if not len(scores):
             return []
         best = np.argpartition(-scores, min(k, len(scores) - 1))[:k]

@@ -114,27 +114,29 @@ class MilvusCollection:
                 out[int(row["id"])] = np.asarray(row["dense"], dtype="float32")
         return out
 
-    def dense(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+    def dense(self, vector: np.ndarray, k: int, where: str | None = None) -> list[tuple[int, float]]:
         hits = self.client.search(self.name, data=[np.asarray(vector, dtype="float32").tolist()], anns_field="dense",
-                                  limit=k, output_fields=["id"], search_params={"metric_type": "IP"})
+                                  limit=k, output_fields=["id"], search_params={"metric_type": "IP"},
+                                  filter=where or "")
         return [(int(h["id"]), float(h["distance"])) for h in hits[0]]
 
-    def bm25(self, query: str, k: int) -> list[tuple[int, float]]:
+    def bm25(self, query: str, k: int, where: str | None = None) -> list[tuple[int, float]]:
         if not query.strip():
             return []
         hits = self.client.search(self.name, data=[query], anns_field="sparse", limit=k, output_fields=["id"],
-                                  search_params={"metric_type": "BM25"})
+                                  search_params={"metric_type": "BM25"}, filter=where or "")
         return [(int(h["id"]), abs(float(h["distance"]))) for h in hits[0]]
 
-    def hybrid(self, vector: np.ndarray, query: str, k: int, rrf_k: int = 60) -> list[tuple[int, float]]:
-        """Dense and BM25 fused by reciprocal rank on the server."""
+    def hybrid(self, vector: np.ndarray, query: str, k: int, rrf_k: int = 60,
+               where: str | None = None) -> list[tuple[int, float]]:
+        """Dense and BM25 fused by reciprocal rank on the server; `where` filters both searches."""
         from pymilvus import AnnSearchRequest, RRFRanker
 
         requests = [AnnSearchRequest(data=[np.asarray(vector, dtype="float32").tolist()], anns_field="dense",
-                                     param={"metric_type": "IP"}, limit=k)]
+                                     param={"metric_type": "IP"}, limit=k, expr=where)]
         if query.strip():
             requests.append(AnnSearchRequest(data=[query], anns_field="sparse", param={"metric_type": "BM25"},
-                                             limit=k))
+                                             limit=k, expr=where))
         hits = self.client.hybrid_search(self.name, requests, ranker=RRFRanker(rrf_k), limit=k, output_fields=["id"])
         return [(int(h["id"]), float(h["distance"])) for h in hits[0]]
 
@@ -149,6 +151,11 @@ class MilvusCollection:
 def collection_name(generation: str) -> str:
     """A collection per index generation: v-20261124T204235-5e9dc7 -> chunks_20261124T204235_5e9dc7."""
     return "chunks_" + generation.removeprefix("v-").replace("-", "_")
+
+
+def scope_filter(scope) -> str | None:  # noqa: ANN001 - an indexing.Scope or None
+    """A filter expression limiting a search to the scope's chunks (by catalog rowid), inside Milvus."""
+    return None if scope is None else f"id in [{','.join(str(int(r)) for r in scope.rowids)}]"
 
 
 class MilvusBM25:
@@ -168,11 +175,13 @@ class MilvusBM25:
     def document_frequencies(self) -> dict[str, int]:
         return dict(self._df)
 
-    def top(self, query_tokens: list[str], k: int) -> list[tuple[int, float]]:
-        return self._rows(self.collection.bm25(self._query(query_tokens), k + 10), k)
+    def top(self, query_tokens: list[str], k: int, scope=None) -> list[tuple[int, float]]:  # noqa: ANN001
+        return self._rows(self.collection.bm25(self._query(query_tokens), k + 10, scope_filter(scope)), k)
 
-    def hybrid(self, vector: np.ndarray, query_tokens: list[str], k: int) -> list[tuple[int, float]]:
-        return self._rows(self.collection.hybrid(vector, self._query(query_tokens), k + 10), k)
+    def hybrid(self, vector: np.ndarray, query_tokens: list[str], k: int,
+               scope=None) -> list[tuple[int, float]]:  # noqa: ANN001
+        return self._rows(self.collection.hybrid(vector, self._query(query_tokens), k + 10,
+                                                 where=scope_filter(scope)), k)
 
     def scores(self, query_tokens: list[str]) -> np.ndarray:
         raise NotImplementedError("Milvus returns the best chunks (top), not a score for every chunk.")

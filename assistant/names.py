@@ -147,3 +147,32 @@ def _same_content(a: Path, b: Path) -> bool:
         return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
     except OSError:
         return False
+
+
+def resolve_articles(names: Sequence[str], articles: Sequence[dict]) -> tuple[list[str], list[str]]:
+    """The article ids that `names` mean, and the messages for names that mean none.
+
+    A name may be an article's id (its file name), the id without its extension, or its exact title; case and
+    Unicode form do not matter. An unknown name's message lists the closest ids and titles.
+    """
+    import difflib
+
+    by_key: dict[str, set[str]] = {}
+    for article in articles:
+        for label in (article["id"], Path(article["id"]).stem, article.get("title") or ""):
+            if label:
+                by_key.setdefault(key(label), set()).add(article["id"])
+    found, unknown = [], []
+    for name in names:
+        ids = by_key.get(key(str(name).strip()), set())
+        if len(ids) == 1:
+            found.extend(i for i in ids if i not in found)
+            continue
+        if ids:
+            unknown.append(f"{printable(str(name))} names more than one article ({', '.join(sorted(ids))}); "
+                           "give the file name")
+            continue
+        close = difflib.get_close_matches(key(str(name)), list(by_key), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(sorted({i for c in close for i in by_key[c]}))}?" if close else ""
+        unknown.append(f"no article named {printable(str(name))}{hint}")
+    return found, unknown

@@ -119,8 +119,9 @@ class HybridRetriever(BaseRetriever):
         known = [self._idf[w] for w in synonyms(token) if w in self._idf]
         return max(known) if known else OOV_IDF
 
-    def rank_chunks(self, query: str, k: int | None = None) -> list[tuple[int, float, dict]]:
-        """(row, score, parts) for the best chunks, best first."""
+    def rank_chunks(self, query: str, k: int | None = None, scope=None) -> list[tuple[int, float, dict]]:  # noqa: ANN001
+        """(row, score, parts) for the best chunks, best first; only chunks of the `scope` (indexing.Scope) when
+        given: both retrievers filter inside their index, so a scoped question gets its full candidates."""
         index: LoadedIndex = self.index
         k = k or CANDIDATES
         parts: dict[int, dict] = {}
@@ -134,14 +135,14 @@ class HybridRetriever(BaseRetriever):
             if self.mode in ("bm25", "hybrid") else []
         server_side = getattr(index.bm25, "hybrid", None)  # Milvus fuses on the server (RRF, equal weights)
         if self.mode == "hybrid" and server_side is not None and w == 1.0:
-            for row, score in server_side(vector, tokens, CANDIDATES):
+            for row, score in server_side(vector, tokens, CANDIDATES, scope=scope):
                 parts[row], fused[row] = {"fused": score}, score
         else:
-            for rank, (row, score) in enumerate(index.store.search_by_vector(vector, CANDIDATES)
+            for rank, (row, score) in enumerate(index.store.search_by_vector(vector, CANDIDATES, scope=scope)
                                                 if vector is not None else []):
                 parts.setdefault(row, {})["dense"] = score
                 fused[row] = fused.get(row, 0.0) + w / (RRF_K + rank + 1)
-            for rank, (row, score) in enumerate(index.bm25.top(tokens, CANDIDATES) if tokens else []):
+            for rank, (row, score) in enumerate(index.bm25.top(tokens, CANDIDATES, scope=scope) if tokens else []):
                 parts.setdefault(row, {})["bm25"] = score
                 fused[row] = fused.get(row, 0.0) + 1.0 / (RRF_K + rank + 1)
         ranked = sorted(fused.items(), key=lambda kv: -kv[1])
@@ -164,10 +165,11 @@ class HybridRetriever(BaseRetriever):
             rescored.append((row, score / top + feature))
         return sorted(rescored, key=lambda kv: -kv[1])
 
-    def search(self, query: str, k: int | None = None) -> list[Source]:
-        """The ranked sources for a query: chunks widened to passages, merged, numbered from 1."""
+    def search(self, query: str, k: int | None = None, scope=None) -> list[Source]:  # noqa: ANN001
+        """The ranked sources for a query: chunks widened to passages, merged, numbered from 1; `scope` limits them
+        to some articles (LoadedIndex.scope)."""
         k = k or self.k
-        ranked = self.rank_chunks(query, CANDIDATES)
+        ranked = self.rank_chunks(query, CANDIDATES, scope)
         sources: list[Source] = []
         seen_texts: dict[str, str] = {}  # chunk text -> the document it was first shown from
         for row, score, _parts in ranked:

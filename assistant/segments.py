@@ -57,9 +57,16 @@ class Segment:
     def rows(self) -> int:
         return int(self.dense.ntotal)
 
-    def search(self, query: np.ndarray, k: int, live: faiss.IDSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, local rows) of the k best rows for one query, rows outside `live` skipped; -1 pads."""
+    def search(self, query: np.ndarray, k: int, live: faiss.IDSelector | None = None,
+               exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, local rows) of the k best rows for one query, rows outside `live` skipped; -1 pads.
+
+        `exact`: scan the graph's own vector storage instead of walking the graph; a walk filtered to a small
+        share of the rows (a question scoped to one article) would end before it met k of them."""
         k = min(k, self.rows)
+        if exact and isinstance(self.dense, faiss.IndexHNSW):
+            storage = faiss.downcast_index(self.dense.storage)
+            return storage.search(query, k, params=faiss.SearchParameters(sel=live) if live is not None else None)
         if isinstance(self.dense, faiss.IndexHNSW):
             params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, k), sel=live)
         else:

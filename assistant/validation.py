@@ -122,3 +122,20 @@ def strip_markers(answer: str) -> str:
 
 def _cut(text: str) -> str:
     return clean_text(text)[:MAX_TURN_CHARS]
+
+
+MAX_SCOPE_ARTICLES = 1000
+
+
+def articles(value: object) -> list[str] | None:
+    """The article names a question is limited to; None (or an empty list): every article."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise InputError("articles", "articles must be a list of article ids (file names), e.g. [\"report.txt\"].")
+    if len(value) > MAX_SCOPE_ARTICLES:
+        raise InputError("articles", f"articles: at most {MAX_SCOPE_ARTICLES} articles, got {len(value)}.")
+    names = [clean_text(v) for v in value if clean_text(v)]
+    return names or None

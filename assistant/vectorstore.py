@@ -11,7 +11,12 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
+from .milvus import scope_filter
 from .segments import Segment
+
+# A scope of at most this many rows of a segment is searched exactly (a scan of just those vectors); a larger one
+# walks the HNSW graph with the filter, which finds k of them when they are a large share of the rows.
+EXACT_SCOPE_ROWS = 20_000
 
 
 class SegmentedVectorStore(VectorStore):
@@ -38,14 +43,23 @@ class SegmentedVectorStore(VectorStore):
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def search_by_vector(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """(global row, cosine) pairs, best first."""
+    def search_by_vector(self, vector: np.ndarray, k: int, scope=None) -> list[tuple[int, float]]:  # noqa: ANN001
+        """(global row, cosine) pairs, best first; with a `scope` (indexing.Scope) only its rows, filtered inside
+        the FAISS search (a selector), so a scoped question still gets k of them."""
         query = np.asarray(vector, dtype="float32").reshape(1, -1)
         found: list[tuple[int, float]] = []
         for (segment, rows), live in zip(self.parts, self._live, strict=True):
             if not segment.rows:
                 continue
-            scores, local = segment.search(query, k, live)
+            exact = False
+            if scope is not None:
+                allowed = (rows >= 0) & scope.mask[np.maximum(rows, 0)]
+                count = int(allowed.sum())
+                if not count:
+                    continue
+                live = _selector(allowed)
+                exact = count <= EXACT_SCOPE_ROWS
+            scores, local = segment.search(query, k, live, exact)
             for r, s in zip(local[0], scores[0], strict=True):
                 if r >= 0:  # -1 pads a segment with fewer than k live rows
                     found.append((int(rows[r]), float(s)))
@@ -103,8 +117,8 @@ class MilvusVectorStore(SegmentedVectorStore):
         super().__init__(embedding, dimension, [], chunks, places)
         self.collection, self.row_of = collection, row_of
 
-    def search_by_vector(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        hits = self.collection.dense(vector, k + 10)
+    def search_by_vector(self, vector: np.ndarray, k: int, scope=None) -> list[tuple[int, float]]:  # noqa: ANN001
+        hits = self.collection.dense(vector, k + 10, scope_filter(scope))
         return [(self.row_of[i], s) for i, s in hits if i in self.row_of][:k]
 
     def vectors_for(self, ids: Sequence[str]) -> np.ndarray:
@@ -123,7 +137,12 @@ def _live_selector(rows: np.ndarray) -> faiss.IDSelector | None:
     alive = rows >= 0
     if alive.all():
         return None
+    return _selector(alive)
+
+
+def _selector(alive: np.ndarray) -> faiss.IDSelector:
+    """A FAISS filter passing the rows marked True."""
     bitmap = np.packbits(alive, bitorder="little")  # bit i & 7 of byte i >> 3, as IDSelectorBitmap reads it
-    selector = faiss.IDSelectorBitmap(len(rows), faiss.swig_ptr(bitmap))
+    selector = faiss.IDSelectorBitmap(len(alive), faiss.swig_ptr(bitmap))
     selector.referenced_objects = [bitmap]  # faiss's own idiom: the selector reads the array, Python must keep it
     return selector

@@ -4,10 +4,11 @@
 
 Synthetic corpora of N articles, each made of consecutive sentences of the public reading-comprehension
 passages in ../shared/datasets/ (DRCD dev/test, CMRC 2018 trial; ASSISTANT_DATASETS elsewhere), about 20
-sentences an article. For each size: full build time and its peak memory (a fresh process), adding and
-removing one article (model loaded, process start excluded), loading the index, warm query p50/p95 over
-CMRC questions (retrieval alone, whole answers with the default answerer, and whole answers with the rules
-answerer `extractive`, the answerer of the issue's first measurement), and the index size on disk. Backend:
+sentences an article. For each size: full build time and its peak memory (a fresh process), adding one
+article and removing it with `remove_articles` (what `assistant index remove` runs; model loaded, process
+start excluded), loading the index, warm query p50/p95 over CMRC questions (retrieval alone, retrieval
+scoped to one article and to half of them, whole answers with the default answerer, and whole answers with
+the rules answerer `extractive`, the answerer of the issue's first measurement), and the index size on disk. Backend:
 the embedded index (FAISS + BM25 segments under a SQLite catalog). "load" is
 `Assistant(settings, load_index(...))` with the model already loaded: the index and everything built on it.
 """
@@ -113,6 +114,7 @@ def main() -> None:
     sizes = args.sizes + ([50_000] if args.huge else [])
 
     from assistant import Assistant
+    from assistant.assistant import remove_articles
     from assistant.config import Backend, Settings
     from assistant.embeddings import get_embeddings
     from assistant.indexing import build_index, load_index
@@ -126,8 +128,8 @@ def main() -> None:
         "Milvus Lite (one collection, hybrid search server-side) + SQLite catalog"
     print(f"{len(pool)} sentences; backend: {label}")
     print("| articles | chunks | full build | peak RSS | add one | remove one | load | search p50 / p95 | "
-          "ask p50 / p95 | ask (rules) p50 / p95 | disk |")
-    print("| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |")
+          "search scoped to 1 article / to half | ask p50 / p95 | ask (rules) p50 / p95 | disk |")
+    print("| --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |")
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             corpus, index = Path(tmp) / "corpus", Path(tmp) / "index"
@@ -139,12 +141,11 @@ def main() -> None:
             t = time.perf_counter()
             build_index(corpus, index, embeddings, backend=backend)
             add_s = time.perf_counter() - t
-            extra.unlink()
-            t = time.perf_counter()
-            build_index(corpus, index, embeddings, backend=backend)
-            remove_s = time.perf_counter() - t
             settings = Settings.load(corpus_dir=corpus, index_dir=index, data_dir=Path(tmp) / "data",
                                      backend=backend.name, milvus_uri=backend.milvus_uri or None)
+            t = time.perf_counter()
+            remove_articles([extra.name], settings, embeddings)  # what `assistant index remove` runs
+            remove_s = time.perf_counter() - t
             Assistant(settings, load_index(index, embeddings), embeddings)  # the reader, once per process
             t = time.perf_counter()
             assistant = Assistant(settings, load_index(index, embeddings), embeddings)  # index + retrievers
@@ -152,17 +153,22 @@ def main() -> None:
             assistant.warm(questions[0])  # as a server does before its first user
             times, search = _timed(assistant, questions)
             rules, _ = _timed(assistant, questions, "extractive")
+            ids = [a["id"] for a in assistant.articles()]
+            _, one = _timed(assistant, questions, "extractive", ids[len(ids) // 2:len(ids) // 2 + 1])
+            _, half = _timed(assistant, questions, "extractive", ids[::2])
             size = disk_mb(index) + (disk_mb(Path(tmp)) - disk_mb(corpus) - disk_mb(index) if backend.milvus_uri else 0)
             print(f"| {n:,} | {chunks:,} | {build_s:.0f} s | {rss / 1024:.2f} GB | {add_s:.1f} s | {remove_s:.1f} s | "
-                  f"{load_s:.1f} s | {_p50_p95(search)} | {_p50_p95(times)} | {_p50_p95(rules)} | {size:.0f} MB |", flush=True)
+                  f"{load_s:.1f} s | {_p50_p95(search)} | {_p50_p95(one)}, {_p50_p95(half)} | {_p50_p95(times)} | "
+                  f"{_p50_p95(rules)} | {size:.0f} MB |", flush=True)
 
 
-def _timed(assistant, questions: list[str], answerer: str | None = None) -> tuple[list[float], list[float]]:  # noqa: ANN001
-    """Milliseconds of each whole answer, and of its retrieval."""
+def _timed(assistant, questions: list[str], answerer: str | None = None,  # noqa: ANN001
+           articles: list[str] | None = None) -> tuple[list[float], list[float]]:
+    """Milliseconds of each whole answer, and of its retrieval (scoped to `articles` when given)."""
     times, search = [], []
     for q in questions:
         t = time.perf_counter()
-        answer = assistant.ask(q, answerer=answerer)
+        answer = assistant.ask(q, answerer=answerer, articles=articles)
         times.append((time.perf_counter() - t) * 1000)
         search.append(answer.timings["retrieve_ms"])
     return times, search

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -151,3 +154,41 @@ def test_failed_logins_slow_the_client_down(api):
     assert httpx.get(url + "/api/status", auth=AUTH).status_code == 200
     # these two addresses spent the budget that addresses without a past login share: the rest of the
     # throttle (backoff, the shared budget, device cookies, every /api route checked) is in test_web_security.py
+
+
+def test_articles_are_listed_replaced_scoped_and_removed(api):
+    """GET lists, POST ?replace=true swaps the content, `articles` scopes a question, DELETE removes; a removal by
+    another process (the CLI) is picked up at the server's next question."""
+    client, _, root = api
+    note = "# 长江简介\n\n长江全长约6300公里,在上海注入东海。\n"
+    files = [("files", ("changjiang.md", note.encode(), "text/markdown"))]
+    assert client.post("/api/articles", files=files).status_code == 200
+    listed = {a["id"]: a for a in client.get("/api/articles").json()["articles"]}
+    assert listed["changjiang.md"]["title"] == "长江简介" and listed["changjiang.md"]["chunks"] >= 1
+    edited = [("files", ("changjiang.md", note.replace("6300", "6397").encode(), "text/markdown"))]
+    assert client.post("/api/articles", files=edited).status_code == 400  # same name, other content
+    assert client.post("/api/articles?replace=true", files=edited).json()["changed"] == ["articles/changjiang.md"]
+    scoped = client.post("/api/ask", json={"question": "英伟达的创始人是谁?", "k": 2,
+                                           "articles": ["changjiang.md"]}).json()
+    assert scoped["sources"] and all(s["doc_id"].startswith("changjiang.md") for s in scoped["sources"])
+    unknown = client.post("/api/ask", json={"question": "长江多长?", "articles": ["changjang"]})
+    assert unknown.status_code == 400 and unknown.json()["field"] == "articles"
+    assert "changjiang.md" in unknown.json()["error"]
+    missing = client.delete("/api/articles/nothing-here.md")
+    assert missing.status_code == 404 and "Nothing was removed" in missing.json()["error"]
+    removed = client.delete("/api/articles/changjiang.md")
+    assert removed.status_code == 200 and removed.json()["removed"] == ["articles/changjiang.md"]
+    assert "changjiang.md" not in {a["id"] for a in client.get("/api/articles").json()["articles"]}
+    assert "6397" not in client.post("/api/ask", json={"question": "长江全长多少公里?"}).json()["answer"]
+    # removed from another process while the server runs: its next question no longer sees the article
+    env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(root / "corpus"), "ASSISTANT_INDEX_DIR": str(root / "index"),
+           "ASSISTANT_DATA_DIR": str(root / "data")}
+    lake = "# 太湖简介\n\n太湖面积约2338平方公里,是中国第三大淡水湖。\n"
+    assert client.post("/api/articles", files=[("files", ("taihu.md", lake.encode(), "text/markdown"))]).status_code == 200
+    assert "2338" in client.post("/api/ask", json={"question": "太湖面积多大?"}).json()["answer"]
+    done = subprocess.run([sys.executable, "-m", "assistant", "index", "remove", "taihu"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    answer = client.post("/api/ask", json={"question": "太湖面积多大?"}).json()
+    assert "2338" not in answer["answer"] and all(s["doc_id"] != "taihu.md" for s in answer["sources"])
+    assert client.put("/api/articles/x.md").status_code == 405

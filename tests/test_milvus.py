@@ -42,6 +42,12 @@ def test_answers_adds_and_removals_through_milvus(corpus, tmp_path, embeddings, 
     assert "王小明" in answer.plain_answer and answer.sources[0].doc_id == "mars.md"
     collection = assistant.index.store.collection
     assert collection.count() == len(assistant.index.chunks)
+    # a scope filters inside Milvus (dense, BM25 and the server-side fusion): the seed's best source is left out
+    scoped = assistant.ask("英伟达是谁创立的?", k=3, articles=["mars.md"])
+    assert scoped.sources and all(s.doc_id.startswith("mars.md") for s in scoped.sources)
+    for mode in ("dense", "bm25"):
+        ranked = assistant.retrievers[mode].search("英伟达是谁创立的?", 3, assistant.index.scope(["mars.md"]))
+        assert ranked and all(s.doc_id.startswith("mars.md") for s in ranked), mode
 
     (corpus / "articles" / "mars.md").write_text(NOTE.replace("王小明", "李青山"), encoding="utf-8")  # replaced
     replaced = build_index(corpus, tmp_path / "index", embeddings, backend=_backend(tmp_path, analyzer))

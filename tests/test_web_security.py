@@ -86,7 +86,8 @@ def _page_event(client: httpx.Client, api_name: str, data: list) -> dict:
 
 # --- Host: DNS rebinding -------------------------------------------------------------------------
 
-ROUTES = [("GET", "/api/status"), ("POST", "/api/ask"), ("POST", "/api/articles"), ("GET", "/"), ("GET", "/config"),
+ROUTES = [("GET", "/api/status"), ("POST", "/api/ask"), ("POST", "/api/articles"), ("GET", "/api/articles"),
+          ("DELETE", "/api/articles/shanghai-ai.txt"), ("GET", "/"), ("GET", "/config"),
           ("GET", "/gradio_api/info"), ("POST", "/gradio_api/call/ask"), ("POST", "/gradio_api/upload")]
 
 
@@ -125,7 +126,10 @@ def test_a_cross_site_page_cannot_add_articles_or_uploads(plain):
         for path in ("/api/articles", "/gradio_api/upload"):
             response = httpx.post(url + path, files=files, headers=headers, timeout=60)
             assert response.status_code == 403 and response.json()["field"] == "origin", (path, headers)
+        removal = httpx.delete(url + "/api/articles/shanghai-ai.txt", headers=headers, timeout=60)
+        assert removal.status_code == 403 and removal.json()["field"] == "origin", headers
     assert _documents(url) == before and not (root / "corpus" / "articles" / "evil.txt").exists()
+    assert (root / "corpus" / "articles" / "shanghai-ai.txt").exists()
     assert not [p for p in (root / "data" / "uploads").rglob("*") if p.is_file()]
     # the page itself (its own origin) and clients that send no Origin still upload
     own = httpx.post(url + "/gradio_api/upload", files=files, headers={"Origin": url, "Sec-Fetch-Site": "same-origin"})
@@ -290,7 +294,8 @@ def test_every_api_error_has_the_same_shape(plain, body, status, field):
 
 def test_routes_and_methods_errors_have_the_same_shape(plain):
     url, _ = plain
-    for method, path, status in (("GET", "/api/nothing", 404), ("GET", "/api/ask", 405), ("POST", "/api/status", 405)):
+    for method, path, status in (("GET", "/api/nothing", 404), ("GET", "/api/ask", 405), ("POST", "/api/status", 405),
+                                 ("PUT", "/api/articles", 405), ("POST", "/api/articles/x.md", 405)):
         response = httpx.request(method, url + path)
         assert response.status_code == status and set(response.json()) == {"error", "field"}, response.text
     streamed = httpx.post(url + "/api/ask", json={"question": "英伟达是谁创立的?", "answerer": "oracle", "stream": True})

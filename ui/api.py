@@ -1,4 +1,5 @@
-"""A plain JSON API beside the page, on the same server: /api/ask, /api/status, /api/articles.
+"""A plain JSON API beside the page, on the same server: /api/ask, /api/status, /api/articles (GET lists, POST adds
+or replaces), /api/articles/{id} (DELETE removes).
 
 Every route calls the same Python API as the page and the CLI. With --auth, the routes take HTTP Basic
 with the same user and password (401 otherwise; ui.security checks it before the body is read). Every error,
@@ -23,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant import Assistant
 from assistant.config import K_RANGE
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, UnknownNameError
 from assistant.loaders import MAX_FILE_BYTES, SUPPORTED_EXTENSIONS
 
 from .security import credentials_match
@@ -31,7 +32,8 @@ from .security import credentials_match
 log = logging.getLogger(__name__)
 MAX_UPLOADS = 10
 MAX_UPLOAD_BYTES = 2 * MAX_FILE_BYTES  # all the files of one request together (page or API)
-ROUTES = {"/api/ask": "POST", "/api/status": "GET", "/api/articles": "POST"}
+ROUTES = {"/api/ask": ("POST",), "/api/status": ("GET",), "/api/articles": ("GET", "POST"),
+          "/api/articles/{id}": ("DELETE",)}
 
 
 class Turn(BaseModel):
@@ -49,6 +51,7 @@ class AskBody(BaseModel):
     k: int | None = Field(default=None, ge=K_RANGE[0], le=K_RANGE[1])
     answerer: str | None = None
     stream: bool = False
+    articles: list[str] | None = Field(default=None, description="ask only these articles (ids); default: all")
 
 
 def basic_auth(credentials: tuple[str, str] | None):
@@ -72,10 +75,12 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None,
         history = [t if isinstance(t, str) else t.model_dump(exclude_none=True) for t in body.history]
         try:
             if body.stream:
-                items = assistant.stream(body.question, history, k=body.k, answerer=body.answerer)
+                items = assistant.stream(body.question, history, k=body.k, answerer=body.answerer,
+                                         articles=body.articles)
                 first = next(items)  # the request is validated here: a bad one is a 400, not a 200 stream
                 return StreamingResponse(_events(itertools.chain([first], items)), media_type="text/event-stream")
-            return assistant.ask(body.question, history, k=body.k, answerer=body.answerer).to_dict()
+            return assistant.ask(body.question, history, k=body.k, answerer=body.answerer,
+                                 articles=body.articles).to_dict()
         except AssistantError as exc:
             return error(str(exc), getattr(exc, "field", None))
         except Exception:
@@ -86,8 +91,24 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None,
     def status():
         return assistant.status()
 
+    @api.get("/articles")
+    def list_articles():
+        return {"articles": assistant.articles()}
+
+    @api.delete("/articles/{article_id}")
+    def remove_article(article_id: str):
+        try:
+            report = assistant.remove_articles([article_id])
+        except UnknownNameError as exc:
+            return error(str(exc), "id", 404)
+        except AssistantError as exc:
+            return error(f"{exc} The index is unchanged.", "id")
+        return {"removed": report.removed, "documents": report.documents, "chunks": report.chunks,
+                "version": report.version}
+
     @api.post("/articles")
-    def articles(files: Annotated[list[UploadFile], File(description="articles: .txt, .md or .html")]):
+    def articles(files: Annotated[list[UploadFile], File(description="articles: .txt, .md or .html")],
+                 replace: bool = False):
         if len(files) > MAX_UPLOADS:
             return error(f"At most {MAX_UPLOADS} files per request.", "files")
         if sum(upload.size or 0 for upload in files) > MAX_UPLOAD_BYTES:
@@ -109,7 +130,8 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None,
                                  "files")
                 paths.append(target)
             try:
-                report = assistant.add_files(paths, names=[Path(u.filename or "").name for u in files])
+                report = assistant.add_files(paths, names=[Path(u.filename or "").name for u in files],
+                                             replace=replace)
             except AssistantError as exc:
                 return error(f"{exc} The index is unchanged.", "files")
         return {"added": report.added, "changed": report.changed, "embedded": report.embedded,
@@ -119,11 +141,14 @@ def router(assistant: Assistant, credentials: tuple[str, str] | None = None,
     @api.api_route("/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     def unknown(request: Request):
         path = request.url.path.rstrip("/")
-        if path in ROUTES and request.method == ROUTES[path]:  # a trailing slash, as FastAPI would have redirected
+        route = "/api/articles/{id}" if path.startswith("/api/articles/") else path
+        if path in ROUTES and request.method in ROUTES[path]:  # a trailing slash, as FastAPI would have redirected
             return RedirectResponse(path, status_code=307)
-        if path in ROUTES:
-            return error(f"{path} takes {ROUTES[path]}.", None, 405, headers={"Allow": ROUTES[path]})
-        return error(f"No such route; the API has {', '.join(f'{m} {p}' for p, m in ROUTES.items())}.", None, 404)
+        if route in ROUTES:
+            allowed = ", ".join(ROUTES[route])
+            return error(f"{route} takes {allowed}.", None, 405, headers={"Allow": allowed})
+        listed = ", ".join(f"{'/'.join(m)} {p}" for p, m in ROUTES.items())
+        return error(f"No such route; the API has {listed}.", None, 404)
 
     return api
 
