@@ -119,6 +119,85 @@ def test_chat_sources_follow_up_and_upload_in_the_browser(server, tmp_path):
     assert not (root / "corpus" / "articles" / "empty.txt").exists()
 
 
+SEED_TITLE = "一座城市的长期主义:用产业生态撑起下一个技术支点"
+
+
+def _choose(page, dropdown: str, label: str) -> None:
+    """Tick one option of a multiselect dropdown and close its list."""
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=label).click()
+    page.locator(f"{dropdown} input").blur()  # Escape leaves the list open; the next click would close it
+
+
+def _options(page, dropdown: str) -> list[str]:
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option").first.wait_for(timeout=5000)
+    texts = page.get_by_role("option").all_inner_texts()
+    page.locator(f"{dropdown} input").blur()
+    return texts
+
+
+def test_scoped_question_and_removing_an_article_in_the_browser(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, root = server
+    article = tmp_path / "deep-sea.md"
+    article.write_text("# 深海观测站\n\n南海深海观测站部署了三百个传感器,由科考船负责维护。\n", encoding="utf-8")
+    question_text = "深海观测站部署了多少个传感器?"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 950})
+        page.goto(url)
+        page.get_by_role("tab", name="索引").click()
+        page.locator("#upload input[type=file]").set_input_files(str(article))
+        page.locator("#add").click()
+        page.locator("#add-msg").get_by_text("已添加").wait_for(timeout=60000)
+        expect(page.locator("#status")).to_contain_text("深海观测站")
+
+        # unscoped, the new article answers; limited to the seed article, every source is the seed's
+        page.get_by_role("tab", name="问答").click()
+        question, cards = page.locator("#question textarea"), page.locator("#sources .src-card")
+        question.fill(question_text)
+        question.press("Enter")
+        cards.first.wait_for(timeout=30000)
+        assert "深海观测站" in page.locator("#sources").inner_text()
+        page.locator("#clear").click()
+        page.locator("#sources").get_by_text("提问后").wait_for(timeout=10000)
+        _choose(page, "#scope", SEED_TITLE)
+        question.fill(question_text)
+        question.press("Enter")
+        cards.first.wait_for(timeout=30000)
+        docs = [card.get_attribute("data-doc") for card in cards.all()]  # an article's own ids start with its file name
+        assert docs and all(d.split("#")[0] == "shanghai-ai.txt" for d in docs), docs
+        assert "深海观测站" not in page.locator("#sources").inner_text()
+        _choose(page, "#scope", "深海观测站")  # both chosen now: the removal must take one out of the scope
+
+        # removing asks first; cancelling keeps the article
+        page.get_by_role("tab", name="索引").click()
+        _choose(page, "#remove-pick", "深海观测站")
+        page.locator("#remove").click()
+        page.locator("#remove-msg").get_by_text("确认删除 1 篇文章").wait_for(timeout=10000)
+        page.locator("#remove-cancel").click()
+        page.locator("#remove-msg").get_by_text("已取消").wait_for(timeout=10000)
+        expect(page.locator("#remove-confirm")).to_be_hidden()
+        assert (root / "corpus" / "articles" / "deep-sea.md").exists()
+        assert "深海观测站" in page.locator("#status").inner_text()
+
+        page.locator("#remove").click()
+        page.locator("#remove-confirm").click()
+        page.locator("#remove-msg").get_by_text("已删除").wait_for(timeout=60000)
+        assert "deep-sea.md" in page.locator("#remove-msg").inner_text()
+        expect(page.locator("#status")).not_to_contain_text("深海观测站")
+        assert SEED_TITLE in page.locator("#status").inner_text()
+        assert not (root / "corpus" / "articles" / "deep-sea.md").exists()
+        assert not any("深海观测站" in o for o in _options(page, "#remove-pick"))
+        page.get_by_role("tab", name="问答").click()
+        expect(page.locator("#scope .token")).to_have_text([SEED_TITLE])  # the removed one left the scope
+        options = _options(page, "#scope")
+        assert any(SEED_TITLE in o for o in options) and not any("深海观测站" in o for o in options), options
+        browser.close()
+
+
 def test_twenty_concurrent_requests_through_the_api(server):
     from gradio_client import Client
 

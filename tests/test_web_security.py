@@ -194,7 +194,7 @@ def test_page_uploads_are_deleted_after_each_add(plain):
             uploaded = Path(paths[0])
             assert uploaded.is_file() and uploaded.is_relative_to(uploads)
             file_data = [{"path": paths[0], "orig_name": name, "meta": {"_type": "gradio.FileData"}}]
-            done = _page_event(page, "add_articles", [file_data])
+            done = _page_event(page, "add_articles", [file_data, False])
             message = done["output"]["data"][0]
             assert ("已添加" in message) if name == "quantum.md" else ("索引未改变" in message), message
             assert not uploaded.exists() and not uploaded.parent.exists()  # deleted whether added or refused

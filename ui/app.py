@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from assistant import Answer, Assistant
+from assistant.corpus import ARTICLES
 from assistant.errors import AssistantError, InputError
 from assistant.loaders import MAX_FILE_BYTES
 
@@ -46,11 +47,31 @@ def _source_choices(answer: Answer | None) -> list[tuple[str, int]]:
     return [(f"[{s.rank}] {s.title} · 第{s.paragraph}段", s.rank) for s in answer.sources]
 
 
+def _article_choices(articles: list[dict]) -> list[tuple[str, str]]:
+    """Dropdown choices for articles: the title, with the file name only where two articles share a title."""
+    titles = [str(a["title"]) for a in articles]
+    return [(t if titles.count(t) == 1 else f"{t} · {a['id']}", a["id"]) for t, a in zip(titles, articles, strict=True)]
+
+
+def _picked(value) -> list[str]:
+    """A multiselect dropdown's value as a list of names (a crafted call may send anything)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        return []
+    return list(dict.fromkeys(v for v in value if isinstance(v, str) and v))
+
+
+def _confirmation(visible: bool) -> tuple[dict, dict]:
+    """Updates showing or hiding the confirm and cancel buttons of a removal (fresh dicts: Gradio may consume them)."""
+    return gr.update(visible=visible), gr.update(visible=visible)
+
+
 def build_app(assistant: Assistant) -> gr.Blocks:
     """The chat, its sources panel, the index tab; every event calls the one Assistant."""
     feedback_file = Path(assistant.settings.data_dir) / "feedback.jsonl"
 
-    def respond(message, chat, answers, answerer, k):
+    def respond(message, chat, answers, answerer, k, scope):
         chat = list(chat or [])
         answers = list(answers or [])
         if not isinstance(message, str) or not message.strip():
@@ -61,7 +82,8 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         answer: Answer | None = None
         text = ""
         try:
-            for item in assistant.stream(message, _history(answers), k=k, answerer=answerer):
+            for item in assistant.stream(message, _history(answers), k=k, answerer=answerer,
+                                         articles=_picked(scope) or None):
                 if isinstance(item, str):
                     text += item
                     yield chat + [{"role": "assistant", "content": inert(text)}], gr.update(), answers, "", gr.update()
@@ -97,7 +119,9 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         source = next((s for s in answer.sources if s.rank == rank), None)
         if source is None:
             return ""
-        doc = assistant.index.documents[source.doc_id]
+        doc = assistant.index.documents.get(source.doc_id)
+        if doc is None:
+            return '<div class="src-note">这篇文章已从索引中删除。</div>'
         return document_html(doc.title, doc.text, source.start, source.end)
 
     def feedback(answers, evt: gr.LikeData):
@@ -112,46 +136,93 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
         gr.Info("谢谢反馈!")
 
-    def add_articles(files, progress=gr.Progress()):
+    def dropdowns(picked, scoped, articles: list[dict] | None = None) -> tuple[dict, dict]:
+        """(the removal dropdown, the scope dropdown) with the articles as they are now; a selected article that is
+        gone leaves the selection."""
+        articles = assistant.articles() if articles is None else articles
+        ids = {a["id"] for a in articles}
+        choices = _article_choices(articles)
+        return (gr.update(choices=choices, value=[v for v in _picked(picked) if v in ids]),
+                gr.update(choices=choices, value=[v for v in _picked(scoped) if v in ids]))
+
+    def refreshed(picked, scoped) -> tuple[str, dict, dict]:
+        """(status, both article dropdowns) after the index changed."""
+        current = assistant.status()
+        return status_html(current), *dropdowns(picked, scoped, current["articles"])
+
+    def add_articles(files, replace, progress=gr.Progress()):
         """(message, status, the upload box): the uploads are deleted after every try, so the box is emptied."""
         if not isinstance(files, list):
             files = [] if files is None else [files]
         paths = [Path(getattr(f, "name", f)) for f in files if isinstance(f, str) or hasattr(f, "name")]
         uploads = Path(os.environ.get("GRADIO_TEMP_DIR") or upload_dir(assistant)).resolve()
         try:
-            return *add_uploaded(paths, uploads, progress), None
+            message = add_uploaded(paths, uploads, replace is True, progress)
         finally:
             discard_uploads(paths, uploads)
+        return message, status_html(assistant.status()), None
 
-    def add_uploaded(paths: list[Path], uploads: Path, progress) -> tuple[str, object]:
+    def add_uploaded(paths: list[Path], uploads: Path, replace: bool, progress) -> str:
         if not paths:
-            return "请先选择要上传的 .txt、.md 或 .html 文件。", gr.update()
+            return "请先选择要上传的 .txt、.md 或 .html 文件。"
         if len(paths) > MAX_UPLOADS:
-            return f"⚠️ 一次最多上传 {MAX_UPLOADS} 个文件。索引未改变。", gr.update()
+            return f"⚠️ 一次最多上传 {MAX_UPLOADS} 个文件。索引未改变。"
         if any(not p.resolve().is_relative_to(uploads) for p in paths):  # a crafted call naming server files
-            return "⚠️ 只能添加通过本页上传的文件。索引未改变。", gr.update()
+            return "⚠️ 只能添加通过本页上传的文件。索引未改变。"
         if sum(p.stat().st_size for p in paths if p.is_file()) > MAX_UPLOAD_BYTES:
             megabytes = MAX_UPLOAD_BYTES // 1024 // 1024
-            return f"⚠️ 一次上传的文件合计不能超过 {megabytes} MB,请分几次添加。索引未改变。", gr.update()
+            return f"⚠️ 一次上传的文件合计不能超过 {megabytes} MB,请分几次添加。索引未改变。"
         progress(0.1, desc="检查并复制文件")
+        existing = {a["id"] for a in assistant.articles()}
+        same = [p.name for p in paths if p.name in existing]
+        hint = "" if replace or not same else f"\n\n如要用新内容替换同名文章({'、'.join(same)}),请勾选“替换同名文章”后再上传。"
         try:
             progress(0.3, desc="向量化新文章")
-            report = assistant.add_files(paths)
+            # the names the user gave, so messages name the file and not its place in the upload folder
+            report = assistant.add_files(paths, replace=replace, names=[p.name for p in paths])
         except AssistantError as exc:
-            return f"⚠️ {exc}\n\n索引未改变。", gr.update()
+            return f"⚠️ {exc}\n\n索引未改变。{hint}"
         except Exception:
             log.exception("adding %s failed", paths)
-            return "⚠️ 添加失败,索引未改变。请查看服务器日志。", gr.update()
+            return "⚠️ 添加失败,索引未改变。请查看服务器日志。"
         progress(1.0, desc="完成")
-        return add_message(report), status_html(assistant.status())
+        return add_message(report) + (hint if report.refused else "")
 
-    def api_ask(question: str | None = None, history: list | None = None, k: int | None = None) -> dict:
+    def ask_remove(picked):
+        """(message, the articles waiting for confirmation, confirm, cancel): the first click only asks; the
+        confirmation removes the articles named here, even if the selection changes meanwhile."""
+        names = _picked(picked)
+        if not names:
+            return "请先选择要删除的文章。", [], *_confirmation(False)
+        titles = {a["id"]: a["title"] for a in assistant.articles()}
+        listed = "\n".join(f"- {inert(str(titles.get(n, n)))}({inert(n)})" for n in names)
+        message = f"**确认删除 {len(names)} 篇文章?** 文章及其参考资料全文会从语料和索引中删除。\n\n{listed}"
+        return message, names, *_confirmation(True)
+
+    def confirm_remove(pending, picked, scoped):
+        """(message, pending, confirm, cancel, status, both article dropdowns) after removing the pending articles."""
+        names = _picked(pending)
+        if not names:
+            message = "请先选择要删除的文章。"
+        else:
+            try:
+                message = remove_message(assistant.remove_articles(names), len(assistant.articles()))
+            except AssistantError as exc:
+                message = f"⚠️ {inert(str(exc))}\n\n索引未改变。"
+            except Exception:
+                log.exception("removing %s failed", names)
+                message = "⚠️ 删除失败,索引未改变。请查看服务器日志。"
+        return message, [], *_confirmation(False), *refreshed(picked, scoped)
+
+    def api_ask(question: str | None = None, history: list | None = None, k: int | None = None,
+                articles: list[str] | None = None) -> dict:
         """Ask over HTTP: the same Assistant.ask the chat uses; errors come back as {"error": ..., "field": ...}.
+        `articles` (ids) limits the question to those articles; None or []: all.
 
         Gradio passes whatever the client sent, so every value goes through the validation layer as is.
         """
         try:
-            return assistant.ask(question, history, k=k).to_dict()
+            return assistant.ask(question, history, k=k, articles=articles).to_dict()
         except InputError as exc:
             return {"error": str(exc), "field": exc.field}
         except AssistantError as exc:
@@ -166,6 +237,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         shown = gr.State(None)  # which answer's sources the panel shows; None: the latest
         gr.Markdown("## 文章问答助手\n向文章提问:答案简短、带编号引用,右侧显示依据的原文段落。")
         example_questions = examples(assistant.settings.corpus_dir)
+        article_choices = _article_choices(assistant.articles())
         with gr.Tab("问答"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3):
@@ -175,6 +247,8 @@ def build_app(assistant: Assistant) -> gr.Blocks:
                         box = gr.Textbox(placeholder="输入问题,回车发送", show_label=False, scale=5, elem_id="question",
                                          max_length=500)
                         send = gr.Button("发送", variant="primary", scale=1, elem_id="send")
+                    scope = gr.Dropdown(choices=article_choices, value=[], multiselect=True, label="只问这些文章",
+                                        info="不选:在全部文章中查找", elem_id="scope")
                     clear = gr.Button("清空对话", elem_id="clear", size="sm")
                     gr.Examples(example_questions, inputs=box, label="示例问题")
                 with gr.Column(scale=2):
@@ -191,19 +265,38 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             status = gr.HTML(status_html(assistant.status()), elem_id="status")
             files = gr.File(file_count="multiple", file_types=[".txt", ".md", ".html", ".htm"], label="上传文章",
                             elem_id="upload")
+            replace = gr.Checkbox(False, label="替换同名文章", elem_id="replace",
+                                  info="上传的文件与已有文章同名但内容不同时,用新内容替换旧文章(不勾选则不添加该文件)")
             add = gr.Button("添加到索引", variant="primary", elem_id="add")
             add_msg = gr.Markdown(elem_id="add-msg")
+            with gr.Row(equal_height=True):
+                remove_pick = gr.Dropdown(choices=article_choices, value=[], multiselect=True, label="删除文章",
+                                          elem_id="remove-pick", scale=4)
+                remove = gr.Button("删除所选文章", variant="stop", elem_id="remove", scale=1)
+            remove_msg = gr.Markdown(elem_id="remove-msg")
+            with gr.Row():
+                confirm = gr.Button("确认删除", variant="stop", visible=False, elem_id="remove-confirm")
+                cancel = gr.Button("取消", visible=False, elem_id="remove-cancel")
+            pending = gr.State([])  # the articles the confirmation names
 
         outputs = [chatbot, sources, answers, box, pick]
         for trigger in (box.submit, send.click):
-            trigger(respond, [box, chatbot, answers, answerer, k], outputs, api_visibility="private").then(
+            trigger(respond, [box, chatbot, answers, answerer, k, scope], outputs, api_visibility="private").then(
                 lambda: None, None, shown, api_visibility="private")
         clear.click(lambda: ([], sources_html(None), [], "", gr.update(choices=[], value=None), "", None),
                     None, [chatbot, sources, answers, box, pick, doc_view, shown], api_visibility="private")
         chatbot.select(select_answer, [answers], [sources, pick, shown], api_visibility="private")
         chatbot.like(feedback, [answers], None, api_visibility="private")
         pick.change(show_in_context, [pick, answers, shown], doc_view, api_visibility="private")
-        add.click(add_articles, [files], [add_msg, status, files], api_visibility="private")
+        add.click(add_articles, [files, replace], [add_msg, status, files], api_visibility="private").then(
+            dropdowns, [remove_pick, scope], [remove_pick, scope], api_visibility="private")
+        remove.click(ask_remove, [remove_pick], [remove_msg, pending, confirm, cancel], api_visibility="private")
+        confirm.click(confirm_remove, [pending, remove_pick, scope],
+                      [remove_msg, pending, confirm, cancel, status, remove_pick, scope], api_visibility="private")
+        cancel.click(lambda: ("已取消,没有删除文章。", [], *_confirmation(False)), None, [remove_msg, pending, confirm, cancel],
+                     api_visibility="private")
+        # the page may be opened after another page, the CLI or the HTTP API changed the articles
+        demo.load(refreshed, [remove_pick, scope], [status, remove_pick, scope], api_visibility="private")
         gr.api(api_ask, api_name="ask")
     return demo
 
@@ -218,13 +311,29 @@ def _answer_at(answers: list[Answer | None], message_index) -> Answer | None:
 
 
 def add_message(report) -> str:
-    """What the page says after an add: what was added, and each file refused, renamed or skipped with why."""
-    names = ", ".join(report.added + report.changed) or "(内容未变化)"
-    lines = [f"✅ 已添加:{names}。新向量化 {report.embedded} 个片段,现在共 {report.chunks} 个片段,可以直接提问。"]
+    """What the page says after an add: what was added or replaced, and each file refused, renamed or skipped
+    with why."""
+    done = [f"{verb}:{', '.join(Path(p).name for p in paths)}"
+            for verb, paths in (("已添加", report.added), ("已替换", report.changed)) if paths]
+    lines = [f"✅ {';'.join(done) or '已添加:(内容未变化)'}。新向量化 {report.embedded} 个片段,现在共 {report.chunks} 个片段,"
+             "可以直接提问。"]
     lines += [f"- 未添加 {r['file']}:{r['reason']}" for r in report.refused]
     lines += [f"- {r['file']} 已保存为 {r['stored']}" for r in report.renamed]
     lines += [f"- 语料中的 {r['file']} 未能建立索引:{r['reason']}" for r in report.skipped]
     return "\n".join(lines)
+
+
+def remove_message(report, articles_left: int) -> str:
+    """What the page says after a removal: the articles removed (and how many reference texts with them)."""
+    articles = [Path(p).name for p in report.removed if Path(p).parent.name == ARTICLES]
+    lines = [f"✅ 已删除:{inert(', '.join(articles) or '(无)')}。"]
+    if others := len(report.removed) - len(articles):
+        lines[0] += f"同时删除了 {others} 个参考资料全文。"
+    if articles_left:
+        lines.append(f"现在共 {articles_left} 篇文章、{report.chunks} 个片段。")
+    else:
+        lines.append("索引中已没有文章;上传文章后才能提问。")
+    return "\n\n".join(lines)
 
 
 def discard_uploads(paths: Iterable[Path], uploads: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import UTC, datetime
 
 from assistant import Answer
 from assistant.lexical import terms
@@ -27,6 +28,9 @@ CSS = """
   border-radius:8px;background:#fcfcfd}
 .doc-view mark.support{background:#ffe58a}
 .status-table td{padding:2px 10px 2px 0}
+.article-table{border-collapse:collapse;margin-top:6px;font-size:14px}
+.article-table th,.article-table td{padding:3px 12px 3px 0;text-align:left;border-bottom:1px solid #e2e8f0}
+.article-table td.num{text-align:right}
 """
 
 
@@ -55,7 +59,7 @@ def answer_markdown(answer: Answer) -> str:
         lines.append("**未找到答案** · " + body)
     else:
         lines.append(body)
-    if answer.refused:
+    if answer.refused and answer.sources:
         lines.append("右侧列出了最接近的段落,供参考。")
     if answer.rewritten_question != answer.question:
         lines.append(f"*检索的问题: {inert(answer.rewritten_question)}*")
@@ -102,8 +106,10 @@ def sources_html(answer: Answer | None, segmenter: Segmenter | None = None) -> s
         return '<div class="src-note">提问后,这里会显示答案依据的原文段落。</div>'
     words = [w for w in terms(answer.rewritten_question, segmenter) if len(w) >= 2]
     parts = []
-    if answer.refused:
+    if answer.refused and answer.sources:
         parts.append('<div class="src-refused">文章没有提到这一点。以下是最接近的段落:</div>')
+    elif answer.refused:
+        parts.append('<div class="src-note">没有可显示的段落。</div>')
     if answer.rewritten_question != answer.question:
         parts.append(f'<div class="src-note">检索的问题:{html.escape(answer.rewritten_question)}</div>')
     support = {c.source: (c.start, c.end) for c in answer.citations if c.doc_id}
@@ -116,7 +122,8 @@ def sources_html(answer: Answer | None, segmenter: Segmenter | None = None) -> s
         )
         para = f"第{s.paragraph}段" if s.paragraph else ""
         parts.append(
-            f'<div class="src-card" data-rank="{s.rank}"><div class="src-head"><span><span class="src-rank">'
+            f'<div class="src-card" data-rank="{s.rank}" data-doc="{html.escape(s.doc_id)}">'
+            f'<div class="src-head"><span><span class="src-rank">'
             f"{s.rank}</span>{html.escape(s.title)} · {para}</span><span>score {s.score:.3f}</span></div>"
             f'<div class="src-text">{highlight(s.text, s.start, spans, words)}</div>'
             + (f'<div class="src-refs">引用的参考资料:{refs}</div>' if refs else "")
@@ -132,9 +139,45 @@ def document_html(title: str, text: str, start: int, end: int) -> str:
 
 
 def status_html(status: dict) -> str:
+    """The index tab's summary: counts, model, build time, then the table of articles."""
     rows = [("文档数", status["documents"]), ("片段数", status["chunks"]), ("参考资料", status["references"]),
             ("向量模型", f"{status['model']}({status['dimension']}维)"),
-            ("未知词比例", f"{status['unknown_token_share']:.1%}"), ("构建时间", status["built_at"])]
+            ("未知词比例", f"{status['unknown_token_share']:.1%}"), ("构建时间", _when(status["built_at"]))]
     table = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    docs = "".join(f"<li>{html.escape(d['title'])} <code>{html.escape(d['source'])}</code></li>" for d in status["titles"])
-    return f'<table class="status-table">{table}</table><div>文档:</div><ul>{docs}</ul>'
+    return f'<table class="status-table">{table}</table>' + articles_html(status["articles"])
+
+
+def articles_html(articles: list[dict]) -> str:
+    """The articles of the index (Assistant.articles()), one row each; every value escaped."""
+    if not articles:
+        return '<div class="src-note" id="no-articles">索引中还没有文章。请在下方上传 .txt、.md 或 .html 文件。</div>'
+    head = "".join(f"<th>{h}</th>" for h in ("文件", "标题", "片段", "引用", "大小", "添加时间"))
+    rows = "".join(
+        f'<tr data-article="{html.escape(a["id"])}"><td><code>{html.escape(a["id"])}</code></td>'
+        f'<td>{html.escape(str(a["title"]))}</td><td class="num">{int(a["chunks"])}</td>'
+        f'<td class="num">{int(a["references"])}</td><td class="num">{html.escape(_size(a["size"]))}</td>'
+        f'<td>{html.escape(_when(a.get("added_at")))}</td></tr>'
+        for a in articles
+    )
+    return f'<div>文章({len(articles)} 篇):</div><table class="article-table"><tr>{head}</tr>{rows}</table>'
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+def _when(stamp: str | None) -> str:
+    """An ISO time to the minute, in UTC (the server cannot know the reader's zone); as given if unparsable."""
+    if not stamp:
+        return ""
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if moment.tzinfo is None:
+        return moment.strftime("%Y-%m-%d %H:%M")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
