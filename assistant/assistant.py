@@ -127,9 +127,8 @@ class Assistant:
     def _span_reader(self) -> SpanReader:
         """The trained reader, loaded once per process; it shares the e5 embedding table when it can."""
         shared = None
-        model = getattr(self.embeddings, "model", None)
-        if getattr(self.embeddings, "model_name", "").lower() in E5_NAMES and model is not None:
-            shared = model[0].auto_model.embeddings.word_embeddings
+        if getattr(self.embeddings, "model_name", "").lower() in E5_NAMES:
+            shared = getattr(self.embeddings, "word_embeddings", None)
         key = id(shared)  # the embedding model is cached per process, so its table is the same object
         if key not in _READERS:
             _READERS[key] = SpanReader.load(share_word_embeddings=shared)
@@ -237,7 +236,7 @@ class Assistant:
     # --- the index ---------------------------------------------------------------------------
 
     def status(self) -> dict:
-        return index_status(self.index)
+        return self.index.status()
 
     def article_ids(self, articles: Sequence[str] | None) -> list[str] | None:
         """The ids that article names (ids, file names without extension, titles) mean; None for all articles;
@@ -425,27 +424,6 @@ def _nothing_added(refused: list[dict]) -> str:
     listed = "; ".join(f"{r['file']}: {r['reason']}" for r in refused[:5])
     more = f" (and {len(refused) - 5} more)" if len(refused) > 5 else ""
     return f"None of the {len(refused)} files could be added. {listed}{more}"
-
-
-def index_status(index: LoadedIndex) -> dict:
-    m = index.manifest
-    docs = index.documents.heads(["article", "reference_text"])
-    return {
-        "index": str(index.path.parent),
-        "version": index.version,
-        "segments": int(m["counts"]["segments"]),
-        "documents": int(m["counts"]["documents"]),
-        "chunks": int(m["counts"]["chunks"]),
-        "references": int(m["counts"]["references"]),
-        "model": m["embedding"]["model"],
-        "dimension": m["embedding"]["dimension"],
-        "unknown_token_share": m["embedding"]["unknown_token_share"],
-        "chunker": m["chunker"],
-        "built_at": m["built_at"],
-        "titles": docs,
-        "articles": index.articles(),
-        "skipped": m.get("skipped", []),
-    }
 
 
 def _sentence(text: str) -> str:

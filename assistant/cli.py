@@ -116,12 +116,11 @@ def cmd_index_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_index_status(args: argparse.Namespace) -> int:
-    from .assistant import index_status
     from .indexing import load_index
 
     settings = _settings(args)
     # status reads the index whatever model built it, and never loads a model
-    status = index_status(load_index(settings.index_dir, _embeddings(settings), check_model=False))
+    status = load_index(settings.index_dir, _embeddings(settings), check_model=False).status()
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=2))
         return 0

@@ -193,6 +193,27 @@ class LoadedIndex:
         fallback = self.manifest.get("built_at")
         return [{**a, "added_at": added.get(a["file"], fallback)} for a in self.catalog.article_summaries()]
 
+    def status(self) -> dict:
+        """What `index status`, GET /api/index and the page report: counts, model, build time and every article.
+        Reads the manifest and the catalog only (no model, no jieba dictionary)."""
+        m = self.manifest
+        return {
+            "index": str(self.path.parent),
+            "version": self.version,
+            "segments": int(m["counts"]["segments"]),
+            "documents": int(m["counts"]["documents"]),
+            "chunks": int(m["counts"]["chunks"]),
+            "references": int(m["counts"]["references"]),
+            "model": m["embedding"]["model"],
+            "dimension": m["embedding"]["dimension"],
+            "unknown_token_share": m["embedding"]["unknown_token_share"],
+            "chunker": m["chunker"],
+            "built_at": m["built_at"],
+            "titles": self.documents.heads(["article", "reference_text"]),
+            "articles": self.articles(),
+            "skipped": m.get("skipped", []),
+        }
+
     def scope(self, article_ids: Sequence[str] | None) -> Scope | None:
         """The chunks a question limited to these articles may use (None: all). Cached per set of articles."""
         if not article_ids:

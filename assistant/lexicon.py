@@ -14,6 +14,7 @@ import functools
 import itertools
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -39,21 +40,28 @@ class Segmenter:
     by code that does (Milvus Lite's jieba analyzer adds its dictionary words to the global one in-process)."""
 
     def __init__(self, words: Sequence[str] = ()):
-        from .lexical import load_jieba
-
-        jieba = load_jieba()
         self.words = tuple(words)
+        self._private = None
+        self._lock = threading.Lock()
+
+    @property
+    def _tokenizer(self):  # noqa: ANN202 - a jieba.Tokenizer, built at the first cut (reading jieba's dictionary
+        # takes half a second that `index status` and a build with nothing to tokenize never need)
         if not self.words:
-            self._tokenizer = pristine_tokenizer()  # never given words, so it can be shared
-            return
-        freq, total = pristine_dictionary()
-        private = jieba.Tokenizer()
-        private.FREQ = dict(freq)  # about 10 ms: the default dictionary stays untouched
-        private.total = total
-        private.initialized = True
-        for word in self.words:
-            private.add_word(word)
-        self._tokenizer = private
+            return pristine_tokenizer()  # never given words, so it is shared
+        with self._lock:
+            if self._private is None:
+                from .lexical import load_jieba
+
+                freq, total = pristine_dictionary()
+                private = load_jieba().Tokenizer()
+                private.FREQ = dict(freq)  # about 10 ms: the default dictionary stays untouched
+                private.total = total
+                private.initialized = True
+                for word in self.words:
+                    private.add_word(word)
+                self._private = private
+            return self._private
 
     def cut(self, text: str) -> Iterable[str]:
         return self._tokenizer.cut(text)
@@ -67,9 +75,11 @@ class Segmenter:
 
 
 @functools.cache
+@functools.cache
 def pristine_tokenizer():  # noqa: ANN202 - a jieba.Tokenizer
-    """jieba's default dictionary as shipped, read into a fresh tokenizer (from jieba's cache file, about half a
-    second once per process): code that adds words to the global tokenizer cannot reach it."""
+    """jieba's default dictionary as shipped, read into a tokenizer of its own (from jieba's cache file, about half
+    a second, once per process): code that adds words to the global tokenizer cannot reach it. Shared: nothing
+    may add words to it (a Segmenter with words copies its dictionary)."""
     from .lexical import load_jieba
 
     fresh = load_jieba().Tokenizer()

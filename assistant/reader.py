@@ -47,14 +47,36 @@ def build_model(config: dict):
     return SpanModel()
 
 
-def base_state(folder: Path | None = None) -> tuple[dict, dict]:
-    """(config, state dict under the reader's names) of the packaged encoder, as torch tensors."""
-    from safetensors.torch import load_file
+def build_inference_model(config: dict):
+    """The same network for answering, on assistant/bert.py's encoder (no transformers import, no random
+    initialisation: weights are assigned by `load_state_dict(..., assign=True)`)."""
+    import torch
+
+    from .bert import build_encoder
+
+    class SpanModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = build_encoder(config)
+            with torch.device("meta"):
+                self.qa = torch.nn.Linear(config["hidden_size"], 2)
+
+        def forward(self, input_ids, attention_mask):
+            logits = self.qa(self.bert(input_ids, attention_mask)).float()
+            return logits[..., 0], logits[..., 1]
+
+    return SpanModel()
+
+
+def base_state(folder: Path | None = None, word_embeddings: bool = True) -> tuple[dict, dict]:
+    """(config, state dict under the reader's names) of the packaged encoder, as torch tensors; without the
+    384 MB word table when `word_embeddings` is false (the reader then shares the embedder's)."""
+    from .bert import WORD_EMBEDDINGS as BERT_WORDS
+    from .bert import read_state
 
     folder = folder or encoder.model_folder()
     config = json.loads((folder / "config.json").read_text())
-    state = {f"bert.{k}": v for k, v in load_file(str(folder / "model.safetensors")).items()
-             if not k.startswith("pooler.")}
+    state = read_state(folder / "model.safetensors", prefix="bert.", skip=() if word_embeddings else (BERT_WORDS,))
     return config, state
 
 
@@ -160,28 +182,30 @@ class SpanReader:
             raise ModelNotAvailableError(
                 f"The reader's weights {path} are missing. Train them with `assistant train-reader` "
                 "(see README, 'The reader').")
+        from .bert import Tokenizer
+
         with _lock:
-            config, base = base_state()
+            shared = share_word_embeddings is not None
+            config, base = base_state(word_embeddings=not shared)
             state, meta = apply_delta(base, Path(path))
-            model = build_model(config)
-            if share_word_embeddings is not None:
+            model = build_inference_model(config)
+            if shared:
                 model.bert.embeddings.word_embeddings = share_word_embeddings
-                del state[WORD_EMBEDDINGS]  # memory-mapped, never read
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            missing = [k for k in missing if k != WORD_EMBEDDINGS or share_word_embeddings is None]
+            else:  # a table of its own, looked up from the 4-bit files as the embedder's is
+                model.bert.embeddings.word_embeddings = encoder.QuantizedWordEmbeddings(encoder.model_folder()).module()
+            state.pop(WORD_EMBEDDINGS, None)
+            missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
             if missing or unexpected:
                 raise ModelNotAvailableError(f"{path} does not fit the encoder (missing {missing[:3]}, unexpected "
                                              f"{unexpected[:3]}). Retrain it with `assistant train-reader`.")
-            model.eval()
+            model.eval().requires_grad_(False)
         training = meta.get("training", {})
-        return cls(model, load_tokenizer(), training.get("max_len", 256), training.get("stride", 96),
-                   training.get("max_answer_tokens", 48), meta)
+        return cls(model, Tokenizer.shared(encoder.model_folder()), training.get("max_len", 256),
+                   training.get("stride", 96), training.get("max_answer_tokens", 48), meta)
 
     def features(self, question: str, passages: list[str]):
         question = cut_question(self.tokenizer, question, self.max_question_tokens)
-        return self.tokenizer([question] * len(passages), passages, truncation="only_second",
-                              max_length=self.max_len, stride=self.stride, return_overflowing_tokens=True,
-                              return_offsets_mapping=True, padding=True, return_tensors="np")
+        return self.tokenizer.windows([question] * len(passages), passages, self.max_len, self.stride)
 
     def logits(self, enc) -> tuple[np.ndarray, np.ndarray]:
         import torch

@@ -3,7 +3,8 @@
     python benchmarks/bench_ask.py [--index DIR] [--rounds 3] [--answerer reader|extractive]
 
 Warm `ask` over every eval question (p50 / p95 per answer kind and overall), the cold start of `assistant ask` (process start to
-first answer), a full index build, and the process's peak memory.
+first answer) and its peak memory, cold `assistant index status` and `assistant index add` of one article (wall, on a copy
+of the index), a full index build, and the process's peak memory. The first line says which CPU kind gave the figures.
 """
 
 from __future__ import annotations
@@ -20,6 +21,45 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def cpu_kind() -> str:
+    """AMX, AVX-512 or AVX2: the figures differ by a factor of two or more between them."""
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return "unknown CPU"
+    kind = "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{kind}, {os.cpu_count()} cores"
+
+
+# Runs the CLI in a fresh interpreter and reports its own peak RSS (VmHWM of its memory map): a child's rusage
+# would report this benchmark's own peak, which Linux hands to a child at exec.
+CLI = """import sys
+from assistant.cli import main
+try:
+    rc = main(sys.argv[1:])
+finally:
+    peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    sys.stderr.write("PEAK_KB " + peak.split()[1] + "\\n")
+sys.exit(rc)
+"""
+
+
+def timed(args: list[str], env: dict, rounds: int = 2) -> tuple[float, float]:
+    """(best wall seconds, peak RSS MB of that run) of `assistant ARGS...` in a fresh process."""
+    best, rss = float("inf"), 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", CLI, *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise RuntimeError(f"assistant {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        if wall < best:
+            peak = [line for line in proc.stderr.splitlines() if line.startswith("PEAK_KB ")]
+            best, rss = wall, int(peak[-1].split()[1]) / 1024
+    return best, rss
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -58,6 +98,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--answerer", default=None, help="default: the configured answerer (reader)")
     args = parser.parse_args()
+    print(f"CPU: {cpu_kind()}")
 
     from assistant import Assistant
     from assistant.config import Settings
@@ -98,14 +139,21 @@ def main() -> None:
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
     env = {**os.environ, "ASSISTANT_INDEX_DIR": args.index}
-    colds = []
-    for _ in range(2):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "assistant", "ask", "英伟达是谁创立的?"], env=env, check=True,
-                       capture_output=True)
-        colds.append(time.perf_counter() - t)
-    print(f"cold start `assistant ask` (process start to first answer): {min(colds):.2f} s best of {len(colds)}")
+    cold, rss = timed(["ask", "英伟达是谁创立的?"], env)
+    print(f"cold start `assistant ask` (process start to first answer): {cold:.2f} s best of 2, peak RSS {rss:.0f} MB")
+    cold, rss = timed(["index", "status"], env)
+    print(f"cold `assistant index status`: {cold:.2f} s, peak RSS {rss:.0f} MB")
+    with tempfile.TemporaryDirectory() as tmp:
+        import shutil
 
+        shutil.copytree(args.index, Path(tmp) / "index")
+        shutil.copytree(args.corpus, Path(tmp) / "corpus")
+        article = Path(tmp) / "new-article.txt"
+        article.write_text("标题:测试新增文章\n\n" + "这是一段用来测量新增文章耗时的正文,讲述一家公司的成立与发展。" * 20,
+                           encoding="utf-8")
+        add_env = {**env, "ASSISTANT_INDEX_DIR": str(Path(tmp) / "index"), "ASSISTANT_CORPUS_DIR": str(Path(tmp) / "corpus")}
+        wall, rss = timed(["index", "add", str(article)], add_env, rounds=1)
+    print(f"cold `assistant index add` of one short article (wall): {wall:.2f} s, peak RSS {rss:.0f} MB")
 
 if __name__ == "__main__":
     main()

