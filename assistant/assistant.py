@@ -12,7 +12,6 @@ from pathlib import Path
 
 from . import validation as validate
 from .answerers import ANSWERERS, Answerer, Citation, CombinedAnswerer, Draft, ExtractiveAnswerer
-from .language import mostly_latin
 from .answerers.reader import ReaderAnswerer
 from .chunking import ChunkerSettings
 from .config import Settings
@@ -21,6 +20,7 @@ from .embeddings import E5_NAMES, Embedder, get_embeddings
 from .errors import AssistantError, CorpusError, CorpusWriteError, FileError, InputError, UnknownNameError
 from .followup import Turn, resolve_description, rewrite
 from .indexing import BuildReport, LoadedIndex, Scope, build_index, build_lock, committed_sources, load_index
+from .language import mostly_latin
 from .loaders import check_type, read_file
 from .names import article_name, place, printable, resolve_articles
 from .reader import SpanReader

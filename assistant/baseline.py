@@ -8,8 +8,8 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from .config import Settings
 from .corpus import scan_corpus
-from .evaluation import EvalQuestion, hit_rank, summarize
 from .loaders import load_file
+from .scoring import EvalQuestion, hit_rank, summarize
 
 
 def run_baseline(settings: Settings, questions: list[EvalQuestion]) -> dict:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import os
 import secrets
 import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -338,3 +340,23 @@ def undo_add(corpus_dir: Path, committed: dict[str, str], earlier: bool = True) 
     if undone and earlier:
         log.warning("an earlier `index add` or `index remove` did not finish; restored %s", ", ".join(printable(u) for u in undone))
     return undone
+
+
+def learn_words_from_files(sources: Sequence[SourceFile], chunker: ChunkerSettings) -> list[str]:
+    """The words `learn_words` finds in an even sample of the files' chunk texts: every k-th chunk, with k such
+    that about MAX_LEARN_CHARS characters remain. The files are read twice (a first pass counts characters), so
+    the corpus's texts are never all held; a full build runs this in a child process for a large corpus."""
+    from .lexicon import MAX_LEARN_CHARS, learn_words
+
+    def texts() -> Iterator[str]:
+        for source in sources:
+            try:
+                chunks = process(source, chunker)[1]
+            except FileError:  # the build lists it as skipped when it reads it again
+                continue
+            for chunk in chunks:
+                yield chunk.text
+
+    total = sum(len(t) for t in texts())
+    step = 1 if total <= MAX_LEARN_CHARS else -(-total // MAX_LEARN_CHARS)
+    return learn_words(itertools.islice(texts(), 0, None, step))

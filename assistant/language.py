@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parent / "data" / "zh.json"
@@ -66,3 +67,8 @@ def mostly_latin(text: str) -> bool:
     latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())
     cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff")
     return latin > 3 * max(cjk, 1) and latin >= 6
+
+
+def normal_form(text: str) -> str:
+    """NFKC, lower case, Traditional as Simplified: a question in either script matches text in either."""
+    return simplified(unicodedata.normalize("NFKC", text)).lower()

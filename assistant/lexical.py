@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import re
-import threading
-import unicodedata
 
 import numpy as np
 
-from .language import simplified
-from .lexicon import Segmenter, default_segmenter
+from .language import normal_form
+from .lexicon import STOPWORDS, Segmenter, default_segmenter
 from .segments import Segment
 
-_jieba_lock = threading.Lock()
-_jieba_ready = False
-# Function words that match everywhere and say nothing about the passage.
-STOPWORDS = frozenset(
-    "的 了 是 在 和 与 及 或 也 都 而 就 被 把 对 从 到 为 以 于 其 这 那 之 着 过 有 个 一 上 中 下 "
-    "吗 呢 吧 啊 么 什么 哪 哪些 哪个 哪家 哪里 哪一年 谁 多少 几 怎么 怎样 如何 为什么 是否 请问 "
-    "文章 文中 本文 提到 提及 说 讲 根据 关于 所 等 等等 该 它 他 她 们 我 你 这个 那个 这些 那些 "
-    "这篇 篇文章 哪位 分别 各自 共 列出 一下 大约 大概 主要 了什么".split()
-)
 _TOKEN_OK = re.compile(r"[0-9a-z\u3400-\u9fff]")
 
 # Words a question uses for what the article says another way. Small on purpose: each group is a
@@ -59,19 +47,6 @@ def expand(tokens: list[str]) -> list[str]:
     return out
 
 
-def load_jieba():
-    """The jieba module, quiet. Its global dictionary is never loaded here: segmenters read their own copy
-    (`lexicon.Segmenter`), which saves ~100 MB and keeps them safe from code that adds words to the global one."""
-    global _jieba_ready
-    import jieba as _module
-
-    with _jieba_lock:
-        if not _jieba_ready:
-            _module.setLogLevel(logging.WARNING)
-            _jieba_ready = True
-    return _module
-
-
 def _content_words(words, unique: bool = False) -> list[str]:
     """Stripped words that hold a letter, digit or Chinese character and are not stopwords."""
     out: list[str] = []
@@ -92,11 +67,6 @@ def tokenize(text: str, segmenter: Segmenter | None = None, cached: bool = True)
 def terms(text: str, segmenter: Segmenter | None = None) -> list[str]:
     """Content words of a question in jieba's precise mode (no overlapping sub-words), for coverage."""
     return _content_words((segmenter or default_segmenter()).cut(matching_form(text)), unique=True)
-
-
-def normal_form(text: str) -> str:
-    """NFKC, lower case, Traditional as Simplified: a question in either script matches text in either."""
-    return simplified(unicodedata.normalize("NFKC", text)).lower()
 
 
 @functools.lru_cache(maxsize=65536)  # the reranker asks for the same chunks' forms query after query

@@ -11,14 +11,25 @@ jieba tokenizer, so one index's words never change how another index in the same
 from __future__ import annotations
 
 import functools
-import itertools
+import logging
 import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
+
+from .language import normal_form
 
 LEXICON_VERSION = 1
+_jieba_lock = threading.Lock()
+_jieba_ready = False
+# Function words that match everywhere and say nothing about the passage.
+STOPWORDS = frozenset(
+    "的 了 是 在 和 与 及 或 也 都 而 就 被 把 对 从 到 为 以 于 其 这 那 之 着 过 有 个 一 上 中 下 "
+    "吗 呢 吧 啊 么 什么 哪 哪些 哪个 哪家 哪里 哪一年 谁 多少 几 怎么 怎样 如何 为什么 是否 请问 "
+    "文章 文中 本文 提到 提及 说 讲 根据 关于 所 等 等等 该 它 他 她 们 我 你 这个 那个 这些 那些 "
+    "这篇 篇文章 哪位 分别 各自 共 列出 一下 大约 大概 主要 了什么".split()
+)
 
 _QUOTED = re.compile(r"[《“「『\"]([^《》“”「」『』\"\n]{2,16})[》”」』\"]")
 _GLOSSED = re.compile(r"[A-Za-z][A-Za-z0-9.\-]*\s*[(（]([\u4e00-\u9fff]{2,10})[)）]"
@@ -51,8 +62,6 @@ class Segmenter:
             return pristine_tokenizer()  # never given words, so it is shared
         with self._lock:
             if self._private is None:
-                from .lexical import load_jieba
-
                 freq, total = pristine_dictionary()
                 private = load_jieba().Tokenizer()
                 private.FREQ = dict(freq)  # about 10 ms: the default dictionary stays untouched
@@ -80,8 +89,6 @@ def pristine_tokenizer():  # noqa: ANN202 - a jieba.Tokenizer
     """jieba's default dictionary as shipped, read into a tokenizer of its own (from jieba's cache file, about half
     a second, once per process): code that adds words to the global tokenizer cannot reach it. Shared: nothing
     may add words to it (a Segmenter with words copies its dictionary)."""
-    from .lexical import load_jieba
-
     fresh = load_jieba().Tokenizer()
     fresh.initialize()
     return fresh
@@ -93,6 +100,19 @@ def pristine_dictionary() -> tuple[dict[str, int], int]:
     return fresh.FREQ, fresh.total
 
 
+def load_jieba():
+    """The jieba module, quiet. Its global dictionary is never loaded here: segmenters read their own copy
+    (`lexicon.Segmenter`), which saves ~100 MB and keeps them safe from code that adds words to the global one."""
+    global _jieba_ready
+    import jieba as _module
+
+    with _jieba_lock:
+        if not _jieba_ready:
+            _module.setLogLevel(logging.WARNING)
+            _jieba_ready = True
+    return _module
+
+
 @functools.cache
 def default_segmenter() -> Segmenter:
     """jieba's own dictionary, for text outside any index."""
@@ -102,36 +122,11 @@ def default_segmenter() -> Segmenter:
 @functools.cache
 def _stop_chars() -> frozenset[str]:
     """Single-character stopwords: a name neither starts, ends nor holds one."""
-    from .lexical import STOPWORDS
-
     return frozenset(w for w in STOPWORDS if len(w) == 1)
-
-
-def learn_words_from_files(sources: Sequence, chunker) -> list[str]:  # noqa: ANN001 - corpus.SourceFile, ChunkerSettings
-    """The words `learn_words` finds in an even sample of the files' chunk texts: every k-th chunk, with k such
-    that about MAX_LEARN_CHARS characters remain. The files are read twice (a first pass counts characters), so
-    the corpus's texts are never all held; a full build runs this in a child process for a large corpus."""
-    from .corpus import process
-    from .errors import FileError
-
-    def texts() -> Iterator[str]:
-        for source in sources:
-            try:
-                chunks = process(source, chunker)[1]
-            except FileError:  # the build lists it as skipped when it reads it again
-                continue
-            for chunk in chunks:
-                yield chunk.text
-
-    total = sum(len(t) for t in texts())
-    step = 1 if total <= MAX_LEARN_CHARS else -(-total // MAX_LEARN_CHARS)
-    return learn_words(itertools.islice(texts(), 0, None, step))
 
 
 def learn_words(texts: Iterable[str]) -> list[str]:
     """The corpus's own words that jieba's dictionary would split, most frequent first."""
-    from .lexical import normal_form
-
     plain = default_segmenter()
     texts = [normal_form(t) for t in texts]
     found: Counter[str] = Counter()

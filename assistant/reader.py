@@ -181,7 +181,7 @@ class SpanReader:
         if not Path(path).is_file():
             raise ModelNotAvailableError(
                 f"The reader's weights {path} are missing. Train them with `assistant train-reader` "
-                "(see README, 'The reader').")
+                "(see docs/design.md, 'The reader').")
         from .bert import Tokenizer
 
         with _lock:

@@ -16,11 +16,10 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from .chunking import Chunk
+from .crosslingual import chinese_terms
 from .errors import UnknownNameError
 from .indexing import LoadedIndex
-from .language import mostly_latin
-from .crosslingual import chinese_terms
-from .language import simplified
+from .language import mostly_latin, simplified
 from .lexical import expand, matching_form, synonyms, terms, tokenize
 
 RETRIEVERS = ("dense", "bm25", "hybrid")

@@ -35,7 +35,7 @@ TERMS = "terms.json"
 
 # A segment this large is searched through an HNSW graph: an exhaustive scan reads all its vectors for every
 # query (~24 ms over 177k rows on one core), the graph a few thousand of them. Smaller segments stay exact.
-# The parameters were chosen on the 8,000-article benchmark corpus (see README, "Scale").
+# The parameters were chosen on the 8,000-article benchmark corpus (see docs/benchmarks.md).
 GRAPH_MIN_ROWS = 20_000
 HNSW_M = 32  # neighbours per node
 HNSW_EF_CONSTRUCTION = 40

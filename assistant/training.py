@@ -427,7 +427,7 @@ def _fit(reader, cases: list[tuple]) -> dict:
     """Logistic fit of answerability on the reader's best span over each case, and what it does at 0.5."""
     from sklearn.linear_model import LogisticRegression
 
-    from .evaluation import normalize
+    from .scoring import normalize
 
     rows, labels, right = [], [], []
     for question, passages, answers in cases:
@@ -460,8 +460,8 @@ def project_cases(questions_path: Path, reader) -> list[tuple]:
     from .assistant import Assistant
     from .config import Settings
     from .embeddings import get_embeddings
-    from .evaluation import load_questions
     from .indexing import build_index, load_index
+    from .scoring import load_questions
 
     settings = Settings.load()
     embeddings = get_embeddings(settings.embed_model)

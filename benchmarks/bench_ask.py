@@ -103,8 +103,8 @@ def main() -> None:
     from assistant import Assistant
     from assistant.config import Settings
     from assistant.embeddings import get_embeddings
-    from assistant.evaluation import load_questions
     from assistant.indexing import build_index
+    from assistant.scoring import load_questions
 
     with tempfile.TemporaryDirectory() as tmp:
         emb = get_embeddings(Settings.load().embed_model)

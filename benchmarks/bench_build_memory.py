@@ -10,7 +10,7 @@ is that stage's exact high point, not a sample; "(between)" is the code that run
 the baseline is the same): the build's own structures (segments, postings, catalog, words) at 177k chunks in
 about three minutes instead of most of an hour. --embed-only embeds the corpus's chunks and builds nothing:
 the embedder's own peak. A full build runs in two passes (embed every part, then fill the segments), so its
-peak is about the higher of the two, not their sum (README, "At scale"). The child process a large build learns
+peak is about the higher of the two, not their sum (docs/benchmarks.md). The child process a large build learns
 its words in is not counted here (bench_scale.py counts it).
 """
 
@@ -36,14 +36,14 @@ from assistant.corpus import process, scan_corpus  # noqa: E402
 
 # The stages: functions of the build, each wrapped (outermost call only).
 STAGES = [
-    (indexing._Job, "learn", "learn words (all files read once)"),
-    (indexing, "process", "read and chunk one file"),
-    (indexing._Job, "embed", "embed a part"),
-    (indexing.Catalog, "put_chunks", "write a part's chunk rows"),
-    (indexing._SegmentDraft, "add", "add a part to its segment (vectors, postings)"),
-    (indexing._SegmentDraft, "finish", "finish and write a segment"),
-    (indexing._Job, "record", "write a part's documents and sources"),
-    (indexing, "_report", "report"),
+    (indexing.build._Job, "learn", "learn words (all files read once)"),
+    (indexing.build, "process", "read and chunk one file"),
+    (indexing.build._Job, "embed", "embed a part"),
+    (indexing.build.Catalog, "put_chunks", "write a part's chunk rows"),
+    (indexing.build._SegmentDraft, "add", "add a part to its segment (vectors, postings)"),
+    (indexing.build._SegmentDraft, "finish", "finish and write a segment"),
+    (indexing.build._Job, "record", "write a part's documents and sources"),
+    (indexing.build, "_report", "report"),
 ]
 
 
@@ -123,8 +123,8 @@ def main() -> None:
         if args.embed_only:
             texts = [c.text for s in scan_corpus(corpus) for c in process(s, ChunkerSettings())[1]]
             peaks.note("read and chunk every file")
-            for i in range(0, len(texts), indexing.PART_ROWS):
-                embeddings.encode_documents(texts[i:i + indexing.PART_ROWS])
+            for i in range(0, len(texts), indexing.limits.PART_ROWS):
+                embeddings.encode_documents(texts[i:i + indexing.limits.PART_ROWS])
             peaks.note("embed every chunk")
             chunks = len(texts)
         else:

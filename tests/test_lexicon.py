@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 
 from assistant.indexing import build_index, load_index, read_manifest
-from assistant.lexical import load_jieba, terms, tokenize
-from assistant.lexicon import Segmenter, learn_words
+from assistant.lexical import terms, tokenize
+from assistant.lexicon import Segmenter, learn_words, load_jieba
 
 # A made-up company name jieba has never seen, used as a new article would use it.
 ARTICLE = ("# 沃析科技简介\n\n"
@@ -86,8 +86,8 @@ def test_an_add_tokenises_only_what_changed_and_every_chunk_keeps_exact_tokens(t
     assert "潮汐工程" not in load_index(tmp_path / "index", embeddings).segmenter.words
 
     tokenised = []
-    real = indexing.tokenize
-    monkeypatch.setattr(indexing, "tokenize", lambda text, seg=None, cached=True: tokenised.append(text) or real(text, seg, cached))
+    real = indexing.build.tokenize
+    monkeypatch.setattr(indexing.build, "tokenize", lambda text, seg=None, cached=True: tokenised.append(text) or real(text, seg, cached))
     new = "# 潮汐工程\n\n潮汐工程于2024年启动。潮汐工程由岚屿牵头。潮汐工程的预算为三亿元。\n"
     (corpus / "articles" / "tide.md").write_text(new, encoding="utf-8")
     build_index(corpus, tmp_path / "index", embeddings)
@@ -131,15 +131,15 @@ def test_a_large_corpus_learns_the_same_words_in_a_child_process(tmp_path, embed
     (corpus / "articles").mkdir(parents=True)
     (corpus / "articles" / "woxi.md").write_text(ARTICLE, encoding="utf-8")
     build_index(corpus, tmp_path / "here", embeddings)
-    monkeypatch.setattr(indexing, "LEARN_IN_CHILD_BYTES", 0)  # this corpus counts as large
+    monkeypatch.setattr(indexing.limits, "LEARN_IN_CHILD_BYTES", 0)  # this corpus counts as large
     spawned = []
-    real = indexing.multiprocessing.get_context
+    real = indexing.build.multiprocessing.get_context
 
     def watched(method):  # noqa: ANN001, ANN202
         spawned.append(method)
         return real(method)
 
-    monkeypatch.setattr(indexing.multiprocessing, "get_context", watched)
+    monkeypatch.setattr(indexing.build.multiprocessing, "get_context", watched)
     build_index(corpus, tmp_path / "child", embeddings)
 
     assert spawned == ["spawn"]

@@ -37,7 +37,7 @@ def test_bm25_with_one_segment_scores_as_bm25s_does(built, embeddings):
 
 
 def test_adds_removals_and_merges_score_like_one_full_build(corpus, tmp_path, embeddings, monkeypatch):
-    monkeypatch.setattr(indexing, "MERGE_FACTOR", 3)
+    monkeypatch.setattr(indexing.limits, "MERGE_FACTOR", 3)
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, user_words=False, embeddings=embeddings)
     merged = 0
@@ -70,8 +70,8 @@ def test_a_full_build_in_many_parts_and_segments_scores_like_one(corpus, tmp_pat
     for i in range(7):
         (corpus / "articles" / f"lab{i}.txt").write_text(_article(i), encoding="utf-8")
     whole = build_index(corpus, tmp_path / "whole", embeddings)
-    monkeypatch.setattr(indexing, "PART_ROWS", 3)  # files are read, embedded and tokenised a few at a time
-    monkeypatch.setattr(indexing, "SEGMENT_ROWS", 12)
+    monkeypatch.setattr(indexing.limits, "PART_ROWS", 3)  # files are read, embedded and tokenised a few at a time
+    monkeypatch.setattr(indexing.limits, "SEGMENT_ROWS", 12)
     parts = build_index(corpus, tmp_path / "parts", embeddings)
     assert whole.segments == 1 and parts.segments >= 3 and parts.chunks == whole.chunks
     one, many = load_index(tmp_path / "whole", embeddings), load_index(tmp_path / "parts", embeddings, verify=True)
@@ -91,7 +91,7 @@ def test_a_full_build_that_fails_between_its_passes_leaves_the_last_index(corpus
 
     index_dir = tmp_path / "index"
     first = build_index(corpus, index_dir, embeddings, user_words=False)
-    assert not list(index_dir.rglob(indexing.PENDING_VECTORS))  # the vectors between the passes are gone
+    assert not list(index_dir.rglob(indexing.limits.PENDING_VECTORS))  # the vectors between the passes are gone
     (corpus / "articles" / "lab.txt").write_text(_article(1), encoding="utf-8")
     real = Catalog.segment_texts
     monkeypatch.setattr(Catalog, "segment_texts", lambda self, *args: real(self, *args)[:-1])  # a row lost
@@ -153,9 +153,9 @@ def test_graph_segments_find_what_a_scan_finds_and_skip_tombstones(corpus, tmp_p
 
 
 def test_full_size_segments_are_never_merged_by_an_add(corpus, tmp_path, embeddings, monkeypatch):
-    monkeypatch.setattr(indexing, "MERGE_FACTOR", 2)
-    monkeypatch.setattr(indexing, "PART_ROWS", 3)
-    monkeypatch.setattr(indexing, "SEGMENT_ROWS", 12)
+    monkeypatch.setattr(indexing.limits, "MERGE_FACTOR", 2)
+    monkeypatch.setattr(indexing.limits, "PART_ROWS", 3)
+    monkeypatch.setattr(indexing.limits, "SEGMENT_ROWS", 12)
     for i in range(7):
         (corpus / "articles" / f"lab{i}.txt").write_text(_article(i), encoding="utf-8")
     full = build_index(corpus, tmp_path / "index", embeddings, user_words=False)
@@ -212,7 +212,7 @@ import assistant.indexing as ix
 from assistant.catalog import Catalog
 from assistant.embeddings import get_embeddings
 point, nth = sys.argv[3], int(sys.argv[4])
-ix.MERGE_FACTOR = 2
+ix.limits.MERGE_FACTOR = 2
 calls = {"n": 0}
 def dying(real):
     def wrapper(*args, **kwargs):
@@ -224,11 +224,11 @@ def dying(real):
         return result
     return wrapper
 if point == "write_segment":
-    ix.write_segment = dying(ix.write_segment)
+    ix.build.write_segment = ix.merge.write_segment = dying(ix.build.write_segment)  # one count for both
 elif point == "put_documents":
     Catalog.put_documents = staticmethod(dying(Catalog.put_documents))
 else:
-    ix.shutil.rmtree = dying(shutil.rmtree)
+    ix.build.shutil.rmtree = dying(shutil.rmtree)
 ix.build_index(sys.argv[1], sys.argv[2], get_embeddings("intfloat/multilingual-e5-small"), user_words=False)
 os._exit(0)
 """

@@ -1,6 +1,6 @@
 """The default answerer: the rule-based extractor where it answers, the trained reader where it does not.
 
-Measured on the project's held-out sets and CMRC 2018 (README, "Choosing the answerer"): the rules are
+Measured on the project's held-out sets and CMRC 2018 (docs/evaluation.md, "Choosing the answerer"): the rules are
 precise on the question kinds they know (years, numbers, people, metadata of the page) and refuse the rest;
 the reader answers what they refuse, reads why/how and list questions, and writes the extractive summary
 for "what is this article about". Neither alone does as well.

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from ..chunking import split_sentences
 from ..followup import subject_of
 from ..language import data
-from ..lexical import load_jieba, synonyms, terms
-from ..lexicon import Segmenter, pristine_tokenizer
+from ..lexical import synonyms, terms
+from ..lexicon import Segmenter, load_jieba, pristine_tokenizer
 from ..retrieval import QuestionProfile, Source, coverage, type_match
 from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft, clip_answer, refusal
 
