@@ -95,7 +95,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
-    from .assistant import add_files
+    from .articles import add_files
 
     settings = _settings(args)
     report = add_files(args.files, settings, _embeddings(settings), replace=args.replace, progress=sys.stderr.isatty())
@@ -148,7 +148,7 @@ def _size(size: int) -> str:
 
 
 def cmd_index_remove(args: argparse.Namespace) -> int:
-    from .assistant import remove_articles
+    from .articles import remove_articles
 
     settings = _settings(args)
     report = remove_articles(args.names, settings, _embeddings(settings))

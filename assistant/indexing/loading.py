@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,8 +20,10 @@ from ..lexical import BM25Index, bm25_idf
 from ..lexicon import Segmenter, default_segmenter
 from ..milvus import MilvusBM25, MilvusCollection
 from ..segments import Segment, load_segment
-from ..vectorstore import MilvusVectorStore, SegmentedVectorStore
 from .generations import FORMAT_VERSION, MANIFEST, current_version, no_index, static_manifest, with_catalog
+
+if TYPE_CHECKING:  # imported where used: LangChain's vector store module costs ~0.3 s that builds never need
+    from ..vectorstore import SegmentedVectorStore
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,8 @@ def load_index(index_dir: Path, embeddings: Embedder, verify: bool = False,
     parts = [(segments[name], global_rows[name]) for name in segments]
     chunks = ChunkTable(catalog, rowids)
     documents = DocumentTable(catalog)
+    from ..vectorstore import SegmentedVectorStore
+
     store = SegmentedVectorStore(embeddings, int(manifest["embedding"]["dimension"]), parts, chunks,
                                  catalog.places_of)
     return LoadedIndex(version, manifest, catalog, parts, chunks, documents, store, BM25Index(parts), commit,
@@ -200,6 +205,8 @@ def _load_milvus(version: Path, manifest: dict, catalog: Catalog, embeddings: Em
     rowids = np.asarray(catalog.live_rowids(), dtype=np.int64)
     row_of = {int(r): i for i, r in enumerate(rowids)}
     chunks = ChunkTable(catalog, rowids)
+    from ..vectorstore import MilvusVectorStore
+
     store = MilvusVectorStore(embeddings, int(manifest["embedding"]["dimension"]), collection, row_of, chunks,
                               catalog.places_of)
     return LoadedIndex(version, manifest, catalog, [], chunks, DocumentTable(catalog), store,
