@@ -229,7 +229,12 @@ def load_encoder(folder: Path, word_embeddings=None):
     state = read_state(Path(folder) / "model.safetensors", skip=(WORD_EMBEDDINGS,) if word_embeddings else ())
     if word_embeddings is not None:
         model.embeddings.word_embeddings = word_embeddings
-    model.load_state_dict(state, strict=word_embeddings is None, assign=True)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        from .errors import ModelNotAvailableError
+
+        raise ModelNotAvailableError(f"{folder} does not hold the e5 encoder this runtime reads (missing {missing[:3]}, "
+                                     f"unexpected {unexpected[:3]}). Delete the folder; it is written again.")
     torch.nn.Module.eval(model)
     return model.requires_grad_(False)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .cleaning import CleanDocument
 
 CHUNKER_VERSION = 3  # 3: sentences over MAX_SENTENCE_CHARS are cut into pieces
-DEFAULT_MAX_CHARS = 0  # 0: one sentence per chunk (measured best on the eval set; see README)
+DEFAULT_MAX_CHARS = 0  # 0: one sentence per chunk (measured best on the eval set; see docs/design.md)
 MAX_SENTENCE_CHARS = 400  # hard cap on a chunk: a line without punctuation must not become one huge chunk
 _SOFT_BREAK = re.compile(r"[,，、:：\s]")  # noqa: RUF001
 

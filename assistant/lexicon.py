@@ -83,15 +83,22 @@ class Segmenter:
         return self._tokenizer.cut(text, HMM=False)
 
 
-@functools.cache
-@functools.cache
+_pristine: list = []  # the one pristine tokenizer of the process, once built
+_pristine_lock = threading.Lock()
+
+
 def pristine_tokenizer():  # noqa: ANN202 - a jieba.Tokenizer
     """jieba's default dictionary as shipped, read into a tokenizer of its own (from jieba's cache file, about half
     a second, once per process): code that adds words to the global tokenizer cannot reach it. Shared: nothing
-    may add words to it (a Segmenter with words copies its dictionary)."""
-    fresh = load_jieba().Tokenizer()
-    fresh.initialize()
-    return fresh
+    may add words to it (a Segmenter with words copies its dictionary). Built once even when concurrent
+    requests ask for it at the same time."""
+    if not _pristine:
+        with _pristine_lock:
+            if not _pristine:
+                fresh = load_jieba().Tokenizer()
+                fresh.initialize()
+                _pristine.append(fresh)
+    return _pristine[0]
 
 
 def pristine_dictionary() -> tuple[dict[str, int], int]:

@@ -186,7 +186,7 @@ class SpanReader:
 
         with _lock:
             shared = share_word_embeddings is not None
-            config, base = base_state(word_embeddings=not shared)
+            config, base = base_state(word_embeddings=False)  # the word table is always the 4-bit lookup
             state, meta = apply_delta(base, Path(path))
             model = build_inference_model(config)
             if shared:

@@ -94,7 +94,7 @@ def bounded_request_cost(assistant, answerer: str, rounds: int = 10) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--index", default=os.environ.get("ASSISTANT_INDEX_DIR", str(ROOT / "index")))
-    parser.add_argument("--corpus", default=str(ROOT / "corpus"))
+    parser.add_argument("--corpus", default=os.environ.get("ASSISTANT_CORPUS_DIR", str(ROOT / "corpus")))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--answerer", default=None, help="default: the configured answerer (reader)")
     args = parser.parse_args()

@@ -21,7 +21,7 @@ from ..lexicon import Segmenter, load_jieba, pristine_tokenizer
 from ..retrieval import QuestionProfile, Source, coverage, type_match
 from .base import MAX_ANSWER_CHARS, Answerer, Citation, Draft, clip_answer, refusal
 
-# Calibrated on the eval set's answerable and unanswerable questions (see README).
+# Calibrated on the eval set's answerable and unanswerable questions (see docs/evaluation.md).
 MIN_COVERAGE = 0.5  # share of the question's IDF mass the answering sentence must hold
 SUBJECT_SHARE = 0.6  # share of a specific subject's characters the sentence must contain
 SPECIFIC_IDF = 3.0  # a subject this rare (or rarer) in the corpus is specific enough to check

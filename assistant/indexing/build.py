@@ -361,7 +361,7 @@ class _Job:
     # --- full: a new generation, switched to atomically ----------------------------------------------------
 
     def full(self, sources: list[SourceFile], stats: dict[str, os.stat_result], reason: str,
-             old_collection: MilvusCollection | None = None) -> BuildReport:
+             replaced: MilvusCollection | None = None) -> BuildReport:
         name = f"v-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         tmp = self.index_dir / f".tmp-{name}"
         pointer_tmp = self.index_dir / f".{CURRENT}.{name}"
@@ -453,8 +453,8 @@ class _Job:
         with contextlib.suppress(OSError):
             fsync_dir(self.index_dir)
         remove_stale_versions(self.index_dir)
-        if old_collection is not None and (collection is None or old_collection.name != collection.name):
-            old_collection.drop()
+        if replaced is not None and (collection is None or replaced.name != collection.name):
+            replaced.drop()
         return report
 
     def learn(self, sources: list[SourceFile], stats: dict[str, os.stat_result]) -> list[str]:

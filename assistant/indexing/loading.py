@@ -92,8 +92,8 @@ class LoadedIndex:
         return [{**a, "added_at": added.get(a["file"], fallback)} for a in self.catalog.article_summaries()]
 
     def status(self) -> dict:
-        """What `index status`, GET /api/index and the page report: counts, model, build time and every article.
-        Reads the manifest and the catalog only (no model, no jieba dictionary)."""
+        """What `index status`, GET /api/status and the page report: counts, model, build time and every article.
+        From the manifest and the catalog of the loaded snapshot (no model, no jieba dictionary)."""
         m = self.manifest
         return {
             "index": str(self.path.parent),
