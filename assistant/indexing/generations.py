@@ -11,7 +11,7 @@ import json
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..catalog import CATALOG, Catalog
@@ -144,23 +144,16 @@ def with_catalog(manifest: dict, catalog: Catalog) -> dict:
 
 def committed_sources(index_dir: Path) -> dict[str, str]:
     """Corpus path -> content hash of every file the live index holds ({} without a readable index)."""
-    try:
-        version = current_version(index_dir)
-        if version is None:
-            return {}
-        catalog = Catalog(version / CATALOG)
-    except (IndexNotFoundError, IndexCorruptError):
-        return {}
-    try:
-        return {rel: s.hash for rel, s in catalog.sources().items()}
-    except IndexCorruptError:
-        return {}
-    finally:
-        catalog.close()
+    return _from_live_catalog(index_dir, lambda catalog: {rel: s.hash for rel, s in catalog.sources().items()})
 
 
 def added_times(index_dir: Path) -> dict[str, str]:
     """Corpus path -> when the live index first indexed it ({} without a readable index)."""
+    return _from_live_catalog(index_dir, lambda catalog: catalog.meta("added_at") or {})
+
+
+def _from_live_catalog(index_dir: Path, read: Callable[[Catalog], dict]) -> dict:
+    """What `read` finds in the live generation's catalog; {} when there is no index or it cannot be read."""
     try:
         version = current_version(index_dir)
         if version is None:
@@ -169,7 +162,7 @@ def added_times(index_dir: Path) -> dict[str, str]:
     except (IndexNotFoundError, IndexCorruptError):
         return {}
     try:
-        return catalog.meta("added_at") or {}
+        return read(catalog)
     except IndexCorruptError:
         return {}
     finally:
