@@ -116,11 +116,11 @@ def cmd_index_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_index_status(args: argparse.Namespace) -> int:
-    from .indexing import load_index
+    from .indexing.loading import read_status
 
     settings = _settings(args)
-    # status reads the index whatever model built it, and never loads a model
-    status = load_index(settings.index_dir, _embeddings(settings), check_model=False).status()
+    # status reads the manifest and the catalog whatever model built the index: no model, no vectors
+    status = read_status(settings.index_dir)
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=2))
         return 0

@@ -122,3 +122,30 @@ def test_the_build_summary_counts_files_past_ten():
     added = next(line for line in lines if line.strip().startswith("added"))
     assert added.count("articles/") == 10 and "848:" in added and "and 838 more" in added
     assert any(line.strip() == "removed     1: articles/old.txt" for line in lines)
+
+
+def test_index_status_reads_no_vectors_but_notices_a_missing_file(built, embeddings, tmp_path, capsys):
+    """`index status` costs the catalog, not the vectors: a segment whose vector file is garbage of the recorded
+    size still gets its status (what `index verify` is for), the same as a loaded index reports it; a missing file
+    is one line with the fix."""
+    import shutil
+
+    from assistant.indexing import load_index
+    from assistant.indexing.generations import CURRENT
+
+    index = tmp_path / "index"
+    shutil.copytree(built.index_dir, index)
+    assert main(["index", "status", "--index", str(index), "--json"]) == 0
+    light = json.loads(capsys.readouterr().out)
+    assert light == load_index(index, embeddings, check_model=False).status()
+    version = index / (index / CURRENT).read_text().strip()
+    dense = next(version.glob("segments/*/dense.faiss"))
+    dense.write_bytes(b"\0" * dense.stat().st_size)  # same size, unreadable as FAISS
+    assert main(["index", "status", "--index", str(index), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["chunks"] == light["chunks"]
+    assert main(["index", "verify", "--index", str(index)]) == 3
+    capsys.readouterr()
+    dense.unlink()
+    assert main(["index", "status", "--index", str(index)]) == 3
+    err = capsys.readouterr().err
+    assert "dense.faiss" in err and "build --full" in err and err.count("\n") == 1

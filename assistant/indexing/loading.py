@@ -19,7 +19,7 @@ from ..language import MATCHING_NORMALIZATION
 from ..lexical import BM25Index, bm25_idf
 from ..lexicon import Segmenter, default_segmenter
 from ..milvus import MilvusBM25, MilvusCollection
-from ..segments import Segment, load_segment
+from ..segments import SEGMENTS, Segment, load_segment
 from .generations import FORMAT_VERSION, MANIFEST, current_version, no_index, static_manifest, with_catalog
 
 if TYPE_CHECKING:  # imported where used: LangChain's vector store module costs ~0.3 s that builds never need
@@ -87,30 +87,12 @@ class LoadedIndex:
     def articles(self) -> list[dict]:
         """Every article of the index: id, file, title, size, chunks, references (cited), reference_texts and
         added_at (when its current content was indexed)."""
-        added = self.catalog.meta("added_at") or {}
-        fallback = self.manifest.get("built_at")
-        return [{**a, "added_at": added.get(a["file"], fallback)} for a in self.catalog.article_summaries()]
+        return _articles(self.catalog, self.manifest)
 
     def status(self) -> dict:
         """What `index status`, GET /api/status and the page report: counts, model, build time and every article.
         From the manifest and the catalog of the loaded snapshot (no model, no jieba dictionary)."""
-        m = self.manifest
-        return {
-            "index": str(self.path.parent),
-            "version": self.version,
-            "segments": int(m["counts"]["segments"]),
-            "documents": int(m["counts"]["documents"]),
-            "chunks": int(m["counts"]["chunks"]),
-            "references": int(m["counts"]["references"]),
-            "model": m["embedding"]["model"],
-            "dimension": m["embedding"]["dimension"],
-            "unknown_token_share": m["embedding"]["unknown_token_share"],
-            "chunker": m["chunker"],
-            "built_at": m["built_at"],
-            "titles": self.documents.heads(["article", "reference_text"]),
-            "articles": self.articles(),
-            "skipped": m.get("skipped", []),
-        }
+        return _status(self.path, self.version, self.manifest, self.catalog, self.documents)
 
     def scope(self, article_ids: Sequence[str] | None) -> Scope | None:
         """The chunks a question limited to these articles may use (None: all). Cached per set of articles."""
@@ -133,6 +115,55 @@ class LoadedIndex:
             return current_version(self.path.parent) != self.path or self.catalog.commit != self.commit
         except (IndexCorruptError, OSError):
             return False  # keep serving what is loaded; the next build repairs the pointer
+
+
+def read_status(index_dir: Path) -> dict:
+    """`LoadedIndex.status()` without loading the index: the manifest, the catalog and a stat of every segment
+    file (what `assistant index status` prints; its cost does not grow with the vectors). `assistant index verify`
+    checks the files' contents."""
+    index_dir = Path(index_dir)
+    version = current_version(index_dir) if index_dir.is_dir() else None
+    if version is None:
+        raise IndexNotFoundError(no_index(index_dir))
+    manifest = static_manifest(version)
+    catalog = Catalog(version / CATALOG)
+    try:
+        for seg in catalog.segments():
+            for file, (_digest, size) in seg.files.items():
+                path = version / SEGMENTS / seg.name / file
+                if not path.is_file() or path.stat().st_size != size:
+                    raise IndexCorruptError(f"Index file {path} is missing or damaged (size mismatch). Rebuild "
+                                            "with `assistant index build --full`.")
+        manifest = with_catalog(manifest, catalog)
+        return _status(version, f"{version.name}#{catalog.commit}", manifest, catalog, DocumentTable(catalog))
+    finally:
+        catalog.close()
+
+
+def _articles(catalog: Catalog, manifest: dict) -> list[dict]:
+    added = catalog.meta("added_at") or {}
+    fallback = manifest.get("built_at")
+    return [{**a, "added_at": added.get(a["file"], fallback)} for a in catalog.article_summaries()]
+
+
+def _status(path: Path, version: str, manifest: dict, catalog: Catalog, documents: DocumentTable) -> dict:
+    m = manifest
+    return {
+        "index": str(path.parent),
+        "version": version,
+        "segments": int(m["counts"]["segments"]),
+        "documents": int(m["counts"]["documents"]),
+        "chunks": int(m["counts"]["chunks"]),
+        "references": int(m["counts"]["references"]),
+        "model": m["embedding"]["model"],
+        "dimension": m["embedding"]["dimension"],
+        "unknown_token_share": m["embedding"]["unknown_token_share"],
+        "chunker": m["chunker"],
+        "built_at": m["built_at"],
+        "titles": documents.heads(["article", "reference_text"]),
+        "articles": _articles(catalog, m),
+        "skipped": m.get("skipped", []),
+    }
 
 
 class _ChunksById:
