@@ -74,7 +74,7 @@ def dictionary() -> dict[str, list[Entry]]:
 
 
 def _pinyin(word: str) -> str:
-    """A name the dictionary does not know, spelled in pinyin without tones: 黄仁勋 -> Huangrenxun."""
+    """A name the dictionary does not know, spelled in pinyin without tones: 张小明 -> Zhangxiaoming."""
     syllables = []
     for ch in word:
         entries = dictionary().get(ch)

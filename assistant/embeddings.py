@@ -226,6 +226,7 @@ class E5Embeddings(Embedder):
     def __init__(self, model_name: str = DEFAULT_EMBED_MODEL, batch_size: int = 16):
         super().__init__(model_name, batch_size)
         self._model = None
+        self._tokenizer = None
 
     @property
     def model(self):  # noqa: ANN201 - the torch encoder, loaded once per process
@@ -252,10 +253,12 @@ class E5Embeddings(Embedder):
     def prompts(self) -> dict[str, str]:
         return dict(encoder.PROMPTS)
 
-    def tokenizer(self):
-        from . import bert
+    def tokenizer(self):  # noqa: ANN201 - bert.Tokenizer, found once (model_folder stats the package's file)
+        if self._tokenizer is None:
+            from . import bert
 
-        return bert.Tokenizer.shared(encoder.model_folder())
+            self._tokenizer = bert.Tokenizer.shared(encoder.model_folder())
+        return self._tokenizer
 
     def _encode(self, texts: list[str], is_query: bool, show_progress: bool) -> np.ndarray:
         import torch

@@ -8,8 +8,6 @@ import pytest
 
 from assistant.reader import READER_FILE, SpanReader, apply_delta, base_state, build_model, load_tokenizer
 
-pytestmark = pytest.mark.skipif(not READER_FILE.is_file(), reason=f"{READER_FILE} is missing")
-
 QUESTION = "英伟达是谁创立的?"
 PASSAGES = [
     "1993年,黄仁勋创立了英伟达,彼时的英伟达还只是一家纯粹的显卡公司。",
