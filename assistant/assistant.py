@@ -110,7 +110,7 @@ class Assistant:
                                             dense_weight=self.settings.dense_weight)
                       for mode in ("dense", "bm25", "hybrid")}
         extractive = ExtractiveAnswerer(retrievers["hybrid"].idf, index.segmenter)
-        reader = ReaderAnswerer(self._span_reader(), index)
+        reader = ReaderAnswerer(self._span_reader, index)  # loaded by the first question that needs it
         combined = CombinedAnswerer(extractive, reader)
         answerers: dict[str, Answerer] = {"combined": combined, "reader": reader, "extractive": extractive}
         if self.settings.llm_configured:

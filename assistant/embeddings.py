@@ -242,11 +242,22 @@ class E5Embeddings(Embedder):
         return self._model
 
     @property
-    def word_embeddings(self):  # noqa: ANN201 - the word table's module, shared with the reader
-        return self.model.embeddings.word_embeddings
+    def runtime(self) -> str:
+        """"onnx" (the default: assistant/onnx_runtime.py) or "torch" (ASSISTANT_RUNTIME=torch)."""
+        from . import onnx_runtime
+
+        return "onnx" if onnx_runtime.enabled() else "torch"
+
+    @property
+    def word_embeddings(self):  # noqa: ANN201 - the word table's module, shared with a torch reader
+        return self.model.embeddings.word_embeddings if self.runtime == "torch" else None
 
     @property
     def dimension(self) -> int:
+        if self.runtime == "onnx":
+            from . import onnx_runtime
+
+            return int(onnx_runtime.word_table().embedding_dim)
         return int(self.model.embeddings.LayerNorm.normalized_shape[0])
 
     @property
@@ -261,11 +272,26 @@ class E5Embeddings(Embedder):
         return self._tokenizer
 
     def _encode(self, texts: list[str], is_query: bool, show_progress: bool) -> np.ndarray:
-        import torch
+        if self.runtime == "onnx":
+            from . import onnx_runtime
 
-        from . import bert
+            graph = onnx_runtime.embedder_graph()
 
-        model, tokenizer = self.model, self.tokenizer()
+            def vectors(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+                return graph.run(ids, mask)[0]
+        else:
+            import torch
+
+            from . import bert
+
+            model = self.model
+
+            def vectors(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+                ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+                with torch.inference_mode():
+                    return bert.mean_pooled(model(ids, mask), mask).numpy()
+
+        tokenizer = self.tokenizer()
         prefix = encoder.PROMPTS["query" if is_query else "document"]
         out = np.zeros((len(texts), self.dimension), dtype="float32")
         batches = []
@@ -276,9 +302,7 @@ class E5Embeddings(Embedder):
         seen = 0
         for idx in batches:
             ids, mask = tokenizer.batch([prefix + texts[i] for i in idx], self.max_length)
-            ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
-            with torch.inference_mode():
-                out[idx] = bert.mean_pooled(model(ids, mask), mask).numpy()
+            out[idx] = vectors(ids, mask)
             seen += len(idx)
             if seen >= TRIM_EVERY:
                 seen = 0

@@ -164,56 +164,48 @@ class SpanReader:
 
     max_question_tokens = 48  # a longer question is cut, so the passage keeps most of each window
 
-    def __init__(self, model, tokenizer, max_len: int = 256, stride: int = 96, max_answer_tokens: int = 48,
+    def __init__(self, run, tokenizer, max_len: int = 256, stride: int = 96, max_answer_tokens: int = 48,
                  meta: dict | None = None):
-        self.model = model
+        self.run = run  # (input_ids, attention_mask) -> (start logits, end logits), numpy
+        self.runtime = "torch"
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.stride = stride
         self.max_answer_tokens = max_answer_tokens
         self.meta = meta or {}
-        self.bf16 = _bf16_is_fast()
 
     @classmethod
-    def load(cls, path: Path = READER_FILE, share_word_embeddings=None) -> SpanReader:
-        """The committed reader; `share_word_embeddings` (the e5 embedder's word-embedding module) avoids a
-        second copy of the word table."""
+    def load(cls, path: Path = READER_FILE, share_word_embeddings=None, runtime: str | None = None) -> SpanReader:
+        """The committed reader, run by torch or by ONNX Runtime in float32 (`runtime` "torch" or "onnx"; by
+        default as assistant/onnx_runtime.py's `reader_runtime` chooses for this CPU). Under torch,
+        `share_word_embeddings` (the e5 embedder's word-embedding module) avoids a second copy of the word
+        table; under ONNX Runtime the table is always the one shared lookup."""
+        from . import onnx_runtime
+        from .bert import Tokenizer
+
         if not Path(path).is_file():
             raise ModelNotAvailableError(
                 f"The reader's weights {path} are missing. Train them with `assistant train-reader` "
                 "(see docs/design.md, 'The reader').")
-        from .bert import Tokenizer
-
-        with _lock:
-            shared = share_word_embeddings is not None
-            config, base = base_state(word_embeddings=False)  # the word table is always the 4-bit lookup
-            state, meta = apply_delta(base, Path(path))
-            model = build_inference_model(config)
-            if shared:
-                model.bert.embeddings.word_embeddings = share_word_embeddings
-            else:  # a table of its own, looked up from the 4-bit files as the embedder's is
-                model.bert.embeddings.word_embeddings = encoder.QuantizedWordEmbeddings(encoder.model_folder()).module()
-            state.pop(WORD_EMBEDDINGS, None)
-            missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-            if missing or unexpected:
-                raise ModelNotAvailableError(f"{path} does not fit the encoder (missing {missing[:3]}, unexpected "
-                                             f"{unexpected[:3]}). Retrain it with `assistant train-reader`.")
-            model.eval().requires_grad_(False)
+        meta = read_metadata(Path(path))
+        runtime = runtime or onnx_runtime.reader_runtime()
+        if runtime == "torch":
+            run = _TorchRun(torch_model(Path(path), share_word_embeddings))
+        else:
+            run = onnx_runtime.reader_graph(Path(path)).run
         training = meta.get("training", {})
-        return cls(model, Tokenizer.shared(encoder.model_folder()), training.get("max_len", 256),
-                   training.get("stride", 96), training.get("max_answer_tokens", 48), meta)
+        reader = cls(run, Tokenizer.shared(encoder.model_folder()), training.get("max_len", 256),
+                     training.get("stride", 96), training.get("max_answer_tokens", 48), meta)
+        reader.runtime = runtime
+        return reader
 
     def features(self, question: str, passages: list[str]):
         question = cut_question(self.tokenizer, question, self.max_question_tokens)
         return self.tokenizer.windows([question] * len(passages), passages, self.max_len, self.stride)
 
     def logits(self, enc) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            start, end = self.model(torch.from_numpy(enc["input_ids"]).long(),
-                                    torch.from_numpy(enc["attention_mask"]).long())
-        return start.numpy(), end.numpy()
+        start, end = self.run(enc["input_ids"], enc["attention_mask"])
+        return np.asarray(start, dtype=np.float32), np.asarray(end, dtype=np.float32)
 
     def read(self, question: str, passages: list[str], top_n: int = 5) -> list[Span]:
         """The best spans over all passages (at most one per window), best first."""
@@ -223,6 +215,47 @@ class SpanReader:
         enc = self.features(simplified(question), [simplified_same_length(p) for p in passages])
         start_logits, end_logits = self.logits(enc)
         return best_spans(enc, start_logits, end_logits, self.max_answer_tokens)[:top_n]
+
+
+def read_metadata(path: Path) -> dict:
+    """The delta's metadata (training settings, history) without reading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "format"}
+
+
+def torch_model(path: Path = READER_FILE, share_word_embeddings=None):  # noqa: ANN201 - a torch module
+    """The reader network in torch with its weights (the packaged encoder plus the delta), evaluation mode."""
+    with _lock:
+        config, base = base_state(word_embeddings=False)  # the word table is always the 4-bit lookup
+        state, _ = apply_delta(base, Path(path))
+        model = build_inference_model(config)
+        if share_word_embeddings is not None:
+            model.bert.embeddings.word_embeddings = share_word_embeddings
+        else:  # a table of its own, looked up from the 4-bit files as the embedder's is
+            model.bert.embeddings.word_embeddings = encoder.QuantizedWordEmbeddings(encoder.model_folder()).module()
+        state.pop(WORD_EMBEDDINGS, None)
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        if missing or unexpected:
+            raise ModelNotAvailableError(f"{path} does not fit the encoder (missing {missing[:3]}, unexpected "
+                                         f"{unexpected[:3]}). Retrain it with `assistant train-reader`.")
+        return model.eval().requires_grad_(False)
+
+
+class _TorchRun:
+    """The torch reader as a function of numpy arrays; bf16 where the CPU has it natively."""
+
+    def __init__(self, model):  # noqa: ANN001
+        self.model = model
+        self.bf16 = _bf16_is_fast()
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            start, end = self.model(torch.from_numpy(input_ids).long(), torch.from_numpy(attention_mask).long())
+        return start.float().numpy(), end.float().numpy()
 
 
 def cut_question(tokenizer, question: str, limit: int) -> str:

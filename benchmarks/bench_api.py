@@ -4,7 +4,7 @@
 
 Starts `assistant serve` on a free port over a temporary copy of the corpus, then for each client count
 sends that many questions at once to POST /api/ask and to Gradio's /ask (through gradio_client), and prints
-median / p95 latency and how many answers held the expected text.
+median / p95 latency and how many answers held the expected text, then the serving process's peak RSS.
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's high-water resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def run(label: str, call, n: int) -> None:
@@ -78,6 +86,8 @@ def main() -> None:
             for n in (int(c) for c in args.clients.split(",")):
                 run("POST /api/ask", lambda q: client.post("/api/ask", json={"question": q}).json()["answer"], n)
                 run("Gradio /ask", lambda q: gradio.predict(q, [], 5, api_name="/ask")["answer"], n)
+            print(f"serving process after the runs: peak RSS {_peak_rss_mb(proc.pid):.0f} MB "
+                  f"(runtime {os.environ.get('ASSISTANT_RUNTIME', 'onnx')})")
         finally:
             proc.terminate()  # open keep-alive connections can hold uvicorn's graceful shutdown
             try:

@@ -19,7 +19,7 @@ PASSAGES = [
 
 @pytest.fixture(scope="module")
 def lean():
-    return SpanReader.load()
+    return SpanReader.load(runtime="torch")
 
 
 def test_windows_match_the_transformers_tokenizer(lean):
@@ -51,9 +51,37 @@ def test_reader_logits_match_the_transformers_network(lean):
     enc = lean.features(QUESTION, PASSAGES)
     with torch.inference_mode():
         want = reference(torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask))
-        got = lean.model(torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask))
+        got = lean.run.model(torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask))
     for w, g in zip(want, got, strict=True):
         mask = enc.attention_mask.astype(bool)
         assert np.abs(w.numpy()[mask] - g.numpy()[mask]).max() < 1e-4
     spans = lean.read(QUESTION, PASSAGES[:1])
     assert spans and PASSAGES[0][spans[0].start:spans[0].end] == "黄仁勋"
+
+
+def test_onnx_reader_reads_as_the_torch_network(lean, monkeypatch):
+    """The exported graph (assistant/onnx_runtime.py) gives torch's float32 logits and the same answer."""
+    import torch
+
+    from assistant import onnx_runtime
+
+    enc = lean.features(QUESTION, PASSAGES)
+    mask = enc.attention_mask.astype(bool)
+    with torch.inference_mode():
+        want = [t.numpy() for t in lean.run.model(torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask))]
+    onnx = SpanReader.load(runtime="onnx")
+    assert onnx.runtime == "onnx"
+    for w, g in zip(want, onnx.logits(enc), strict=True):
+        assert np.abs(w[mask] - g[mask]).max() < 1e-3
+    spans = onnx.read(QUESTION, PASSAGES[:1])
+    assert spans and PASSAGES[0][spans[0].start:spans[0].end] == "黄仁勋"
+    # the choice: torch only where bf16 is native; ASSISTANT_RUNTIME overrides; a wrong value says what to set
+    monkeypatch.setenv("ASSISTANT_RUNTIME", "onnx")
+    assert onnx_runtime.reader_runtime() == "onnx" and SpanReader.load().runtime == "onnx"
+    monkeypatch.setenv("ASSISTANT_RUNTIME", "torch")
+    assert onnx_runtime.reader_runtime() == "torch" and not onnx_runtime.enabled()
+    monkeypatch.setenv("ASSISTANT_RUNTIME", "fast")
+    from assistant.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="auto, onnx, torch"):
+        onnx_runtime.choice()

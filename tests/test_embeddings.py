@@ -64,11 +64,21 @@ def test_the_4_bit_word_table_gives_the_fp32_table_numbers_bit_for_bit(embedding
     table = encoder.QuantizedWordEmbeddings(folder)
     ids = np.random.default_rng(0).integers(0, len(full), (5, 40))
     assert np.array_equal(table.lookup(ids), full[ids])
-    assert "Lookup" in type(embeddings.word_embeddings).__name__  # the answering process never holds the fp32 table
+    # the answering process never holds the fp32 table: ONNX Runtime's graphs start from this lookup, and the
+    # torch encoder's word module is it too
+    from assistant import onnx_runtime
+
+    assert embeddings.runtime == "onnx" and isinstance(onnx_runtime.word_table(), encoder.QuantizedWordEmbeddings)
+    assert "Lookup" in type(embeddings.model.embeddings.word_embeddings).__name__
 
 
-def test_lean_runtime_gives_sentence_transformers_vectors(embeddings, sentences, sentence_transformer):
-    """assistant/bert.py (no transformers import) against sentence-transformers on the same folder."""
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_lean_runtime_gives_sentence_transformers_vectors(embeddings, sentences, sentence_transformer, runtime,
+                                                          monkeypatch):
+    """assistant/bert.py (no transformers import), in ONNX Runtime (the default) and in torch, against
+    sentence-transformers on the same folder."""
+    monkeypatch.setenv("ASSISTANT_RUNTIME", runtime)
+    assert embeddings.runtime == runtime
     want = sentence_transformer.encode_document(sentences[:40], batch_size=16, normalize_embeddings=True,
                                                 convert_to_numpy=True)
     got = embeddings.encode_documents(sentences[:40])

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,10 +79,24 @@ class Calibration:
 class ReaderAnswerer(Answerer):
     name = "reader"
 
-    def __init__(self, reader: SpanReader, index, calibration: Calibration | None = None):
-        self.reader = reader
+    def __init__(self, reader: SpanReader | Callable[[], SpanReader], index, calibration: Calibration | None = None):
+        """`reader` is the SpanReader or a function that loads it: then it loads at the first question that
+        needs it (or at `warm`), so a command the rules or a refusal answer never loads the network."""
+        self._reader = reader
+        self._reader_lock = threading.Lock()
         self.index = index
         self.calibration = calibration or Calibration.load()
+
+    @property
+    def reader(self) -> SpanReader:
+        if callable(self._reader) and not isinstance(self._reader, SpanReader):
+            with self._reader_lock:
+                if not isinstance(self._reader, SpanReader):
+                    self._reader = self._reader()
+        return self._reader
+
+    def warm(self) -> None:
+        self.reader  # noqa: B018 - loads it
 
     def answer(self, question: str, sources: list[Source]) -> Draft:
         form = answer_form(question)

