@@ -21,6 +21,26 @@ import numpy as np
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 _lock = threading.Lock()
 _tokenizers: dict[str, Tokenizer] = {}
+_loading: dict[str, threading.Thread] = {}
+
+
+def preload_tokenizer(folder_of=None) -> None:  # noqa: ANN001 - a function returning the model folder
+    """Start reading the e5 tokenizer in a thread. Its Rust parser releases the GIL, so the 0.7-0.8 s it takes
+    overlaps a cold start's imports instead of following them; `Tokenizer.shared` waits for it. A failure here
+    is left for the main thread's own load to report."""
+    def load() -> None:
+        try:
+            from .encoder import model_folder
+
+            Tokenizer.shared((folder_of or model_folder)())
+        except Exception:  # noqa: BLE001 - reported by the caller's own load
+            pass
+
+    with _lock:
+        if "preload" in _loading:
+            return
+        _loading["preload"] = threading.Thread(target=load, name="tokenizer-preload", daemon=True)
+        _loading["preload"].start()
 
 
 # --- tokenizer --------------------------------------------------------------------------------------
@@ -60,9 +80,22 @@ class Tokenizer:
     def shared(cls, folder: Path) -> Tokenizer:
         key = str(folder)
         with _lock:
-            if key not in _tokenizers:
-                _tokenizers[key] = cls(Path(folder) / "tokenizer.json")
-            return _tokenizers[key]
+            if key in _tokenizers:
+                return _tokenizers[key]
+            loader = _loading.get(key)
+            if loader is None:  # this thread loads it; others wait on it rather than parse it twice
+                _loading[key] = threading.current_thread()
+        if loader is not None:
+            if loader is not threading.current_thread():
+                loader.join()
+            return cls.shared(folder)
+        try:
+            tokenizer = cls(Path(folder) / "tokenizer.json")
+        finally:
+            with _lock:
+                _loading.pop(key, None)
+        with _lock:
+            return _tokenizers.setdefault(key, tokenizer)
 
     def __call__(self, texts, add_special_tokens: bool = True, return_offsets_mapping: bool = False) -> dict:
         """`{"input_ids": ...}` (and offsets) of one text or a list, untruncated: the calls the project makes of

@@ -171,10 +171,22 @@ def _print_answer(answer, as_json: bool) -> None:
     print(f"  ({answer.latency_ms:.0f} ms)")
 
 
+def _preload(settings: Settings) -> None:
+    """The default e5 model's tokenizer starts loading while the answering modules import (cold start)."""
+    from .config import DEFAULT_EMBED_MODEL
+
+    if settings.embed_model == DEFAULT_EMBED_MODEL:
+        from .bert import preload_tokenizer
+
+        preload_tokenizer()
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _preload(settings)
     from .assistant import Assistant
 
-    assistant = Assistant.load(settings=_settings(args))
+    assistant = Assistant.load(settings=settings)
     if args.question is not None:
         _print_answer(assistant.ask(args.question, k=args.k, answerer=args.answerer, articles=args.article), args.json)
         return 0
