@@ -58,9 +58,20 @@ def reader_runtime() -> str:
     chosen = choice()
     if chosen != "auto":
         return chosen
-    from .reader import _bf16_is_fast
+    return "torch" if bf16_is_fast() else "onnx"
 
-    return "torch" if _bf16_is_fast() else "onnx"
+
+def bf16_is_fast() -> bool:
+    """bf16 halves the torch reader's time on CPUs with native bf16 (AVX512-BF16 / AMX); elsewhere it is slower.
+    ASSISTANT_READER_FP32 turns it off."""
+    if os.environ.get("ASSISTANT_READER_FP32"):
+        return False
+    try:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "avx512_bf16" in open("/proc/cpuinfo").read()
+    except (AttributeError, RuntimeError, OSError):
+        return False
 
 
 def word_table():  # noqa: ANN201 - encoder.QuantizedWordEmbeddings, one per process
@@ -100,13 +111,14 @@ def embedder_graph() -> Graph:
     return _graph(path, lambda: _export_embedder(folder, path))
 
 
-def reader_graph(reader_file: Path) -> Graph:
-    """The reader's start/end logits in float32, for the delta file given."""
+def reader_graph(reader_file: Path, torch_model) -> Graph:  # noqa: ANN001
+    """The reader's start/end logits in float32, for the delta file given; `torch_model(reader_file)` builds
+    the torch network it is exported from (assistant/reader.py), when the graph is not written yet."""
     folder = encoder.model_folder()
     stat = Path(reader_file).stat()
     key = hashlib.sha256(f"{Path(reader_file).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     path = folder / "onnx" / f"reader-{key}-f{FORMAT}.onnx"
-    return _graph(path, lambda: _export_reader(Path(reader_file), path))
+    return _graph(path, lambda: _export_reader(torch_model(Path(reader_file)), path))
 
 
 def _graph(path: Path, write) -> Graph:  # noqa: ANN001
@@ -176,8 +188,5 @@ def _export_embedder(folder: Path, path: Path) -> None:
     _export(_module(load_encoder(folder, word_embeddings=words)), path, ["vectors"])
 
 
-def _export_reader(reader_file: Path, path: Path) -> None:
-    from .reader import torch_model
-
-    model = torch_model(reader_file)
+def _export_reader(model, path: Path) -> None:  # noqa: ANN001 - the torch reader network
     _export(_module(model.bert, model.qa), path, ["start", "end"])

@@ -192,7 +192,7 @@ class SpanReader:
         if runtime == "torch":
             run = _TorchRun(torch_model(Path(path), share_word_embeddings))
         else:
-            run = onnx_runtime.reader_graph(Path(path)).run
+            run = onnx_runtime.reader_graph(Path(path), torch_model).run
         training = meta.get("training", {})
         reader = cls(run, Tokenizer.shared(encoder.model_folder()), training.get("max_len", 256),
                      training.get("stride", 96), training.get("max_answer_tokens", 48), meta)
@@ -248,7 +248,9 @@ class _TorchRun:
 
     def __init__(self, model):  # noqa: ANN001
         self.model = model
-        self.bf16 = _bf16_is_fast()
+        from .onnx_runtime import bf16_is_fast
+
+        self.bf16 = bf16_is_fast()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -264,20 +266,6 @@ def cut_question(tokenizer, question: str, limit: int) -> str:
     if len(enc["input_ids"]) <= limit:
         return question
     return question[: enc["offset_mapping"][limit - 1][1]]
-
-
-def _bf16_is_fast() -> bool:
-    """bf16 halves the reader's time on CPUs with native bf16 (AVX512-BF16 / AMX); elsewhere it is slower."""
-    import os
-
-    import torch
-
-    if os.environ.get("ASSISTANT_READER_FP32"):
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "avx512_bf16" in open("/proc/cpuinfo").read()
-    except (AttributeError, RuntimeError, OSError):
-        return False
 
 
 def best_spans(enc, start_logits: np.ndarray, end_logits: np.ndarray, max_answer_tokens: int) -> list[Span]:
