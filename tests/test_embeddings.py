@@ -90,6 +90,24 @@ def test_lean_runtime_gives_sentence_transformers_vectors(embeddings, sentences,
     assert [embeddings.tokenizer()(t)["input_ids"] for t in sentences] == [tokenizer(t)["input_ids"] for t in sentences]
 
 
+def test_a_large_build_call_embeds_in_torch_to_the_same_vectors(embeddings, sentences, monkeypatch):
+    """Under auto, a call of at least `torch_from` passages runs in torch (faster for passages, measured), never
+    in ONNX Runtime, and gets the vectors ONNX Runtime gives."""
+    from assistant import onnx_runtime
+
+    monkeypatch.delenv("ASSISTANT_RUNTIME", raising=False)
+    want = embeddings.encode_documents(sentences[:12])
+    monkeypatch.setattr(embeddings, "torch_from", 10)
+
+    def no_graph():
+        raise AssertionError("a large call went to ONNX Runtime")
+
+    monkeypatch.setattr(onnx_runtime, "embedder_graph", no_graph)
+    assert np.abs(embeddings.encode_documents(sentences[:12]) - want).max() < 1e-5
+    with pytest.raises(AssertionError, match="ONNX Runtime"):
+        embeddings.encode_documents(sentences[:9])
+
+
 def test_long_texts_are_embedded_in_smaller_batches_to_the_same_vectors(embeddings, sentences, sentence_transformer):
     from assistant.embeddings import BATCH_CHARS, length_runs
 
