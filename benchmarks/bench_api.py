@@ -87,7 +87,7 @@ def main() -> None:
                 run("POST /api/ask", lambda q: client.post("/api/ask", json={"question": q}).json()["answer"], n)
                 run("Gradio /ask", lambda q: gradio.predict(q, [], 5, api_name="/ask")["answer"], n)
             print(f"serving process after the runs: peak RSS {_peak_rss_mb(proc.pid):.0f} MB "
-                  f"(runtime {os.environ.get('ASSISTANT_RUNTIME', 'onnx')})")
+                  f"(runtime {os.environ.get('ASSISTANT_RUNTIME', 'auto')})")
         finally:
             proc.terminate()  # open keep-alive connections can hold uvicorn's graceful shutdown
             try:

@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--answerer", default=None, help="default: the configured answerer (reader)")
     args = parser.parse_args()
-    print(f"CPU: {cpu_kind()}; runtime: {os.environ.get('ASSISTANT_RUNTIME', 'onnx')} (ASSISTANT_RUNTIME)")
+    print(f"CPU: {cpu_kind()}; runtime: {os.environ.get('ASSISTANT_RUNTIME', 'auto')} (ASSISTANT_RUNTIME)")
 
     from assistant import Assistant
     from assistant.config import Settings
