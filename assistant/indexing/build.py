@@ -38,6 +38,7 @@ from ..segments import (
     DenseBuilder,
     PostingsBuilder,
     Segment,
+    check_segment_files,
     dense_index,
     load_segment,
     postings_from_tokens,
@@ -630,10 +631,7 @@ def _intact(version: Path) -> bool:
         if collection is not None:
             collection.check()
         for seg in catalog.segments():
-            for file, (_digest, size) in seg.files.items():
-                path = version / SEGMENTS / seg.name / file
-                if not path.is_file() or path.stat().st_size != size:
-                    return False
+            check_segment_files(version, seg.name, seg.files)
         return True
     except IndexCorruptError:
         return False

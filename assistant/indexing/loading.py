@@ -19,7 +19,7 @@ from ..language import MATCHING_NORMALIZATION
 from ..lexical import BM25Index, bm25_idf
 from ..lexicon import Segmenter, default_segmenter
 from ..milvus import MilvusBM25, MilvusCollection
-from ..segments import SEGMENTS, Segment, load_segment
+from ..segments import Segment, check_segment_files, load_segment
 from .generations import FORMAT_VERSION, MANIFEST, current_version, no_index, static_manifest, with_catalog
 
 if TYPE_CHECKING:  # imported where used: LangChain's vector store module costs ~0.3 s that builds never need
@@ -129,11 +129,7 @@ def read_status(index_dir: Path) -> dict:
     catalog = Catalog(version / CATALOG)
     try:
         for seg in catalog.segments():
-            for file, (_digest, size) in seg.files.items():
-                path = version / SEGMENTS / seg.name / file
-                if not path.is_file() or path.stat().st_size != size:
-                    raise IndexCorruptError(f"Index file {path} is missing or damaged (size mismatch). Rebuild "
-                                            "with `assistant index build --full`.")
+            check_segment_files(version, seg.name, seg.files)
         manifest = with_catalog(manifest, catalog)
         return _status(version, f"{version.name}#{catalog.commit}", manifest, catalog, DocumentTable(catalog))
     finally:
