@@ -14,7 +14,7 @@ from .answerers import ANSWERERS, Answerer, Citation, CombinedAnswerer, Draft, E
 from .answerers.reader import ReaderAnswerer
 from .articles import add_files, remove_articles
 from .config import Settings
-from .embeddings import E5_NAMES, Embedder, get_embeddings
+from .embeddings import Embedder, get_embeddings
 from .errors import AssistantError, InputError, UnknownNameError
 from .followup import Turn, resolve_description, rewrite
 from .indexing import BuildReport, LoadedIndex, Scope, load_index
@@ -23,7 +23,8 @@ from .names import resolve_articles
 from .reader import SpanReader
 from .retrieval import HybridRetriever, Source
 
-_READERS: dict[int, SpanReader] = {}  # one loaded reader per shared embedding table
+_READER: list[SpanReader] = []  # the process's one loaded reader
+_reader_lock = threading.Lock()
 
 
 _log = logging.getLogger(__name__)
@@ -122,14 +123,11 @@ class Assistant:
         self._loaded = _Loaded(index, retrievers, answerers)
 
     def _span_reader(self) -> SpanReader:
-        """The trained reader, loaded once per process; it shares the e5 embedding table when it can."""
-        shared = None
-        if getattr(self.embeddings, "model_name", "").lower() in E5_NAMES:
-            shared = getattr(self.embeddings, "word_embeddings", None)
-        key = id(shared)  # the embedding model is cached per process, so its table is the same object
-        if key not in _READERS:
-            _READERS[key] = SpanReader.load(share_word_embeddings=shared)
-        return _READERS[key]
+        """The trained reader, loaded once per process (its word table is the embedder's)."""
+        with _reader_lock:
+            if not _READER:
+                _READER.append(SpanReader.load())
+            return _READER[0]
 
     @property
     def available_answerers(self) -> list[str]:

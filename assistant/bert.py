@@ -21,10 +21,11 @@ import numpy as np
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 _lock = threading.Lock()
 _tokenizers: dict[str, Tokenizer] = {}
-_loading: dict[str, threading.Thread] = {}
+_loading: dict[str, threading.Thread] = {}  # model folder -> the thread reading its tokenizer
+_preloading: list[threading.Thread] = []
 
 
-def preload_tokenizer(folder_of=None) -> None:  # noqa: ANN001 - a function returning the model folder
+def preload_tokenizer() -> None:
     """Start reading the e5 tokenizer in a thread. Its Rust parser releases the GIL, so the 0.7-0.8 s it takes
     overlaps a cold start's imports instead of following them; `Tokenizer.shared` waits for it. A failure here
     is left for the main thread's own load to report."""
@@ -32,15 +33,14 @@ def preload_tokenizer(folder_of=None) -> None:  # noqa: ANN001 - a function retu
         try:
             from .encoder import model_folder
 
-            Tokenizer.shared((folder_of or model_folder)())
+            Tokenizer.shared(model_folder())
         except Exception:  # noqa: BLE001 - reported by the caller's own load
             pass
 
     with _lock:
-        if "preload" in _loading:
-            return
-        _loading["preload"] = threading.Thread(target=load, name="tokenizer-preload", daemon=True)
-        _loading["preload"].start()
+        if not _preloading:
+            _preloading.append(threading.Thread(target=load, name="tokenizer-preload", daemon=True))
+            _preloading[0].start()
 
 
 # --- tokenizer --------------------------------------------------------------------------------------
@@ -174,9 +174,11 @@ def build_encoder(config: dict):
             self.LayerNorm = nn.LayerNorm(h, eps=eps)
 
         def forward(self, input_ids):
-            length = input_ids.shape[1]
-            x = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]  # BertEmbeddings' order
-            return self.LayerNorm(x + self.position_embeddings.weight[:length])
+            return self.from_words(self.word_embeddings(input_ids))
+
+        def from_words(self, words):
+            x = words + self.token_type_embeddings.weight[0]  # BertEmbeddings' order
+            return self.LayerNorm(x + self.position_embeddings.weight[: words.shape[1]])
 
     class SelfAttention(nn.Module):
         def __init__(self):
@@ -233,9 +235,15 @@ def build_encoder(config: dict):
             self.encoder = Stack()
 
         def forward(self, input_ids, attention_mask):
-            x = self.embeddings(input_ids)
-            # (batch, 1, 1, keys): padding is never attended; no mask when nothing is padded (as transformers)
-            mask = None if bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
+            # no mask when nothing is padded (as transformers)
+            return self.from_words(self.embeddings.word_embeddings(input_ids), attention_mask,
+                                   masked=not bool(attention_mask.all()))
+
+        def from_words(self, words, attention_mask, masked: bool = True):
+            """The token states from the word vectors on (ONNX export starts here: assistant/onnx_runtime.py)."""
+            x = self.embeddings.from_words(words)
+            # (batch, 1, 1, keys): padding is never attended
+            mask = attention_mask.bool()[:, None, None, :] if masked else None
             for layer in self.encoder.layer:
                 x = layer(x, mask)
             return x

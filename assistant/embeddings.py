@@ -236,8 +236,7 @@ class E5Embeddings(Embedder):
                     from . import bert
 
                     folder = encoder.model_folder()
-                    words = encoder.QuantizedWordEmbeddings(folder).module()
-                    _cache["e5"] = bert.load_encoder(folder, word_embeddings=words)
+                    _cache["e5"] = bert.load_encoder(folder, word_embeddings=encoder.word_table(folder).module())
                 self._model = _cache["e5"]
         return self._model
 
@@ -249,16 +248,8 @@ class E5Embeddings(Embedder):
         return "onnx" if onnx_runtime.enabled() else "torch"
 
     @property
-    def word_embeddings(self):  # noqa: ANN201 - the word table's module, shared with a torch reader
-        return self.model.embeddings.word_embeddings if self.runtime == "torch" else None
-
-    @property
     def dimension(self) -> int:
-        if self.runtime == "onnx":
-            from . import onnx_runtime
-
-            return int(onnx_runtime.word_table().embedding_dim)
-        return int(self.model.embeddings.LayerNorm.normalized_shape[0])
+        return int(encoder.word_table().embedding_dim)
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -279,8 +270,9 @@ class E5Embeddings(Embedder):
     def _encode(self, texts: list[str], is_query: bool, show_progress: bool) -> np.ndarray:
         from . import onnx_runtime
 
-        large = not is_query and len(texts) >= self.torch_from and onnx_runtime.choice() == "auto"
-        if self.runtime == "onnx" and not large:
+        chosen = onnx_runtime.choice()
+        large = not is_query and len(texts) >= self.torch_from and chosen == "auto"
+        if chosen != "torch" and not large:
             graph = onnx_runtime.embedder_graph()
 
             def vectors(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import struct
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,9 +312,23 @@ class QuantizedWordEmbeddings:
         return _dequantised(self.values[flat], self.scales[flat]).reshape(*np.shape(ids), self.embedding_dim)
 
 
+_tables: dict[str, QuantizedWordEmbeddings] = {}
+_tables_lock = threading.Lock()
+
+
+def word_table(folder: Path | None = None) -> QuantizedWordEmbeddings:
+    """The folder's (by default the e5 model's) 4-bit word table, one per process: the embedder and the reader, in
+    torch or in ONNX Runtime, all look words up in this one mapping."""
+    folder = Path(folder or model_folder())
+    with _tables_lock:
+        if str(folder) not in _tables:
+            _tables[str(folder)] = QuantizedWordEmbeddings(folder)
+        return _tables[str(folder)]
+
+
 def use_quantized_word_embeddings(model, folder: Path) -> None:  # noqa: ANN001 - a transformers BERT model
     """Swap the model's fp32 word table (memory-mapped from model.safetensors, its pages read as tokens
     are met, up to 384 MB) for the same numbers from the 4-bit folder files. Folders written before those
     files existed are left as they are."""
     if (Path(folder) / WORD_Q).is_file() and (Path(folder) / WORD_D).is_file():
-        model.embeddings.word_embeddings = QuantizedWordEmbeddings(folder).module()
+        model.embeddings.word_embeddings = word_table(folder).module()

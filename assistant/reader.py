@@ -127,7 +127,7 @@ def apply_delta(base: dict, path: Path) -> tuple[dict, dict]:
 
     state = dict(base)
     with safe_open(str(path), framework="pt") as f:
-        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "format"}
+        meta = _metadata(f)
         if (f.metadata() or {}).get("format") != str(DELTA_FORMAT):
             raise ModelNotAvailableError(f"{path} is not a reader delta of format {DELTA_FORMAT}. Retrain it with "
                                          "`assistant train-reader`.")
@@ -165,9 +165,9 @@ class SpanReader:
     max_question_tokens = 48  # a longer question is cut, so the passage keeps most of each window
 
     def __init__(self, run, tokenizer, max_len: int = 256, stride: int = 96, max_answer_tokens: int = 48,
-                 meta: dict | None = None):
-        self.run = run  # (input_ids, attention_mask) -> (start logits, end logits), numpy
-        self.runtime = "torch"
+                 meta: dict | None = None, runtime: str = "torch"):
+        self.run = run  # (input_ids, attention_mask) -> (start logits, end logits), float32 numpy
+        self.runtime = runtime
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.stride = stride
@@ -175,11 +175,10 @@ class SpanReader:
         self.meta = meta or {}
 
     @classmethod
-    def load(cls, path: Path = READER_FILE, share_word_embeddings=None, runtime: str | None = None) -> SpanReader:
+    def load(cls, path: Path = READER_FILE, runtime: str | None = None) -> SpanReader:
         """The committed reader, run by torch or by ONNX Runtime in float32 (`runtime` "torch" or "onnx"; by
-        default as assistant/onnx_runtime.py's `reader_runtime` chooses for this CPU). Under torch,
-        `share_word_embeddings` (the e5 embedder's word-embedding module) avoids a second copy of the word
-        table; under ONNX Runtime the table is always the one shared lookup."""
+        default as assistant/onnx_runtime.py's `reader_runtime` chooses for this CPU). Either way its word table
+        is the process's one 4-bit table, shared with the embedder."""
         from . import onnx_runtime
         from .bert import Tokenizer
 
@@ -190,14 +189,12 @@ class SpanReader:
         meta = read_metadata(Path(path))
         runtime = runtime or onnx_runtime.reader_runtime()
         if runtime == "torch":
-            run = _TorchRun(torch_model(Path(path), share_word_embeddings))
+            run = _TorchRun(torch_model(Path(path)))
         else:
             run = onnx_runtime.reader_graph(Path(path), torch_model).run
         training = meta.get("training", {})
-        reader = cls(run, Tokenizer.shared(encoder.model_folder()), training.get("max_len", 256),
-                     training.get("stride", 96), training.get("max_answer_tokens", 48), meta)
-        reader.runtime = runtime
-        return reader
+        return cls(run, Tokenizer.shared(encoder.model_folder()), training.get("max_len", 256),
+                   training.get("stride", 96), training.get("max_answer_tokens", 48), meta, runtime)
 
     def features(self, question: str, passages: list[str]):
         question = cut_question(self.tokenizer, question, self.max_question_tokens)
@@ -205,7 +202,7 @@ class SpanReader:
 
     def logits(self, enc) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.run(enc["input_ids"], enc["attention_mask"])
-        return np.asarray(start, dtype=np.float32), np.asarray(end, dtype=np.float32)
+        return start, end
 
     def read(self, question: str, passages: list[str], top_n: int = 5) -> list[Span]:
         """The best spans over all passages (at most one per window), best first."""
@@ -222,19 +219,21 @@ def read_metadata(path: Path) -> dict:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="np") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "format"}
+        return _metadata(f)
 
 
-def torch_model(path: Path = READER_FILE, share_word_embeddings=None):  # noqa: ANN201 - a torch module
-    """The reader network in torch with its weights (the packaged encoder plus the delta), evaluation mode."""
+def _metadata(f) -> dict:  # noqa: ANN001 - an open safetensors file
+    return {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "format"}
+
+
+def torch_model(path: Path = READER_FILE):  # noqa: ANN201 - a torch module
+    """The reader network in torch with its weights (the packaged encoder plus the delta), evaluation mode. Its
+    word table is the process's one 4-bit table (`encoder.word_table`), the embedder's too."""
     with _lock:
-        config, base = base_state(word_embeddings=False)  # the word table is always the 4-bit lookup
+        config, base = base_state(word_embeddings=False)
         state, _ = apply_delta(base, Path(path))
         model = build_inference_model(config)
-        if share_word_embeddings is not None:
-            model.bert.embeddings.word_embeddings = share_word_embeddings
-        else:  # a table of its own, looked up from the 4-bit files as the embedder's is
-            model.bert.embeddings.word_embeddings = encoder.QuantizedWordEmbeddings(encoder.model_folder()).module()
+        model.bert.embeddings.word_embeddings = encoder.word_table().module()
         state.pop(WORD_EMBEDDINGS, None)
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
         if missing or unexpected:

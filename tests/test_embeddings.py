@@ -66,9 +66,7 @@ def test_the_4_bit_word_table_gives_the_fp32_table_numbers_bit_for_bit(embedding
     assert np.array_equal(table.lookup(ids), full[ids])
     # the answering process never holds the fp32 table: ONNX Runtime's graphs start from this lookup, and the
     # torch encoder's word module is it too
-    from assistant import onnx_runtime
-
-    assert embeddings.runtime == "onnx" and isinstance(onnx_runtime.word_table(), encoder.QuantizedWordEmbeddings)
+    assert embeddings.runtime == "onnx" and isinstance(encoder.word_table(), encoder.QuantizedWordEmbeddings)
     assert "Lookup" in type(embeddings.model.embeddings.word_embeddings).__name__
 
 

@@ -8,7 +8,11 @@ the question well enough, or the kind asked for is missing, it refuses and says 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import marshal
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -351,41 +355,37 @@ def _tagger():  # noqa: ANN202 - a jieba.posseg.POSTokenizer
 
     class CachedTags(jieba.posseg.POSTokenizer):
         def load_word_tag(self, f) -> None:  # noqa: ANN001 - the open dictionary file
-            self.word_tag_tab = _word_tags(f, lambda: (super(CachedTags, self).load_word_tag(f), self.word_tag_tab)[1])
+            cache = _tags_cache(f)
+            try:
+                self.word_tag_tab = marshal.loads(cache.read_bytes()) if cache else None
+            except (OSError, ValueError, EOFError, TypeError):
+                self.word_tag_tab = None
+            if isinstance(self.word_tag_tab, dict):
+                f.close()
+                return
+            super().load_word_tag(f)
+            if cache:
+                with contextlib.suppress(OSError):  # a read-only cache: parsed again next time
+                    tmp = cache.with_name(f".tmp-{os.getpid()}-{cache.name}")
+                    tmp.write_bytes(marshal.dumps(self.word_tag_tab))
+                    os.replace(tmp, cache)
 
     return CachedTags(pristine_tokenizer())
 
 
-def _word_tags(f, parse: Callable[[], dict]) -> dict:  # noqa: ANN001 - f: the open dictionary file
-    """The tag table of the dictionary file `f`, from the cache or from `parse()` (which reads f)."""
-    import hashlib
-    import marshal
-    import os
-
+def _tags_cache(f) -> Path | None:  # noqa: ANN001 - the open dictionary file
+    """Where the tag table of dictionary file `f` is kept, named after the file's path, size and time."""
     from ..encoder import default_cache_dir
 
     name = getattr(f, "name", None)
     if not isinstance(name, str) or not os.path.isfile(name):
-        return parse()
+        return None
     stat = os.stat(name)
     key = hashlib.sha256(f"{os.path.abspath(name)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    cache = Path(default_cache_dir()) / f"jieba-tags-{key}.marshal"
-    try:
-        table = marshal.loads(cache.read_bytes())
-        if isinstance(table, dict):
-            f.close()
-            return table
-    except (OSError, ValueError, EOFError, TypeError):
-        pass
-    table = parse()
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".tmp-{os.getpid()}-{cache.name}")
-        tmp.write_bytes(marshal.dumps(table))
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only cache: parse again next time
-    return table
+    folder = Path(default_cache_dir())
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"jieba-tags-{key}.marshal"
 
 
 def _person_names(text: str):

@@ -82,17 +82,17 @@ class ReaderAnswerer(Answerer):
     def __init__(self, reader: SpanReader | Callable[[], SpanReader], index, calibration: Calibration | None = None):
         """`reader` is the SpanReader or a function that loads it: then it loads at the first question that
         needs it (or at `warm`), so a command the rules or a refusal answer never loads the network."""
-        self._reader = reader
+        self._reader, self._load = (reader, None) if isinstance(reader, SpanReader) else (None, reader)
         self._reader_lock = threading.Lock()
         self.index = index
         self.calibration = calibration or Calibration.load()
 
     @property
     def reader(self) -> SpanReader:
-        if callable(self._reader) and not isinstance(self._reader, SpanReader):
+        if self._reader is None:
             with self._reader_lock:
-                if not isinstance(self._reader, SpanReader):
-                    self._reader = self._reader()
+                if self._reader is None:
+                    self._reader = self._load()
         return self._reader
 
     def warm(self) -> None:
