@@ -383,8 +383,8 @@ def _windows(text: str, size: int = 160) -> list[tuple[int, int]]:
     return pieces
 
 
-def calibration_cases(squad: SquadSet, questions: list, rng: random.Random, k: int = 5) -> list[tuple]:
-    """(question, passages, gold answers or [], label source) cases that look like retrieval's output.
+def calibration_cases(squad: SquadSet, questions: list, rng: random.Random, k: int = 3) -> list[tuple]:
+    """(question, k passages, gold answers or []) cases that look like what the reader reads (its best 3 sources).
 
     Every question is asked twice: once with the piece of its passage that holds the answer among
     the pieces BM25 ranks highest elsewhere, once with those other pieces alone ("no answer"). The
@@ -457,6 +457,7 @@ def project_cases(questions_path: Path, reader) -> list[tuple]:
     not answer."""
     import tempfile
 
+    from .answerers.reader import ReaderAnswerer
     from .assistant import Assistant
     from .config import Settings
     from .embeddings import get_embeddings
@@ -471,7 +472,7 @@ def project_cases(questions_path: Path, reader) -> list[tuple]:
         assistant = Assistant(replace(settings, index_dir=Path(tmp)), load_index(Path(tmp), embeddings), embeddings)
         for q in load_questions(questions_path):
             question = assistant.standalone(q.question, q.history)
-            sources = assistant.retrievers["hybrid"].search(question, k=settings.k)
+            sources = assistant.retrievers["hybrid"].search(question, k=settings.k)[: ReaderAnswerer.reads]
             cases.append((question, [s.text for s in sources], q.answers if q.answerable else []))
     return cases
 

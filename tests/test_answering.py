@@ -94,6 +94,24 @@ def test_why_and_how_get_whole_sentences(assistant):
     assert len(plain) >= len(cite.sentence) - 3
 
 
+def test_the_reader_reads_only_the_best_three_sources(assistant):
+    from dataclasses import replace
+
+    from assistant.answerers.reader import ReaderAnswerer
+
+    reader = assistant.answerers["reader"]
+    eager = ReaderAnswerer(reader.reader, reader.index, replace(reader.calibration, threshold=0.0))
+    question = "英伟达是谁创立的?"
+    sources = assistant.retrievers["hybrid"].search(question, k=5)
+    answering = next(s for s in sources if "黄仁勋" in s.text)
+    others = [s for s in sources if "黄仁勋" not in s.text][:3]
+    assert len(others) == 3
+    assert "黄仁勋" in eager.answer(question, [answering, *others]).answer
+    # the same passage fourth: not read, so the answer comes from (and cites) one of the first three
+    draft = eager.answer(question, [*others, answering])
+    assert "黄仁勋" not in draft.answer and draft.citations[0].source in {s.rank for s in others}
+
+
 @pytest.mark.parametrize("question", ["这篇文章讲了什么?", "总结一下这篇文章", "本文的主要观点是什么?"])
 def test_summary_questions_get_key_sentences_in_order(assistant, question):
     answer = assistant.ask(question)
