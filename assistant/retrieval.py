@@ -7,13 +7,9 @@ passage of its paragraph, with overlapping passages merged so no sentence is sho
 from __future__ import annotations
 
 import re
+import functools
 from dataclasses import dataclass, field
 from typing import Any
-
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
-from langchain_core.documents import Document
-from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict
 
 from .chunking import Chunk
 from .crosslingual import chinese_terms
@@ -87,22 +83,28 @@ class QuestionProfile:
 _YEAR = re.compile(r"(?<![\d.])[1-9]\d{2,3}年|\d{1,2}月\d{1,2}日|(?:19|20)\d{2}")  # 618年, 1888年, 2024
 
 
-class HybridRetriever(BaseRetriever):
-    """A LangChain retriever: dense, bm25 or hybrid (weighted reciprocal rank fusion), then rerank."""
+class HybridRetriever:
+    """Dense, bm25 or hybrid (weighted reciprocal rank fusion) retrieval, then rerank.
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    A plain class, so that answering does not import LangChain's retriever machinery (0.3-0.6 s of a cold
+    start, most of it langsmith's tracing); `as_langchain()` gives the same search as a LangChain retriever.
+    """
 
-    index: Any  # LoadedIndex
-    mode: str = "hybrid"
-    k: int = 5
-    dense_weight: float | None = None
-    rerank: bool = True
-    _idf: dict | None = None
+    def __init__(self, index: Any, mode: str = "hybrid", k: int = 5, dense_weight: float | None = None,
+                 rerank: bool = True) -> None:
+        if mode not in RETRIEVERS:
+            raise UnknownNameError(f"Unknown retriever {mode!r}; choose one of: {', '.join(RETRIEVERS)}.")
+        self.index: LoadedIndex = index
+        self.mode = mode
+        self.k = k
+        self.dense_weight = dense_weight
+        self.rerank = rerank
+        self._idf: dict = index.idf
 
-    def model_post_init(self, __context: Any) -> None:
-        if self.mode not in RETRIEVERS:
-            raise UnknownNameError(f"Unknown retriever {self.mode!r}; choose one of: {', '.join(RETRIEVERS)}.")
-        self._idf = self.index.idf
+    def as_langchain(self):  # noqa: ANN201 - langchain_core.retrievers.BaseRetriever, imported on demand
+        """This retriever as a LangChain `BaseRetriever` (`.invoke(question)` -> Documents with the source's
+        fields as metadata), for composing it into LangChain chains."""
+        return _langchain_retriever_class()(retriever=self)
 
     @property
     def effective_dense_weight(self) -> float:
@@ -219,8 +221,24 @@ class HybridRetriever(BaseRetriever):
                          | {int(n) for n in re.findall(r"\[(\d{1,3})\]", source.text)})
         return [refs[n] for n in numbers if n in refs]
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
-        return [Document(page_content=s.text, metadata=s.as_dict()) for s in self.search(query)]
+
+
+@functools.cache
+def _langchain_retriever_class() -> type:
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+    from pydantic import ConfigDict
+
+    class LangChainRetriever(BaseRetriever):
+        """HybridRetriever.search behind LangChain's retriever interface."""
+
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        retriever: Any
+
+        def _get_relevant_documents(self, query: str, *, run_manager: Any) -> list[Document]:
+            return [Document(page_content=s.text, metadata=s.as_dict()) for s in self.retriever.search(query)]
+
+    return LangChainRetriever
 
 
 def _display_title(doc, documents: dict) -> str:

@@ -1,15 +1,19 @@
-"""A LangChain VectorStore over the index's FAISS segments, with tombstoned rows filtered out."""
+"""Vector search over the index's FAISS segments, with tombstoned rows filtered out; a LangChain VectorStore
+on demand (`as_langchain()`).
+
+The store is a plain class: LangChain's VectorStore module imports its retriever and tracing machinery
+(langsmith), 0.3-0.6 s of a cold `assistant ask` that answering never uses.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import faiss
 import numpy as np
-from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.vectorstores import VectorStore
 
 from .milvus import scope_filter
 from .segments import Segment
@@ -19,7 +23,7 @@ from .segments import Segment
 EXACT_SCOPE_ROWS = 20_000
 
 
-class SegmentedVectorStore(VectorStore):
+class SegmentedVectorStore:
     """Inner-product search over unit vectors (cosine) across segments; results are global rows.
 
     `parts` pairs each segment with `rows`: the global row of each of its rows, -1 for a dead (tombstoned) one.
@@ -73,10 +77,11 @@ class SegmentedVectorStore(VectorStore):
             return np.zeros((0, self.dimension), dtype="float32")
         return np.vstack([self._segment[places[i][0]].vectors([places[i][1]]) for i in ids])
 
-    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+    def chunks_by_ids(self, ids: Sequence[str]) -> list:
+        """The live chunks of the given ids, in order; unknown or removed ids are left out."""
         places = self._places(list(ids))
         chunks = [self._chunk_at(*places[cid]) for cid in ids if cid in places]
-        return [_document(c) for c in chunks if c is not None]
+        return [c for c in chunks if c is not None]
 
     def _chunk_at(self, segment: str, row: int):  # noqa: ANN202
         for part, rows in self.parts:
@@ -84,33 +89,57 @@ class SegmentedVectorStore(VectorStore):
                 return self.chunks[int(rows[row])]
         return None
 
-    def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
-        vector = np.asarray(self._embedding.embed_query(query), dtype="float32")
-        return [(_document(self.chunks[r]), s) for r, s in self.search_by_vector(vector, k)]
-
-    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
-
-    def _select_relevance_score_fn(self):
-        return lambda score: (score + 1.0) / 2.0
-
-    def add_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, **kwargs: Any) -> list[str]:
-        raise NotImplementedError("The index is written by builds: add articles with `assistant index add`.")
-
-    @classmethod
-    def from_texts(cls, texts: list[str], embedding: Embeddings, metadatas: list[dict] | None = None,
-                   **kwargs: Any) -> SegmentedVectorStore:
-        raise NotImplementedError("Build an index with `assistant index build`.")
+    def as_langchain(self):  # noqa: ANN201 - a langchain_core.vectorstores.VectorStore, imported on demand
+        """This store as a LangChain VectorStore (similarity_search, get_by_ids, as_retriever, ...)."""
+        return _langchain_store_class()(self)
 
 
-def _document(chunk) -> Document:  # noqa: ANN001 - a Chunk
-    meta = chunk.as_dict()
-    del meta["id"], meta["text"]
-    return Document(page_content=chunk.text, metadata=meta, id=chunk.id)
+@functools.cache
+def _langchain_store_class() -> type:
+    from langchain_core.documents import Document
+    from langchain_core.vectorstores import VectorStore
+
+    def document(chunk) -> Document:  # noqa: ANN001 - a Chunk
+        meta = chunk.as_dict()
+        del meta["id"], meta["text"]
+        return Document(page_content=chunk.text, metadata=meta, id=chunk.id)
+
+    class LangChainVectorStore(VectorStore):
+        """A SegmentedVectorStore behind LangChain's interface; read-only (builds write the index)."""
+
+        def __init__(self, store: SegmentedVectorStore) -> None:
+            self.store = store
+
+        @property
+        def embeddings(self) -> Embeddings:
+            return self.store.embeddings
+
+        def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+            return [document(c) for c in self.store.chunks_by_ids(ids)]
+
+        def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+            vector = np.asarray(self.store.embeddings.embed_query(query), dtype="float32")
+            return [(document(self.store.chunks[r]), s) for r, s in self.store.search_by_vector(vector, k)]
+
+        def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+            return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
+
+        def _select_relevance_score_fn(self):  # noqa: ANN202
+            return lambda score: (score + 1.0) / 2.0
+
+        def add_texts(self, texts: Iterable[str], metadatas: list[dict] | None = None, **kwargs: Any) -> list[str]:
+            raise NotImplementedError("The index is written by builds: add articles with `assistant index add`.")
+
+        @classmethod
+        def from_texts(cls, texts: list[str], embedding: Embeddings, metadatas: list[dict] | None = None,
+                       **kwargs: Any) -> VectorStore:
+            raise NotImplementedError("Build an index with `assistant index build`.")
+
+    return LangChainVectorStore
 
 
 class MilvusVectorStore(SegmentedVectorStore):
-    """The same LangChain store over a Milvus collection (ids are the catalog's chunk rowids)."""
+    """The same store over a Milvus collection (ids are the catalog's chunk rowids)."""
 
     def __init__(self, embedding: Embeddings, dimension: int, collection, row_of: dict[int, int],  # noqa: ANN001
                  chunks: Sequence, places=None):  # noqa: ANN001

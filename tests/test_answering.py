@@ -2,7 +2,7 @@ import pytest
 
 from assistant.answerers.base import REFUSAL_EN, REFUSAL_ZH
 from assistant.answerers.reader import CAPS
-from assistant.errors import QuestionError
+from assistant.errors import QuestionError, UnknownNameError
 from assistant.followup import Turn, described_entity, resolve_description, rewrite
 from assistant.retrieval import HybridRetriever, dense_weight_for
 
@@ -37,6 +37,17 @@ def test_reranker_lifts_the_sentence_that_covers_the_question(assistant):
     reranked = assistant.retrievers["hybrid"].search(query)
     assert "1.2万PetaFLOPS" in reranked[0].text
     assert "1.2万PetaFLOPS" in " ".join(s.text for s in plain)
+
+
+def test_the_retriever_serves_langchain_without_loading_it_for_answers(assistant):
+    retriever = assistant.retrievers["hybrid"]
+    query = "商汤大装置具备多少算力?"
+    docs = retriever.as_langchain().invoke(query)
+    sources = retriever.search(query)
+    assert [d.page_content for d in docs] == [s.text for s in sources]
+    assert docs[0].metadata["doc_id"] == sources[0].doc_id
+    with pytest.raises(UnknownNameError):
+        HybridRetriever(index=assistant.index, mode="sparse")
 
 
 def test_sources_never_repeat_a_sentence(assistant):

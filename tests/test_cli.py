@@ -102,6 +102,17 @@ def test_python_m_and_interactive_loop(built):
     assert "黄仁勋" in proc.stdout and "1993年" in proc.stdout and "黄仁勋在哪一年创立了英伟达" in proc.stdout
 
 
+def test_a_cold_ask_imports_only_what_answering_needs(built):
+    # issue 29: a command line question waits for every import; these serve other commands or other models
+    unused = ["sentence_transformers", "transformers", "gradio", "fastapi", "langchain_core.retrievers", "langsmith"]
+    code = ("import sys; from assistant.cli import main; code = main(['ask', '英伟达是谁创立的?']); "
+            f"print([m for m in {unused!r} if m in sys.modules]); sys.exit(code)")
+    env = {**os.environ, "ASSISTANT_INDEX_DIR": str(built.index_dir)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "黄仁勋" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_serve_refuses_a_network_host_without_the_flag(built, capsys):
     assert main(["serve", "--index", str(built.index_dir), "--host", "0.0.0.0"]) == 1
     assert "--allow-remote" in capsys.readouterr().err

@@ -154,9 +154,12 @@ def test_unknown_token_share_is_measured(embeddings):
 
 def test_vectorstore_speaks_langchain(built, embeddings):
     index = load_index(built.index_dir, embeddings)
-    docs = index.store.similarity_search("Silicon Valley", k=3)
+    store = index.store.as_langchain()
+    docs = store.similarity_search("Silicon Valley", k=3)
     assert len(docs) == 3 and all(d.id for d in docs)
-    assert index.store.get_by_ids([docs[0].id])[0].page_content == docs[0].page_content
+    assert store.get_by_ids([docs[0].id])[0].page_content == docs[0].page_content
+    assert [d.page_content for d in store.as_retriever(search_kwargs={"k": 2}).invoke("Silicon Valley")] == \
+        [d.page_content for d in docs[:2]]
     assert all((index.path / SEGMENTS / segment.name / "dense.faiss").exists() for segment, _ in index.parts)
 
 
