@@ -423,8 +423,26 @@ def calibration_cases(squad: SquadSet, questions: list, rng: random.Random, k: i
     return cases
 
 
-def _fit(reader, cases: list[tuple]) -> dict:
-    """Logistic fit of answerability on the reader's best span over each case, and what it does at 0.5."""
+# Share of questions users ask that the corpus answers, for the refusal threshold (answerable_threshold). A
+# product assumption, not a measurement of any eval set: four in five.
+ANSWERABLE_SHARE = 0.8
+
+
+def answerable_threshold(fit_share: float, right_rate: float, user_share: float = ANSWERABLE_SHARE) -> float:
+    """The fitted probability below which refusing is right more often than answering.
+
+    The fit sees answerable cases at `fit_share`; users ask answerable questions at `user_share`, which
+    multiplies the odds of answerability by (u / (1 - u)) / (f / (1 - f)). Answering an answerable question is
+    right at `right_rate` (the reader's best span), refusing an unanswerable one always, so answering wins when
+    p_user * right_rate > 1 - p_user. Solved for the fitted probability: 1 / (1 + right_rate * odds ratio).
+    """
+    ratio = (user_share / (1 - user_share)) / (fit_share / (1 - fit_share))
+    return round(1.0 / (1.0 + right_rate * ratio), 3)
+
+
+def _fit(reader, cases: list[tuple], user_share: float = ANSWERABLE_SHARE) -> dict:
+    """Logistic fit of answerability on the reader's best span over each case, its threshold
+    (answerable_threshold) and what it does there."""
     from sklearn.linear_model import LogisticRegression
 
     from .scoring import normalize
@@ -440,14 +458,18 @@ def _fit(reader, cases: list[tuple]) -> dict:
         labels.append(int(bool(answers)))
         right.append(bool(answers) and (cmrc_f1(pred, answers) >= 0.5
                                         or any(normalize(a) in normalize(pred) for a in answers)))
-    x, y = np.array(rows), np.array(labels)
+    x, y, right = np.array(rows), np.array(labels), np.array(right)
     model = LogisticRegression().fit(x, y)
-    answered = model.predict_proba(x)[:, 1] >= 0.5
-    return {"weights": [float(w) for w in model.coef_[0]], "bias": float(model.intercept_[0]), "threshold": 0.5,
+    right_rate = float(right[y == 1].mean()) if y.any() else 0.0
+    threshold = answerable_threshold(float(y.mean()), right_rate, user_share)
+    answered = model.predict_proba(x)[:, 1] >= threshold
+    return {"weights": [float(w) for w in model.coef_[0]], "bias": float(model.intercept_[0]), "threshold": threshold,
+            "threshold_from": f"answerable share {user_share} among users' questions against {y.mean():.3f} in the fit; "
+                              f"best span right on {right_rate:.3f} of answerable cases (answerable_threshold)",
             "cases": len(y), "answerable_cases": int(y.sum()),
             "unanswerable_refused": round(float((~answered[y == 0]).mean()), 4),
             "answerable_refused": round(float((~answered[y == 1]).mean()), 4),
-            "right_when_answered": round(float(np.array(right)[answered].mean()), 4) if answered.any() else None}
+            "right_when_answered": round(float(right[answered].mean()), 4) if answered.any() else None}
 
 
 def project_cases(questions_path: Path, reader) -> list[tuple]:
@@ -517,7 +539,7 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
               "english": {**fitted_english,
                           "fitted_on": f"the {public} public cases with each question turned into dictionary English "
                                        "(crosslingual.english_question): for questions written in a Latin script"}}
-    for kept in ("shapes", "shapes_chosen_on", "threshold_chosen_on"):
+    for kept in ("shapes", "shapes_chosen_on"):
         if kept in previous:
             result[kept] = previous[kept]
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")

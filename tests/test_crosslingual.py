@@ -87,6 +87,7 @@ def test_calibration_fits_english_questions_separately_and_the_reader_uses_that_
     assert result["english"]["cases"] == result["cases"] == 8  # each question with and without its answer
     assert "dictionary English" in result["english"]["fitted_on"]
     assert result["shapes"] == {"factoid/year": "span"}  # measured shapes are kept
+    assert 0 < result["threshold"] < 1 and "answerable share" in result["threshold_from"]
     calibration = Calibration.load(out)
     assert calibration.for_question("Who founded Nvidia?") is calibration.english
     assert calibration.for_question("英伟达是谁创立的?") is calibration

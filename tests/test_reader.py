@@ -159,6 +159,15 @@ def test_eval_squad_bad_files(tmp_path, capsys):
     assert "not valid JSON" in capsys.readouterr().err
 
 
+def test_the_refusal_threshold_weighs_how_often_answers_are_right_and_answerable():
+    from assistant.training import answerable_threshold
+
+    assert answerable_threshold(0.5, 1.0, 0.5) == 0.5  # a perfect reader, the fit's own share: its decision point
+    assert answerable_threshold(0.5, 1.0, 0.8) == 0.2  # users ask answerable questions 4:1, the fit 1:1
+    assert answerable_threshold(0.5, 0.5, 0.5) == pytest.approx(0.667, abs=1e-3)  # a wrong span scores as a refusal
+    assert answerable_threshold(0.5, 0.4, 0.8) > answerable_threshold(0.5, 0.7, 0.8)  # weaker reading refuses more
+
+
 def test_unanswerable_training_questions_target_no_answer(tmp_path):
     import random
 
