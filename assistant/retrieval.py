@@ -6,8 +6,8 @@ passage of its paragraph, with overlapping passages merged so no sentence is sho
 
 from __future__ import annotations
 
-import re
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +86,7 @@ _YEAR = re.compile(r"(?<![\d.])[1-9]\d{2,3}年|\d{1,2}月\d{1,2}日|(?:19|20)\d{
 class HybridRetriever:
     """Dense, bm25 or hybrid (weighted reciprocal rank fusion) retrieval, then rerank.
 
-    A plain class, so that answering does not import LangChain's retriever machinery (0.3-0.6 s of a cold
+    A plain class, so that answering does not import LangChain's retriever machinery (0.25-0.6 s of a cold
     start, most of it langsmith's tracing); `as_langchain()` gives the same search as a LangChain retriever.
     """
 
@@ -220,7 +220,6 @@ class HybridRetriever:
         numbers = sorted({n for cid in source.chunk_ids for n in self.index.chunk_by_id[cid].citations}
                          | {int(n) for n in re.findall(r"\[(\d{1,3})\]", source.text)})
         return [refs[n] for n in numbers if n in refs]
-
 
 
 @functools.cache

@@ -2,7 +2,7 @@
 on demand (`as_langchain()`).
 
 The store is a plain class: LangChain's VectorStore module imports its retriever and tracing machinery
-(langsmith), 0.3-0.6 s of a cold `assistant ask` that answering never uses.
+(langsmith), 0.25-0.6 s of a cold `assistant ask` that answering never uses.
 """
 
 from __future__ import annotations
@@ -123,6 +123,10 @@ def _langchain_store_class() -> type:
 
         def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
             return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
+
+        def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
+            vector = np.asarray(embedding, dtype="float32")
+            return [document(self.store.chunks[r]) for r, _ in self.store.search_by_vector(vector, k)]
 
         def _select_relevance_score_fn(self):  # noqa: ANN202
             return lambda score: (score + 1.0) / 2.0

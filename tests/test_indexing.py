@@ -158,6 +158,8 @@ def test_vectorstore_speaks_langchain(built, embeddings):
     docs = store.similarity_search("Silicon Valley", k=3)
     assert len(docs) == 3 and all(d.id for d in docs)
     assert store.get_by_ids([docs[0].id])[0].page_content == docs[0].page_content
+    vector = store.embeddings.embed_query("Silicon Valley")
+    assert [d.id for d in store.similarity_search_by_vector(vector, k=3)] == [d.id for d in docs]
     assert [d.page_content for d in store.as_retriever(search_kwargs={"k": 2}).invoke("Silicon Valley")] == \
         [d.page_content for d in docs[:2]]
     assert all((index.path / SEGMENTS / segment.name / "dense.faiss").exists() for segment, _ in index.parts)

@@ -22,7 +22,7 @@ from ..milvus import MilvusBM25, MilvusCollection
 from ..segments import Segment, check_segment_files, load_segment
 from .generations import FORMAT_VERSION, MANIFEST, current_version, no_index, static_manifest, with_catalog
 
-if TYPE_CHECKING:  # imported where used: LangChain's vector store module costs ~0.3 s that builds never need
+if TYPE_CHECKING:  # imported where used (faiss and the store), which `index status` never needs
     from ..vectorstore import SegmentedVectorStore
 
 
