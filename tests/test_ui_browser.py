@@ -68,7 +68,11 @@ def test_chat_sources_follow_up_and_upload_in_the_browser(server, tmp_path):
         page.locator("#chat button[aria-label='Like']").first.click()
         feedback = root / "data" / "feedback.jsonl"
         deadline = time.time() + 10
-        while not feedback.exists() and time.time() < deadline:
+        # the server opens the file before it writes the line: wait for a whole line, not for the file
+        def written() -> bool:
+            return feedback.exists() and feedback.read_text(encoding="utf-8").endswith("\n")
+
+        while not written() and time.time() < deadline:
             time.sleep(0.2)
         record = json.loads(feedback.read_text(encoding="utf-8").splitlines()[-1])
         assert record["liked"] is True and record["question"] == "英伟达是谁创立的?" and record["sources"]
