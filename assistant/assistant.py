@@ -52,6 +52,10 @@ class Answer:
         """The answer without its [n] markers."""
         return validate.MARKERS.sub("", self.answer).strip()
 
+    def as_turn(self) -> dict:
+        """This answer as one turn of a conversation's history (what a follow-up is resolved against)."""
+        return {"question": self.rewritten_question, "answer": self.plain_answer, "refused": self.refused}
+
     def to_dict(self) -> dict:
         return {
             "answer": self.answer,

@@ -210,7 +210,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             print(f"错误: {exc}")
             continue
         _print_answer(answer, args.json)
-        history.append({"question": answer.rewritten_question, "answer": answer.plain_answer, "refused": answer.refused})
+        history.append(answer.as_turn())
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -460,7 +460,7 @@ def _fit(reader, cases: list[tuple], user_share: float = ANSWERABLE_SHARE) -> di
                                         or any(normalize(a) in normalize(pred) for a in answers)))
     x, y, right = np.array(rows), np.array(labels), np.array(right)
     model = LogisticRegression().fit(x, y)
-    right_rate = float(right[y == 1].mean()) if y.any() else 0.0
+    right_rate = float(right[y == 1].mean())
     threshold = answerable_threshold(float(y.mean()), right_rate, user_share)
     answered = model.predict_proba(x)[:, 1] >= threshold
     return {"weights": [float(w) for w in model.coef_[0]], "bias": float(model.intercept_[0]), "threshold": threshold,

@@ -117,16 +117,18 @@ def _langchain_store_class() -> type:
         def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
             return [document(c) for c in self.store.chunks_by_ids(ids)]
 
+        def _scored(self, vector: Sequence[float], k: int) -> list[tuple[Document, float]]:
+            found = self.store.search_by_vector(np.asarray(vector, dtype="float32"), k)
+            return [(document(self.store.chunks[r]), s) for r, s in found]
+
         def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
-            vector = np.asarray(self.store.embeddings.embed_query(query), dtype="float32")
-            return [(document(self.store.chunks[r]), s) for r, s in self.store.search_by_vector(vector, k)]
+            return self._scored(self.store.embeddings.embed_query(query), k)
 
         def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
             return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
         def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
-            vector = np.asarray(embedding, dtype="float32")
-            return [document(self.store.chunks[r]) for r, _ in self.store.search_by_vector(vector, k)]
+            return [doc for doc, _ in self._scored(embedding, k)]
 
         def _select_relevance_score_fn(self):  # noqa: ANN202
             return lambda score: (score + 1.0) / 2.0

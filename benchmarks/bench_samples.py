@@ -2,11 +2,12 @@
 
     python benchmarks/bench_samples.py [--index DIR] [--answerer NAME]
 
-Asks the seed article a fixed list of demonstration questions (five per kind: factoid, list, explanation (why/how), compare,
-yes/no, summary, described entity, follow-up, English, not in the article) through Assistant.ask (the configured
-settings unless --index / --answerer), and prints each answer with its [n] source markers, as the page and the CLI show it. The
-questions were written for this table by the project; they are not an eval set and nothing is tuned on them
-(docs/evaluation.md holds the table of the day, marked right or wrong by hand).
+Asks the seed article a fixed list of demonstration questions (five per kind: factoid, list, explanation
+(why/how), compare, yes/no, summary, described entity, follow-up, English, not in the article) through
+Assistant.ask (the configured settings unless --index / --answerer), and prints each answer with its [n]
+source markers, as the page and the CLI show it. The questions were written for this table by the project;
+they are not an eval set and nothing is tuned on them (docs/evaluation.md holds the table of the day, marked
+right or wrong by hand).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from assistant import Assistant
+    from assistant.answerers.base import clip_answer
     from assistant.config import Settings
 
     settings = Settings.load(**({"index_dir": args.index} if args.index else {}))
@@ -88,12 +90,10 @@ def main() -> None:
     print("| kind | question | answer |\n| --- | --- | --- |")
     for kind, question, history in SAMPLES:
         turns: list[dict] = []
-        for earlier in history:
-            before = assistant.ask(earlier, turns, answerer=args.answerer)  # the history as the page keeps it
-            turns.append({"question": before.rewritten_question, "answer": before.plain_answer, "refused": before.refused})
+        for earlier in history:  # the history as the page keeps it
+            turns.append(assistant.ask(earlier, turns, answerer=args.answerer).as_turn())
         answer = assistant.ask(question, turns, answerer=args.answerer)
-        text = " ".join(answer.answer.split())
-        text = text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+        text = clip_answer(" ".join(answer.answer.split()), limit=SHOWN_CHARS)
         shown = f"{' / '.join(history)} → {question}" if history else question
         print(f"| {kind} | {shown} | {text.replace('|', '¦')} |")
 

@@ -37,8 +37,7 @@ def examples(corpus_dir) -> list[str]:
 
 
 def _history(answers: list[Answer | None]) -> list[dict]:
-    return [{"question": a.rewritten_question, "answer": a.plain_answer, "refused": a.refused}
-            for a in answers if a is not None]
+    return [a.as_turn() for a in answers if a is not None]
 
 
 def _source_choices(answer: Answer | None) -> list[tuple[str, int]]:
