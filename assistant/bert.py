@@ -4,7 +4,7 @@ The e5 encoder is a 12-layer BERT. `transformers` (with `sentence-transformers` 
 several seconds of imports and a random initialisation that the weights then overwrite; the forward pass
 itself is twenty lines. This module is those lines, under Hugging Face's parameter names (so the same
 state dicts load into either), built on torch's meta device and given the weights in place, and the
-`tokenizers` Rust tokenizer read once per process. Used for answering (the e5 embedder, the reader);
+tokenizer (sentencepiece over the same vocabulary, `Tokenizer`) read once per process. Used for answering (the e5 embedder, the reader);
 training keeps transformers' BertModel (assistant/training.py), and any other embedding model a user
 configures still goes through sentence-transformers. tests/test_bert.py holds both to each other's outputs.
 """
@@ -12,6 +12,7 @@ configures still goes through sentence-transformers. tests/test_bert.py holds bo
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,9 @@ _preloading: list[threading.Thread] = []
 
 
 def preload_tokenizer() -> None:
-    """Start reading the e5 tokenizer in a thread. Its Rust parser releases the GIL, so the 0.7-0.8 s it takes
-    overlaps a cold start's imports instead of following them; `Tokenizer.shared` waits for it. A failure here
-    is left for the main thread's own load to report."""
+    """Start reading the e5 tokenizer in a thread, so that its reading overlaps a cold start's imports instead of
+    following them; `Tokenizer.shared` waits for it. A failure here is left for the main thread's own load to
+    report."""
     def load() -> None:
         try:
             from .encoder import model_folder
@@ -64,17 +65,25 @@ class Windows:
 
 
 class Tokenizer:
-    """The model folder's `tokenizer.json`, loaded once per process (about a second for the 250k-piece
-    vocabulary) and shared by the embedder and the reader. Truncation is a setting of the Rust object, so
-    every encode sets its own under a lock."""
+    """The e5 tokenizer as answering runs it: the packed tokenizer's character map, then sentencepiece's Unigram
+    segmentation over the 250k pieces (assistant/encoder.py writes both into the model folder). Ids and character
+    offsets are those of the Hugging Face tokenizer of `tokenizer.json`, which training uses (tests/test_bert.py
+    compares them over the seed article, CMRC and DuReader texts), in 45 MB instead of 290 MB. Loaded once per
+    process and shared by the embedder and the reader; sentencepiece's encoding is safe across threads."""
 
-    def __init__(self, path: Path):
-        from tokenizers import Tokenizer as RustTokenizer
+    def __init__(self, folder: Path):
+        import sentencepiece
 
-        self._tok = RustTokenizer.from_file(str(path))
-        self._lock = threading.Lock()
-        self.pad_token_id = self._tok.token_to_id("<pad>")
-        self.unk_token_id = self._tok.token_to_id("<unk>")
+        from .encoder import CHARMAP_FILE, SPM_FILE
+
+        self._sp = sentencepiece.SentencePieceProcessor(model_file=str(Path(folder) / SPM_FILE))
+        charmap = json.loads((Path(folder) / CHARMAP_FILE).read_text(encoding="utf-8"))
+        self._charmap = {int(cp): out for cp, out in charmap.items()}
+        self._same_length = {cp: out for cp, out in self._charmap.items() if len(out) == 1}
+        resizing = "".join(re.escape(chr(cp)) for cp, out in self._charmap.items() if len(out) != 1)
+        self._resizing = re.compile(f"[{resizing}]") if resizing else None
+        self.pad_token_id, self.unk_token_id = self._sp.piece_to_id("<pad>"), self._sp.unk_id()
+        self._bos, self._eos, self._space = (self._sp.piece_to_id(p) for p in ("<s>", "</s>", "\u2581"))
 
     @classmethod
     def shared(cls, folder: Path) -> Tokenizer:
@@ -90,53 +99,116 @@ class Tokenizer:
                 loader.join()
             return cls.shared(folder)
         try:
-            tokenizer = cls(Path(folder) / "tokenizer.json")
+            tokenizer = cls(Path(folder))
         finally:
             with _lock:
                 _loading.pop(key, None)
         with _lock:
             return _tokenizers.setdefault(key, tokenizer)
 
+    def _normalized(self, text: str) -> tuple[str, list[int] | None]:
+        """The text as the model reads it (the character map, runs of spaces as one) and, where that moved any
+        character, the original position of each character of it (None: position i is i)."""
+        plain = text.translate(self._same_length)
+        if "  " not in plain and not (self._resizing and self._resizing.search(text)):
+            return plain, None
+        out: list[str] = []
+        origin: list[int] = []
+        for i, ch in enumerate(text):
+            for c in self._charmap.get(ord(ch), ch):
+                if c == " " and out and out[-1] == " ":
+                    origin[-1] = i  # a run of spaces is read as its last one (as tokenizers' Replace)
+                    continue
+                out.append(c)
+                origin.append(i)
+        return "".join(out), origin
+
+    def _prepared(self, text: str) -> tuple[str, list[int] | None, int | None]:
+        """(normalized text less a leading space, origins, where that space was). Sentencepiece puts its word-start
+        mark before every text; `tokenizer.json` puts one only where the text does not start with a space."""
+        norm, origin = self._normalized(text)
+        if not norm.startswith(" "):
+            return norm, origin, None
+        if origin is None:
+            origin = list(range(len(norm)))
+        return norm[1:], origin[1:], origin[0]
+
+    def encode(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """The text's token ids (no special tokens) and each token's character offsets in `text`."""
+        norm, origin, lead = self._prepared(text)
+        if not norm:
+            return ([self._space], [(lead, lead + 1)]) if lead is not None else ([], [])
+        raw = norm.encode("utf-8")
+        if len(raw) == len(norm):
+            char_of = None  # ASCII: a byte offset is a character offset
+        else:
+            starts = (np.frombuffer(raw, np.uint8) & 0xC0) != 0x80
+            char_of = np.append(np.cumsum(starts) - 1, len(norm))
+        ids, offsets = [], []
+        for k, piece in enumerate(self._sp.encode(norm, return_type="proto").pieces):
+            s, e = (piece.begin, piece.end) if char_of is None else (int(char_of[piece.begin]), int(char_of[piece.end]))
+            if origin is not None:
+                s, e = (origin[s] if s < len(origin) else len(text)), (origin[e - 1] + 1 if e else 0)
+            if k == 0 and lead is not None:
+                s = lead  # the word-start mark stands for the leading space
+            if piece.begin == piece.end:
+                e = s + 1  # the mark sentencepiece added: tokenizers gives it the first character
+            ids.append(piece.id)
+            offsets.append((s, e))
+        return ids, offsets
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text (no special tokens), without offsets: the fast path of embedding."""
+        prepared = [self._prepared(t) for t in texts]
+        encoded = self._sp.encode([norm for norm, _, _ in prepared]) if prepared else []
+        return [ids if norm or lead is None else [self._space] for ids, (norm, _, lead) in zip(encoded, prepared,
+                                                                                                strict=True)]
+
     def __call__(self, texts, add_special_tokens: bool = True, return_offsets_mapping: bool = False) -> dict:
         """`{"input_ids": ...}` (and offsets) of one text or a list, untruncated: the calls the project makes of
         a Hugging Face tokenizer outside batching."""
         single = isinstance(texts, str)
-        with self._lock:
-            self._tok.no_truncation()
-            self._tok.no_padding()
-            encodings = self._tok.encode_batch([texts] if single else list(texts), add_special_tokens=add_special_tokens)
-        out = {"input_ids": [e.ids for e in encodings]}
+        texts = [texts] if single else list(texts)
         if return_offsets_mapping:
-            out["offset_mapping"] = [e.offsets for e in encodings]
+            encoded = [self.encode(t) for t in texts]
+        else:
+            encoded = [(ids, None) for ids in self.ids(texts)]
+        ids = [[self._bos, *i, self._eos] if add_special_tokens else i for i, _ in encoded]
+        out = {"input_ids": ids}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [[(0, 0), *o, (0, 0)] if add_special_tokens else o for _, o in encoded]
         return {k: v[0] for k, v in out.items()} if single else out
 
     def batch(self, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, attention_mask) of texts, each cut at max_length tokens, padded to the longest."""
-        with self._lock:
-            self._tok.no_padding()
-            self._tok.enable_truncation(max_length)
-            encodings = self._tok.encode_batch(texts)
-        return self._padded([e.ids for e in encodings])
+        return self._padded([[self._bos, *ids[: max_length - 2], self._eos] for ids in self.ids(texts)])
 
     def windows(self, questions: list[str], passages: list[str], max_length: int, stride: int) -> Windows:
         """Each (question, passage) pair in windows of max_length tokens, the passage cut with `stride` tokens
-        of overlap (Hugging Face's `truncation="only_second"` with overflowing tokens)."""
-        with self._lock:
-            self._tok.no_padding()
-            self._tok.enable_truncation(max_length, stride=stride, strategy="only_second")
-            encodings = self._tok.encode_batch(list(zip(questions, passages, strict=True)))
-        flat, owner = [], []
-        for i, e in enumerate(encodings):
-            for window in [e, *e.overflowing]:
-                flat.append(window)
+        of overlap, as Hugging Face's `truncation="only_second"` with overflowing tokens cuts it."""
+        rows, offsets, sequence_ids, owner = [], [], [], []
+        cache: dict[str, tuple[list[int], list[tuple[int, int]]]] = {}
+        for i, (question, passage) in enumerate(zip(questions, passages, strict=True)):
+            if question not in cache:
+                cache[question] = self.encode(question)
+            q_ids, q_offsets = cache[question]
+            p_ids, p_offsets = self.encode(passage)
+            room = max_length - len(q_ids) - 4  # <s> question </s> </s> passage </s>
+            if room <= stride and len(p_ids) > room:
+                raise ValueError(f"The question takes {len(q_ids)} of {max_length} tokens: too few are left for a "
+                                 f"passage window with a stride of {stride}. Shorten the question.")
+            for a, b in _parts(len(p_ids), room, stride):
+                rows.append([self._bos, *q_ids, self._eos, self._eos, *p_ids[a:b], self._eos])
+                offsets.append([(0, 0), *q_offsets, (0, 0), (0, 0), *p_offsets[a:b], (0, 0)])
+                sequence_ids.append([None, *[0] * len(q_ids), None, None, *[1] * (b - a), None])
                 owner.append(i)
-        ids, mask = self._padded([w.ids for w in flat])
-        offsets = np.zeros((*ids.shape, 2), dtype=np.int64)
-        for w, window in enumerate(flat):
-            offsets[w, : len(window.offsets)] = window.offsets
+        ids, mask = self._padded(rows)
+        spans = np.zeros((*ids.shape, 2), dtype=np.int64)
+        for w, row in enumerate(offsets):
+            spans[w, : len(row)] = row
         width = ids.shape[1]
-        sequence_ids = [w.sequence_ids + [None] * (width - len(w.sequence_ids)) for w in flat]  # padding: None
-        return Windows(ids, mask, offsets, np.asarray(owner, dtype=np.int64), sequence_ids)
+        sequence_ids = [s + [None] * (width - len(s)) for s in sequence_ids]  # padding: None
+        return Windows(ids, mask, spans, np.asarray(owner, dtype=np.int64), sequence_ids)
 
     def _padded(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         width = max((len(r) for r in rows), default=0)
@@ -146,6 +218,19 @@ class Tokenizer:
             ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         return ids, mask
+
+
+def _parts(n: int, room: int, stride: int) -> list[tuple[int, int]]:
+    """Token ranges of a passage of n tokens in windows of `room`, each starting `room - stride` after the last
+    (tokenizers' `Encoding.truncate`): the last one ends at the passage's end."""
+    if n <= room:
+        return [(0, n)]
+    parts = []
+    for start in range(0, n, room - stride):
+        parts.append((start, min(start + room, n)))
+        if start + room >= n:
+            break
+    return parts
 
 
 # --- encoder ----------------------------------------------------------------------------------------

@@ -38,6 +38,44 @@ def test_windows_match_the_transformers_tokenizer(lean):
          if k in ("input_ids", "offset_mapping")}
 
 
+# what differs from one text to the next at the edges of normalisation: leading, trailing and repeated spaces,
+# tabs and ideographic spaces, characters the map widens (㍿ -> 株式会社) or removes, fullwidth forms, emoji and
+# characters outside the vocabulary, the special pieces written as text, English
+EDGES = ["", " ", "  ", " a", "a ", "  a  b  ", "\ta\nb", "a\u3000\u3000b", "㍿ 株式会社 ①②", "ＡＢＣ１２３ ～",
+         "😀😀 x 𠀀𠀁", "<s> a </s> <mask>", "  Who  founded Nvidia? ", "您好！很高兴为您解答，    不能解除 你只能换个号码",
+         " 一般认为是内生血肌酐", "e\u200bf\u00adg", "2.0%、3.71万人、6.1万平方米"]
+
+
+def test_tokenizer_ids_and_offsets_are_those_of_tokenizer_json():
+    """The sentencepiece tokenizer answering runs gives the ids and character offsets of the `tokenizers` one
+    that training runs, over every line of the seed corpus and its questions and the edge cases above."""
+    import json
+    from pathlib import Path
+
+    from tokenizers import Tokenizer as Reference
+
+    from assistant import encoder
+    from assistant.bert import Tokenizer
+
+    folder = encoder.model_folder()
+    want, got = Reference.from_file(str(folder / "tokenizer.json")), Tokenizer(folder)
+    root = Path(__file__).resolve().parent.parent
+    texts = [line for path in sorted((root / "corpus").rglob("*.txt")) + sorted((root / "corpus").rglob("*.md"))
+             for line in path.read_text(encoding="utf-8").splitlines()]
+    texts += [json.loads(line)["question"] for path in sorted((root / "corpus" / "eval").glob("*.jsonl"))
+              for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts += EDGES
+    assert len(texts) > 300
+    for text in texts:
+        reference = want.encode(text, add_special_tokens=False)
+        ids, offsets = got.encode(text)
+        assert (ids, offsets) == (reference.ids, list(reference.offsets)), text
+    assert got.ids(texts) == [e.ids for e in want.encode_batch(texts, add_special_tokens=False)]
+    want.enable_truncation(16)  # counting <s> and </s>, as `batch` cuts
+    ids, mask = got.batch(texts[:50], 16)
+    assert [row[m == 1].tolist() for row, m in zip(ids, mask, strict=True)] == [e.ids for e in want.encode_batch(texts[:50])]
+
+
 def test_reader_logits_match_the_transformers_network(lean):
     """The same delta in transformers' BertModel (as training builds it) gives the same logits, padded
     windows included, so the calibration fitted on that network holds for this one."""
