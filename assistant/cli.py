@@ -184,6 +184,10 @@ def _preload(settings: Settings) -> None:
 def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _preload(settings)
+    if args.question is not None:
+        from .onnx_runtime import one_question
+
+        one_question()
     from .assistant import Assistant
 
     assistant = Assistant.load(settings=settings)

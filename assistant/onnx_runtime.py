@@ -4,7 +4,8 @@ without torch.
 Why (docs/benchmarks.md, issue 29): `import torch` is a second of every cold start, and ONNX Runtime's
 optimised graph embeds a question in half torch's time with the same vectors. The reader runs here in float32
 where the CPU lacks native bf16 (as fast as torch's float32, without importing torch); on CPUs with bf16
-(AMX, AVX512-BF16) torch's bf16 reads twice as fast and stays the choice (`reader_runtime()`). int8 was measured
+(AMX, AVX512-BF16) torch's bf16 reads twice as fast and stays the choice of processes that answer many questions
+(`reader_runtime()`); a single `assistant ask` reads in ONNX Runtime there too (`one_question()`). int8 was measured
 and is not used: dynamic int8 cost 2.6 F1 on DuReader-robust, 8-bit block-quantised weights kept the
 figures but ran slower than float32.
 
@@ -32,6 +33,7 @@ FORMAT = 1  # bump when the exported graphs change
 OPSET = 17
 _lock = threading.Lock()
 _sessions: dict[str, Graph] = {}
+_one_question = threading.Event()
 
 
 RUNTIMES = ("auto", "onnx", "torch")
@@ -59,12 +61,21 @@ def enabled() -> bool:
     return choice() != "torch"
 
 
+def one_question() -> None:
+    """This process answers one question and exits (`assistant ask "..."`): under auto its reader runs in ONNX
+    Runtime even where torch's bf16 is faster, as importing torch (1.2 s) costs more than bf16 saves on one
+    question. On AMX a cold ask took 3.45 s and 739 MB in torch, 2.16 s and 519 MB so (paired runs,
+    2026-12-06); torch bf16 and ONNX float32 gave the same answer to 245 of 247 eval questions."""
+    _one_question.set()
+
+
 def reader_runtime() -> str:
-    """"onnx" or "torch" for the reader: under auto, torch where the CPU has native bf16, else ONNX Runtime."""
+    """"onnx" or "torch" for the reader: under auto, torch where the CPU has native bf16 and the process answers
+    more than one question, else ONNX Runtime."""
     chosen = choice()
     if chosen != "auto":
         return chosen
-    return "torch" if bf16_is_fast() else "onnx"
+    return "torch" if not _one_question.is_set() and bf16_is_fast() else "onnx"
 
 
 def bf16_is_fast() -> bool:
