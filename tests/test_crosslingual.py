@@ -46,6 +46,22 @@ def test_english_words_translate_to_the_chinese_words_bm25_can_match():
     assert "nvidia" in tokens and "英伟达" in tokens
 
 
+def test_the_english_index_is_kept_in_the_cache_and_derived_again_when_unreadable(tmp_path, monkeypatch):
+    from assistant import crosslingual
+
+    monkeypatch.setenv("ASSISTANT_CACHE_DIR", str(tmp_path))
+    crosslingual._english_index.cache_clear()
+    derived = crosslingual._english_index()
+    [kept] = (tmp_path / "crosslingual").glob("english-index-*.json")
+    crosslingual._english_index.cache_clear()
+    assert crosslingual._english_index() == derived and "found" in derived
+    kept.write_text("{not json", encoding="utf-8")
+    crosslingual._english_index.cache_clear()
+    assert crosslingual._english_index() == derived  # derived again, and written again
+    assert kept.read_text(encoding="utf-8").startswith("{\"")
+    crosslingual._english_index.cache_clear()
+
+
 def test_training_features_ask_a_share_of_questions_in_english(capsys):
     from assistant.reader import load_tokenizer
     from assistant.squad import SquadPassage, SquadQuestion, SquadSet
