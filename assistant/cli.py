@@ -250,6 +250,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"Refusing to listen on {args.host} without --allow-remote: the chat would be reachable from the network. "
             "Add --allow-remote (and --auth user:password) to share it."
         )
+    from .memory import limit_arenas
+
+    limit_arenas()  # before the server's threads allocate
     assistant = Assistant.load(settings=_settings(args))
     launch(assistant, host=args.host, port=args.port, auth=args.auth or os.environ.get("ASSISTANT_AUTH"))
     return 0

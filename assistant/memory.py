@@ -8,10 +8,25 @@ process embedding passages grows by ~100 MB every 500 passages although nothing 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import gc
-from collections.abc import Mapping
+import os
+import threading
+from collections.abc import Iterator, Mapping
+
+# Model runs at once in one process: one per core. A server's threads answer many questions together, but two
+# cores run two forward passes at a time whatever the thread count, and every run in flight holds its own
+# activations and its runtime's scratch memory; the rest wait here instead.
+_RUNS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def model_run() -> Iterator[None]:
+    """Hold one of the process's model-run slots for a forward pass (the embedder's or the reader's)."""
+    with _RUNS:
+        yield
 
 
 def trim() -> None:
@@ -19,6 +34,23 @@ def trim() -> None:
     libc_trim = _malloc_trim()
     if libc_trim is not None:
         libc_trim(0)
+
+
+def limit_arenas(arenas: int = 2) -> None:
+    """Let glibc keep at most `arenas` heaps, whatever the number of threads (glibc's default: 8 a core).
+
+    A server answers on many threads; each thread that allocates gets an arena of its own, and memory freed in
+    one is not reused by another. Under 20 concurrent clients the serving process peaked at 1,136 MB with the
+    default and 996 MB with two arenas, at the same latency (AMX, 2026-12-06, benchmarks/bench_api.py). Call it
+    before the threads start; nothing on another C library."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_ARENA_MAX, arenas)
+
+
+_M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def release() -> None:

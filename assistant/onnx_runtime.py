@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import encoder
+from .memory import model_run
 
 FORMAT = 1  # bump when the exported graphs change
 OPSET = 17
@@ -118,7 +119,8 @@ class Graph:
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
         words = self.words.lookup(input_ids)
-        return self.session.run(self.outputs, {"words": words, "attention_mask": attention_mask.astype(np.int64)})
+        with model_run():
+            return self.session.run(self.outputs, {"words": words, "attention_mask": attention_mask.astype(np.int64)})
 
 
 def embedder_graph() -> Graph:

@@ -243,18 +243,30 @@ def torch_model(path: Path = READER_FILE):  # noqa: ANN201 - a torch module
 
 
 class _TorchRun:
-    """The torch reader as a function of numpy arrays; bf16 where the CPU has it natively."""
+    """The torch reader as a function of numpy arrays; bf16 where the CPU has it natively.
+
+    In bf16 the matrices are held in bf16 from the start: autocast would round the same float32 weights to the
+    same bf16 values at every call (the same logits, bit for bit), and holding both halves the weights' memory
+    (85 -> 43 MB). Layer norms and embeddings stay float32, as autocast runs them."""
 
     def __init__(self, model):  # noqa: ANN001
-        self.model = model
         from .onnx_runtime import bf16_is_fast
 
         self.bf16 = bf16_is_fast()
+        if self.bf16:
+            import torch
+
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.to(torch.bfloat16)
+        self.model = model
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        from .memory import model_run
+
+        with model_run(), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             start, end = self.model(torch.from_numpy(input_ids).long(), torch.from_numpy(attention_mask).long())
         return start.float().numpy(), end.float().numpy()
 

@@ -34,10 +34,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _peak_rss_mb(pid: int) -> float:
-    """The process's high-water resident set (VmHWM), in MB."""
+def _peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """The process's high-water resident set (VmHWM), or its resident set now (VmRSS), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -83,6 +83,7 @@ def main() -> None:
 
             client = httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_connections=100))
             gradio = Client(url + "/", verbose=False)
+            print(f"serving process ready (models loaded, no question yet): RSS {_peak_rss_mb(proc.pid, 'VmRSS'):.0f} MB")
             for n in (int(c) for c in args.clients.split(",")):
                 run("POST /api/ask", lambda q: client.post("/api/ask", json={"question": q}).json()["answer"], n)
                 run("Gradio /ask", lambda q: gradio.predict(q, [], 5, api_name="/ask")["answer"], n)

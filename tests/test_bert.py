@@ -19,7 +19,9 @@ PASSAGES = [
 
 @pytest.fixture(scope="module")
 def lean():
-    return SpanReader.load(runtime="torch")
+    with pytest.MonkeyPatch.context() as patch:  # float32 matrices, to compare with transformers' network
+        patch.setenv("ASSISTANT_READER_FP32", "1")
+        return SpanReader.load(runtime="torch")
 
 
 def test_windows_match_the_transformers_tokenizer(lean):
@@ -95,6 +97,26 @@ def test_reader_logits_match_the_transformers_network(lean):
         assert np.abs(w.numpy()[mask] - g.numpy()[mask]).max() < 1e-4
     spans = lean.read(QUESTION, PASSAGES[:1])
     assert spans and PASSAGES[0][spans[0].start:spans[0].end] == "黄仁勋"
+
+
+def test_the_bf16_reader_holds_bf16_matrices_and_reads_as_autocast_does(lean, monkeypatch):
+    """Where bf16 is native the torch reader keeps its matrices in bf16: the logits of autocast over the float32
+    matrices, bit for bit (autocast rounds the same weights to the same values at every call)."""
+    import torch
+
+    from assistant import onnx_runtime
+    from assistant.reader import _TorchRun, torch_model
+
+    monkeypatch.delenv("ASSISTANT_READER_FP32", raising=False)
+    monkeypatch.setattr(onnx_runtime, "_native_bf16", lambda: True)
+    held = _TorchRun(torch_model())
+    assert held.bf16 and {p.dtype for n, p in held.model.named_parameters() if "LayerNorm" not in n and
+                          "embeddings" not in n} == {torch.bfloat16}
+    enc = lean.features(QUESTION, PASSAGES)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = lean.run.model(torch.from_numpy(enc.input_ids), torch.from_numpy(enc.attention_mask))
+    for w, g in zip(want, held(enc.input_ids, enc.attention_mask), strict=True):
+        assert np.array_equal(w.float().numpy(), g)
 
 
 def test_onnx_reader_reads_as_the_torch_network(lean, monkeypatch):
