@@ -62,6 +62,20 @@ def summary_topic(question: str) -> str:
     return re.sub(r"[\W_]+", " ", text).strip()
 
 
+@functools.cache
+def english_stop_words() -> frozenset[str]:
+    """scikit-learn's English stop words (318), read from the module that holds them: importing them through
+    the sklearn package loads scipy and pandas, 1.8 s of a server's first English question."""
+    import importlib.util
+
+    package = importlib.util.find_spec("sklearn")
+    path = Path(package.submodule_search_locations[0]) / "feature_extraction" / "_stop_words.py"
+    spec = importlib.util.spec_from_file_location("_english_stop_words", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return frozenset(module.ENGLISH_STOP_WORDS)
+
+
 def mostly_latin(text: str) -> bool:
     """Whether a question is written in a Latin-script language rather than Chinese."""
     latin = sum(1 for ch in text if ch.isascii() and ch.isalpha())

@@ -15,7 +15,7 @@ from .chunking import Chunk
 from .crosslingual import chinese_terms
 from .errors import UnknownNameError
 from .indexing import LoadedIndex
-from .language import mostly_latin, simplified
+from .language import english_stop_words, mostly_latin, simplified
 from .lexical import expand, matching_form, synonyms, terms, tokenize
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
@@ -252,9 +252,8 @@ def _display_title(doc, documents: dict) -> str:
 def cross_lingual_tokens(query: str, segmenter) -> list[str]:
     """BM25 tokens of a question in English over Chinese text: its content words (names, numbers and Latin terms
     match as they are) and the Chinese words CC-CEDICT translates them to."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-    words = [t for t in tokenize(query, segmenter) if t not in ENGLISH_STOP_WORDS]
+    stop = english_stop_words()
+    words = [t for t in tokenize(query, segmenter) if t not in stop]
     return words + [t for term in chinese_terms(" ".join(words)) for t in tokenize(term, segmenter)]
 
 

@@ -46,6 +46,21 @@ def test_english_words_translate_to_the_chinese_words_bm25_can_match():
     assert "nvidia" in tokens and "英伟达" in tokens
 
 
+def test_english_stop_words_are_scikit_learns_without_importing_scikit_learn():
+    import subprocess
+    import sys
+
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    from assistant.language import english_stop_words
+
+    assert english_stop_words() == ENGLISH_STOP_WORDS and "who" in english_stop_words()
+    code = ("import sys; from assistant.lexicon import Segmenter; from assistant.retrieval import cross_lingual_tokens; "
+            "print(cross_lingual_tokens('Who founded Nvidia?', Segmenter(['英伟达'])), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip().endswith("False") and "'nvidia'" in out.stdout
+
+
 def test_the_english_index_is_kept_in_the_cache_and_derived_again_when_unreadable(tmp_path, monkeypatch):
     from assistant import crosslingual
 
