@@ -296,13 +296,13 @@ def _standalone(question: str, turns: list[Turn], loaded: _Loaded, search: Hybri
     return resolve_description(rewrite(question, turns), name_of)
 
 
-def _resolve_history(turns: list[Turn], search: HybridRetriever, extractive: Answerer,
+def _resolve_history(turns: list[Turn], search: HybridRetriever, answerer: Answerer,
                      scope: Scope | None = None) -> list[Turn]:
     """Fill in the previous turn's answer when only questions were given (it may name the referent)."""
     if turns and turns[-1].answer is None:
         prev = turns[-1]
         standalone = rewrite(prev.question, turns[:-1])
-        draft = extractive.answer(standalone, search.search(standalone, scope=scope))
+        draft = answerer.answer(standalone, search.search(standalone, scope=scope))
         prev.answer = validate.strip_markers(draft.answer)
         prev.refused = draft.refused
         prev.question = standalone
