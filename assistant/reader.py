@@ -201,7 +201,17 @@ class SpanReader:
         return self.tokenizer.windows([question] * len(passages), passages, self.max_len, self.stride)
 
     def logits(self, enc) -> tuple[np.ndarray, np.ndarray]:
-        start, end = self.run(enc["input_ids"], enc["attention_mask"])
+        """Start and end logits of every window, (windows, width); padding positions are not read from them."""
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        if self.runtime != "onnx" or len(ids) < 2:
+            return self.run(ids, mask)
+        # ONNX Runtime reads each window at its own length: padding is about a quarter of three windows' tokens,
+        # and the logits are the same (padding is never attended); 93 -> 85 ms a question over questions.jsonl
+        # on AMX. Torch's per-call overhead makes that slower there (41 -> 45 ms).
+        start, end = np.zeros(ids.shape, np.float32), np.zeros(ids.shape, np.float32)
+        for w, n in enumerate(mask.sum(axis=1)):
+            s, e = self.run(ids[w:w + 1, :n], mask[w:w + 1, :n])
+            start[w, :n], end[w, :n] = s[0], e[0]
         return start, end
 
     def read(self, question: str, passages: list[str], top_n: int = 5) -> list[Span]:
