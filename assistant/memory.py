@@ -19,7 +19,8 @@ from collections.abc import Iterator, Mapping
 # Model runs at once in one process: one per core. A server's threads answer many questions together, but two
 # cores run two forward passes at a time whatever the thread count, and every run in flight holds its own
 # activations and its runtime's scratch memory; the rest wait here instead.
-_RUNS = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
+_RUNS = threading.BoundedSemaphore(max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                       else os.cpu_count() or 1))  # the cores this process may use
 
 
 @contextlib.contextmanager
