@@ -83,7 +83,8 @@ def main() -> None:
 
             client = httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_connections=100))
             gradio = Client(url + "/", verbose=False)
-            print(f"serving process ready (models loaded, no question yet): RSS {_peak_rss_mb(proc.pid, 'VmRSS'):.0f} MB")
+            ready = _peak_rss_mb(proc.pid, "VmRSS")
+            print(f"serving process ready (models loaded, no question yet): RSS {ready:.0f} MB")
             for n in (int(c) for c in args.clients.split(",")):
                 run("POST /api/ask", lambda q: client.post("/api/ask", json={"question": q}).json()["answer"], n)
                 run("Gradio /ask", lambda q: gradio.predict(q, [], 5, api_name="/ask")["answer"], n)

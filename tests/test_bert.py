@@ -75,7 +75,8 @@ def test_tokenizer_ids_and_offsets_are_those_of_tokenizer_json():
     assert got.ids(texts) == [e.ids for e in want.encode_batch(texts, add_special_tokens=False)]
     want.enable_truncation(16)  # counting <s> and </s>, as `batch` cuts
     ids, mask = got.batch(texts[:50], 16)
-    assert [row[m == 1].tolist() for row, m in zip(ids, mask, strict=True)] == [e.ids for e in want.encode_batch(texts[:50])]
+    assert [row[m == 1].tolist() for row, m in zip(ids, mask, strict=True)] == \
+        [e.ids for e in want.encode_batch(texts[:50])]
 
 
 def test_reader_logits_match_the_transformers_network(lean):

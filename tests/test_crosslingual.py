@@ -55,7 +55,8 @@ def test_english_stop_words_are_scikit_learns_without_importing_scikit_learn():
     from assistant.language import english_stop_words
 
     assert english_stop_words() == ENGLISH_STOP_WORDS and "who" in english_stop_words()
-    code = ("import sys; from assistant.lexicon import Segmenter; from assistant.retrieval import cross_lingual_tokens; "
+    code = ("import sys; from assistant.lexicon import Segmenter; "
+            "from assistant.retrieval import cross_lingual_tokens; "
             "print(cross_lingual_tokens('Who founded Nvidia?', Segmenter(['英伟达'])), 'sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip().endswith("False") and "'nvidia'" in out.stdout
