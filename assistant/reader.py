@@ -20,6 +20,7 @@ import numpy as np
 from . import encoder
 from .errors import ModelNotAvailableError
 from .language import simplified, simplified_same_length
+from .memory import model_run
 
 READER_FILE = Path(__file__).resolve().parent / "models" / "reader.safetensors"
 DELTA_FORMAT = 1
@@ -273,8 +274,6 @@ class _TorchRun:
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
-
-        from .memory import model_run
 
         with model_run(), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             start, end = self.model(torch.from_numpy(input_ids).long(), torch.from_numpy(attention_mask).long())
