@@ -172,28 +172,41 @@ def _print_answer(answer, as_json: bool) -> None:
 
 
 def _preload(settings: Settings) -> None:
-    """The default e5 model's tokenizer starts loading while the answering modules import (cold start)."""
+    """The default e5 model's tokenizer, and its ONNX Runtime sessions where it runs there, start loading while the
+    answering modules import (cold start)."""
     from .config import DEFAULT_EMBED_MODEL
 
     if settings.embed_model == DEFAULT_EMBED_MODEL:
-        from .bert import preload_tokenizer
+        from . import onnx_runtime
 
-        preload_tokenizer()
+        if onnx_runtime.enabled():
+            onnx_runtime.preload()
+        else:
+            from .bert import preload_tokenizer
+
+            preload_tokenizer()
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    _preload(settings)
     if args.question is not None:
         from .onnx_runtime import one_question
 
         one_question()
+    _preload(settings)
     from .assistant import Assistant
 
-    assistant = Assistant.load(settings=settings)
     if args.question is not None:
-        _print_answer(assistant.ask(args.question, k=args.k, answerer=args.answerer, articles=args.article), args.json)
-        return 0
+        try:
+            assistant = Assistant.load(settings=settings)
+            _print_answer(assistant.ask(args.question, k=args.k, answerer=args.answerer, articles=args.article),
+                          args.json)
+            return 0
+        finally:
+            from .onnx_runtime import preloaded
+
+            preloaded()
+    assistant = Assistant.load(settings=settings)
     articles = assistant.article_ids(args.article)  # an unknown name: an error before the first question
     history: list[dict] = []
     print("向文章提问(空行或 Ctrl-D 退出;输入 /clear 清空对话)。")

@@ -11,7 +11,7 @@ training split them; Traditional Chinese converted with OpenCC), per answerer:
 * extractive: the rule-based answerer this project had before the reader;
 * reader span: the trained reader's best span, never refusing (its raw quality);
 * reader answerer: the reader with answer forms and calibrated refusal;
-* combined (the default): the extractive answer where the rules answer, else the reader answerer.
+* combined (the default): the reader answerer, and the extractive answer where the reader refuses.
 
 EM / F1 as the CMRC 2018 organisers define them over the answerable questions, overall and per question
 kind (read from the question's wording), the refusal rate of answerable and of unanswerable questions
@@ -73,15 +73,15 @@ def run(name: str, squad, questions: list, answerers: dict, limit: int) -> dict:
         draft = answerers["extractive"].answer(q.question, [source])
         predictions["extractive"] = (strip_markers(draft.answer), draft.refused, time.perf_counter() - t)
         t = time.perf_counter()
-        spans = reader_answerer.reader.read(q.question, [passage.context])
+        spans = reader_answerer.read(q.question, [source])  # ranked as the answerer ranks them
         read_s = time.perf_counter() - t
         best = spans[0] if spans else None
         predictions["reader span"] = (passage.context[best.start:best.end] if best else "", False, read_s)
         t = time.perf_counter()
         draft = reader_answerer.from_spans(q.question, [source], spans, answer_form(q.question))
         predictions["reader answerer"] = (strip_markers(draft.answer), draft.refused, read_s + time.perf_counter() - t)
-        rules = predictions["extractive"]
-        predictions["combined"] = rules if not rules[1] else predictions["reader answerer"]
+        reader_draft, rules = predictions["reader answerer"], predictions["extractive"]
+        predictions["combined"] = rules if reader_draft[1] and not rules[1] else reader_draft
         for answerer, (text, refused, seconds) in predictions.items():
             if not q.answerable:
                 unanswerable_refused[answerer].append(refused)

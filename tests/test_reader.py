@@ -60,6 +60,36 @@ def test_reader_refuses_a_question_the_passage_does_not_answer(reader):
     assert draft.refused and draft.answer == REFUSAL_ZH and draft.confidence < 0.5
 
 
+TEA = "龙井茶产于浙江杭州西湖一带,以色翠、香郁、味甘、形美著称。采摘时间多在清明前后,明前茶价格最高。"
+BRIDGE = "赵州桥位于河北省赵县,建于隋朝,由工匠李春设计,是世界上现存最早的敞肩石拱桥。"
+
+
+def test_sources_are_read_best_first_until_a_span_is_sure(reader, monkeypatch):
+    calls = []
+    read = reader.reader.read
+
+    def counted(question, passages, **kw):
+        calls.append(len(passages))
+        return read(question, passages, **kw)
+
+    monkeypatch.setattr(reader.reader, "read", counted)  # the real reader, its calls counted
+    calibration = reader.calibration
+
+    spans = reader.read("黄河全长多少公里?", [_source(RIVER, 1), _source(TEA, 2), _source(BRIDGE, 3)])
+    assert calls == [1] and calibration.probability(spans[0]) >= reader.stop_at  # sure at once: one source read
+
+    calls.clear()
+    spans = reader.read("黄河全长多少公里?", [_source(TEA, 1), _source(RIVER, 2), _source(BRIDGE, 3)])
+    assert calls == [1, 1]  # the first was not sure, the second was
+    assert spans[0].passage == 1 and "5464" in RIVER[spans[0].start:spans[0].end]
+    probabilities = [calibration.probability(s) for s in spans]
+    assert probabilities == sorted(probabilities, reverse=True)  # ranked by calibrated probability, not raw score
+
+    calls.clear()
+    spans = reader.read("赵州桥是谁设计的?", [_source(TEA, 1), _source(RIVER, 2), _source(BRIDGE, 3)])
+    assert calls == [1, 1, 1] and spans[0].passage == 2 and "李春" in BRIDGE[spans[0].start:spans[0].end]
+
+
 def test_long_questions_are_cut_so_the_passage_keeps_the_window(reader):
     question = "请问" * 200 + "黄河全长多少公里?"
     enc = reader.reader.features(question, [RIVER])
