@@ -180,7 +180,9 @@ def _preload(settings: Settings) -> None:
         from . import onnx_runtime
 
         if onnx_runtime.enabled():
-            onnx_runtime.preload()
+            from .reader import READER_FILE, torch_model
+
+            onnx_runtime.preload(READER_FILE, torch_model)
         else:
             from .bert import preload_tokenizer
 

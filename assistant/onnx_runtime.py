@@ -165,21 +165,21 @@ def _graph(path: Path, write) -> Graph:  # noqa: ANN001
         return graph
 
 
-def preload() -> None:
+def preload(reader_file: Path | None = None, torch_model=None) -> None:  # noqa: ANN001
     """Start loading, in a thread, what a cold `assistant ask` will need from ONNX Runtime: the e5 tokenizer, the
-    embedder's session and, where the reader runs here, the reader's. Session creation and the tokenizer's parse
+    embedder's session and, where the reader runs here, the reader's (`reader_file`, exported from `torch_model`
+    as `reader_graph` does). Session creation and the tokenizer's parse
     overlap the main thread's imports, index and jieba dictionary (0.4-0.5 s of a cold start measured on an AVX2
     CPU, 2026-12-07); whoever needs one first waits for it. A failure is left for the main thread's own load to
     report."""
     def load() -> None:
         try:
             from .bert import Tokenizer
-            from .reader import READER_FILE, torch_model
 
             Tokenizer.shared(encoder.model_folder())
             embedder_graph()
-            if reader_runtime() == "onnx" and READER_FILE.is_file():
-                reader_graph(READER_FILE, torch_model)
+            if reader_file is not None and reader_runtime() == "onnx" and Path(reader_file).is_file():
+                reader_graph(reader_file, torch_model)
         except Exception:  # noqa: BLE001 - reported by the caller's own load
             pass
 
