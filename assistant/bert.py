@@ -24,26 +24,7 @@ WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 _lock = threading.Lock()
 _tokenizers: dict[str, Tokenizer] = {}
 _loading: dict[str, threading.Thread] = {}  # model folder -> the thread reading its tokenizer
-_preloading: list[threading.Thread] = []
 _SPACES = re.compile(" {2,}")
-
-
-def preload_tokenizer() -> None:
-    """Start reading the e5 tokenizer in a thread, so that its reading overlaps a cold start's imports instead of
-    following them; `Tokenizer.shared` waits for it. A failure here is left for the main thread's own load to
-    report."""
-    def load() -> None:
-        try:
-            from .encoder import model_folder
-
-            Tokenizer.shared(model_folder())
-        except Exception:  # noqa: BLE001 - reported by the caller's own load
-            pass
-
-    with _lock:
-        if not _preloading:
-            _preloading.append(threading.Thread(target=load, name="tokenizer-preload", daemon=True))
-            _preloading[0].start()
 
 
 # --- tokenizer --------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ OPSET = 17
 _lock = threading.Lock()
 _sessions: dict[str, Graph] = {}
 _loading: dict[str, threading.Lock] = {}  # graph file -> held while its session is made
-_preloading: list[threading.Thread] = []
 _one_question = threading.Event()
 
 
@@ -144,7 +143,7 @@ def reader_graph(reader_file: Path, torch_model) -> Graph:  # noqa: ANN001
 
 def _graph(path: Path, write) -> Graph:  # noqa: ANN001
     """The session of one graph file, made once per process: a second thread asking for it while it loads (the
-    preload below) waits for it rather than load it twice."""
+    CLI's preload) waits for it rather than load it twice."""
     key = str(path)
     with _lock:
         if key in _sessions:
@@ -163,36 +162,6 @@ def _graph(path: Path, write) -> Graph:  # noqa: ANN001
         with _lock:
             _sessions[key] = graph
         return graph
-
-
-def preload(reader_file: Path | None = None, torch_model=None) -> None:  # noqa: ANN001
-    """Start loading, in a thread, what a cold `assistant ask` will need from ONNX Runtime: the e5 tokenizer, the
-    embedder's session and, where the reader runs here, the reader's (`reader_file`, exported from `torch_model`
-    as `reader_graph` does). Session creation and the tokenizer's parse
-    overlap the main thread's imports, index and jieba dictionary (0.4-0.5 s of a cold start measured on an AVX2
-    CPU, 2026-12-07); whoever needs one first waits for it. A failure is left for the main thread's own load to
-    report."""
-    def load() -> None:
-        try:
-            from .bert import Tokenizer
-
-            Tokenizer.shared(encoder.model_folder())
-            embedder_graph()
-            if reader_file is not None and reader_runtime() == "onnx" and Path(reader_file).is_file():
-                reader_graph(reader_file, torch_model)
-        except Exception:  # noqa: BLE001 - reported by the caller's own load
-            pass
-
-    with _lock:
-        if not _preloading:
-            _preloading.append(threading.Thread(target=load, name="onnx-preload", daemon=True))
-            _preloading[0].start()
-
-
-def preloaded() -> None:
-    """Wait for the preload to finish, so that a process never exits while ONNX Runtime is making a session."""
-    for thread in list(_preloading):
-        thread.join()
 
 
 # --- export (torch) ----------------------------------------------------------------------------------

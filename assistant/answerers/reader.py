@@ -125,10 +125,9 @@ class ReaderAnswerer(Answerer):
         calibration = self.calibration.for_question(question)
         spans: list[Span] = []
         for i, source in enumerate(sources[: self.reads]):
-            found = sorted((replace(s, passage=i) for s in self.reader.read(question, [source.text])),
-                           key=calibration.probability, reverse=True)
+            found = [replace(s, passage=i) for s in self.reader.read(question, [source.text])]
             spans += found
-            if found and calibration.probability(found[0]) >= self.stop_at:
+            if any(calibration.probability(s) >= self.stop_at for s in found):
                 break
         return sorted(spans, key=calibration.probability, reverse=True)
 
