@@ -63,6 +63,7 @@ class TrainConfig:
     foreign_rate: float = 0.15  # share that also get a window of another article
     english_rate: float = 0.0  # share of questions asked in dictionary English (crosslingual.english_question)
     mixed_rate: float = 0.0  # share asked half in English, half in Chinese (code-switched)
+    swap_rate: float = 0.0  # share that also get their answer's window with the question's name swapped: "no answer"
     heldout_every: int = 20
     seed: int = 20261124
     threads: int = 2
@@ -70,6 +71,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     max_questions: int = 0  # 0: all
     eval_limit: int = 0  # 0: all held-out / CMRC questions
+    repeat: dict = field(default_factory=dict)  # training file -> how many times its questions are used
     extra: dict = field(default_factory=dict)
 
     def key(self) -> str:
@@ -91,7 +93,8 @@ def make_features(cfg: TrainConfig, squad: SquadSet, questions: list, tokenizer,
     """Arrays input_ids (n, max_len), lengths, starts, ends: one row per training window."""
     rows, starts, ends = [], [], []
     passages = list(squad.passages.values())
-    dropped = unanswerable = english = 0
+    dropped = unanswerable = english = swaps = 0
+    names = question_names(questions) if cfg.swap_rate else None
     for q in questions:
         passage = squad.passages[q.passage_id]
         draw = rng.random()
@@ -117,25 +120,22 @@ def make_features(cfg: TrainConfig, squad: SquadSet, questions: list, tokenizer,
             dropped += 1
             continue
         question = cut_question(tokenizer, q.question, cfg.max_question_tokens)
-        enc = tokenizer(question, passage.context, truncation="only_second", max_length=cfg.max_len,
-                        stride=cfg.stride, return_overflowing_tokens=True, return_offsets_mapping=True)
         end = start + len(answer)
-        positive, negative = [], []
-        for w in range(len(enc["input_ids"])):
-            seq, offsets = enc.sequence_ids(w), enc["offset_mapping"][w]
-            ctx = [i for i, s in enumerate(seq) if s == 1]
-            if offsets[ctx[0]][0] <= start and offsets[ctx[-1]][1] >= end:
-                s_tok = next(i for i in ctx if offsets[i][1] > start)
-                e_tok = next(i for i in reversed(ctx) if offsets[i][0] < end)
-                positive.append((enc["input_ids"][w], s_tok, e_tok))
-            elif offsets[ctx[-1]][1] <= start or offsets[ctx[0]][0] >= end:
-                negative.append((enc["input_ids"][w], CLS, CLS))
+        positive, negative = _answer_windows(tokenizer, question, passage.context, start, end, cfg)
         if not positive:
             dropped += 1
             continue
         chosen = [rng.choice(positive)]
         if negative and rng.random() < cfg.negative_rate:
             chosen.append(rng.choice(negative))
+        if names is not None and rng.random() < cfg.swap_rate:
+            swapped = swap_name(q.question, passage.context, answer, names, rng)
+            if swapped:
+                near = _answer_windows(tokenizer, cut_question(tokenizer, swapped, cfg.max_question_tokens),
+                                       passage.context, start, end, cfg)[0]
+                if near:
+                    chosen.append((rng.choice(near)[0], CLS, CLS))
+                    swaps += 1
         if rng.random() < cfg.foreign_rate:
             other = rng.choice(passages)
             if other.title != passage.title:
@@ -150,9 +150,63 @@ def make_features(cfg: TrainConfig, squad: SquadSet, questions: list, tokenizer,
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
     print(f"features: {len(rows)} windows from {len(questions)} questions ({unanswerable} unanswerable, "
-          f"{english} asked in dictionary English, {dropped} dropped: answer not found)", file=sys.stderr)
+          f"{english} asked in dictionary English, {swaps} with a swapped name, {dropped} dropped: answer not found)", file=sys.stderr)
     return {"input_ids": ids, "lengths": lengths, "starts": np.array(starts, np.int64),
             "ends": np.array(ends, np.int64)}
+
+
+def _answer_windows(tokenizer, question: str, context: str, start: int, end: int, cfg: TrainConfig) -> tuple:
+    """([(ids, start token, end token)] of the windows holding context[start:end], [(ids, CLS, CLS)] of those
+    wholly without it)."""
+    enc = tokenizer(question, context, truncation="only_second", max_length=cfg.max_len,
+                    stride=cfg.stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+    positive, negative = [], []
+    for w in range(len(enc["input_ids"])):
+        seq, offsets = enc.sequence_ids(w), enc["offset_mapping"][w]
+        ctx = [i for i, s in enumerate(seq) if s == 1]
+        if offsets[ctx[0]][0] <= start and offsets[ctx[-1]][1] >= end:
+            s_tok = next(i for i in ctx if offsets[i][1] > start)
+            e_tok = next(i for i in reversed(ctx) if offsets[i][0] < end)
+            positive.append((enc["input_ids"][w], s_tok, e_tok))
+        elif offsets[ctx[-1]][1] <= start or offsets[ctx[0]][0] >= end:
+            negative.append((enc["input_ids"][w], CLS, CLS))
+    return positive, negative
+
+
+# jieba's part-of-speech tags of names: people, places, organisations, other proper nouns, Latin words
+NAME_TAGS = ("nr", "nrt", "nrfg", "ns", "nt", "nz", "eng")
+
+
+def _names(text: str) -> list[tuple[str, str]]:
+    import jieba.posseg
+
+    return [(w.word, w.flag) for w in jieba.posseg.cut(text) if w.flag in NAME_TAGS and len(w.word) >= 2]
+
+
+def question_names(questions: list) -> dict[str, list[str]]:
+    """Tag -> the names of that tag the training questions use (jieba part of speech), for swap_name."""
+    pool: dict[str, list[str]] = {}
+    for q in questions:
+        for word, tag in _names(q.question):
+            pool.setdefault(tag, []).append(word)
+    return {tag: sorted(set(words)) for tag, words in pool.items()}
+
+
+def swap_name(question: str, context: str, answer: str, names: dict[str, list[str]],
+              rng: random.Random) -> str | None:
+    """The question with its longest name that the passage holds (outside the answer) replaced by another name of
+    the same kind that the passage never mentions: the passage is still about the question's subject but no longer
+    answers it (the near miss public data has few of: "who founded B" over a passage on who founded A)."""
+    found = [(word, tag) for word, tag in _names(question) if word in context and word not in answer]
+    if not found:
+        return None
+    word, tag = max(found, key=lambda wt: len(wt[0]))
+    candidates = names.get(tag, [])
+    for _ in range(10):
+        other = rng.choice(candidates) if candidates else None
+        if other and other not in context and word not in other and other not in word:
+            return question.replace(word, other)
+    return None
 
 
 def evaluate_passage_given(reader_model, tokenizer, squad: SquadSet, questions: list, cfg: TrainConfig,
@@ -254,6 +308,8 @@ def _train(cfg: TrainConfig) -> dict:
     tokenizer = load_tokenizer()
     squad = load_squad_files(cfg.data, convert=simplified)
     train_q, held_q = split_heldout(squad, cfg.heldout_every)
+    if cfg.repeat:
+        train_q = oversample(train_q, cfg)
     if cfg.max_questions:
         train_q = rng.sample(train_q, min(cfg.max_questions, len(train_q)))
     cache = work / f"features-{cfg.key()}.npz"
@@ -339,6 +395,16 @@ def _train(cfg: TrainConfig) -> dict:
     return {"history": history, "out": cfg.out}
 
 
+def oversample(questions: list, cfg: TrainConfig) -> list:
+    """The training questions, those of each file named in cfg.repeat that many times (held-out passages stay out:
+    the split is made before)."""
+    own = {}
+    for path in cfg.data:
+        for q in load_squad_files([path], convert=simplified).questions:
+            own.setdefault(q.question, path)
+    return [q for q in questions for _ in range(int(cfg.repeat.get(own.get(q.question), 1)))]
+
+
 def _limit(questions: list, cfg: TrainConfig) -> list:
     return questions[: cfg.eval_limit] if cfg.eval_limit else questions
 
@@ -354,18 +420,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", help="start from this reader delta (default: the packaged encoder, a new head)")
     parser.add_argument("--out", default=defaults.out)
     parser.add_argument("--work-dir", default=defaults.work_dir)
-    for name in ("epochs", "lr", "warmup", "negative_rate", "foreign_rate", "english_rate", "mixed_rate"):
+    for name in ("epochs", "lr", "warmup", "negative_rate", "foreign_rate", "english_rate", "mixed_rate",
+                 "swap_rate"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     for name in ("batch_size", "max_len", "stride", "max_answer_tokens", "seed", "threads", "checkpoint_every",
                  "max_questions", "eval_limit"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--repeat", nargs="*", default=[], metavar="FILE=N",
+                        help="use the training questions of FILE (one of --data) N times: more weight to one source")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32")
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:
     values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     evals = [*args.evals, *([args.cmrc] if args.cmrc else [])]
-    return TrainConfig(**{**values, "evals": evals, "bf16": not args.no_bf16})
+    repeat = {}
+    for item in args.repeat:
+        path, _, times = item.rpartition("=")
+        if path not in args.data or not times.isdigit() or int(times) < 1:
+            from .errors import ConfigError
+
+            raise ConfigError(f"--repeat {item}: expected FILE=N, FILE one of the --data files and N a whole number "
+                              "of at least 1.")
+        repeat[path] = int(times)
+    return TrainConfig(**{**values, "evals": evals, "repeat": repeat, "bf16": not args.no_bf16})
 
 
 # --- calibration --------------------------------------------------------------------------------------

@@ -90,6 +90,18 @@ def test_sources_are_read_best_first_until_a_span_is_sure(reader, monkeypatch):
     assert calls == [1, 1, 1] and spans[0].passage == 2 and "李春" in BRIDGE[spans[0].start:spans[0].end]
 
 
+def test_a_span_answer_drops_the_particle_its_last_token_carries():
+    from assistant.answerers.reader import shaped
+    from assistant.reader import load_tokenizer
+
+    text = "苹果公司于1980年的12月上市,是当时规模最大的IPO。"
+    start, end = text.index("1980"), text.index("12月")
+    assert "年的" in load_tokenizer().tokenize(text)  # the reader cannot end the span between 年 and 的
+    assert shaped("span", text, start, end, 0, len(text)) == "1980年"
+    assert shaped("sentence", text, start, end, 0, len(text)) == text  # a sentence stays whole
+    assert shaped("span", "目的", 1, 2, 0, 2) == "的"  # never emptied
+
+
 def test_long_questions_are_cut_so_the_passage_keeps_the_window(reader):
     question = "请问" * 200 + "黄河全长多少公里?"
     enc = reader.reader.features(question, [RIVER])
@@ -211,6 +223,45 @@ def test_unanswerable_training_questions_target_no_answer(tmp_path):
     no_answer = [i for i in range(4) if feats["starts"][i] == 0 and feats["ends"][i] == 0]
     assert len(no_answer) == 1  # the unanswerable one; the others point at their answers
     assert all(feats["starts"][i] > 0 and feats["ends"][i] >= feats["starts"][i] for i in range(4) if i not in no_answer)
+
+
+def test_a_swapped_name_turns_an_answer_window_into_a_near_miss(tmp_path):
+    import random
+
+    from assistant.reader import load_tokenizer
+    from assistant.training import TrainConfig, make_features, question_names, swap_name
+
+    squad = load_squad(_squad_file(tmp_path / "s.json", with_bad_rows=False))
+    names = question_names(squad.questions)
+    assert {"黄河", "珠穆朗玛峰"} <= set(names["ns"])
+    rng = random.Random(1)
+    assert swap_name("黄河全长多少公里?", RIVER, "约5464公里", names, rng) == "珠穆朗玛峰全长多少公里?"
+    assert swap_name("黄河全长多少公里?", RIVER + "珠穆朗玛峰", "约5464公里", names, rng) is None  # no name it lacks
+    cfg = TrainConfig(data=[], max_len=96, stride=32, negative_rate=0.0, foreign_rate=0.0, swap_rate=1.0)
+    feats = make_features(cfg, squad, squad.questions, load_tokenizer(), random.Random(1))
+    # each of the three questions: its answer's window, and the same passage asked about the other name
+    assert len(feats["starts"]) == 6
+    assert sum(int(s == 0 and e == 0) for s, e in zip(feats["starts"], feats["ends"], strict=True)) == 3
+
+
+def test_repeat_gives_one_training_file_more_weight(tmp_path):
+    from assistant.cli import build_parser
+    from assistant.errors import ConfigError
+    from assistant.squad import load_squad_files
+    from assistant.training import config_from, oversample
+
+    first = _squad_file(tmp_path / "a.json", with_bad_rows=False)
+    other = tmp_path / "b.json"
+    other.write_text(json.dumps({"data": [{"title": "长江", "paragraphs": [{"id": "p9", "context": "长江全长6300公里。",
+                     "qas": [{"id": "q9", "question": "长江全长多少公里?",
+                              "answers": [{"text": "6300公里", "answer_start": 2}]}]}]}]}, ensure_ascii=False))
+    parser = build_parser()
+    cfg = config_from(parser.parse_args(["train-reader", "--data", str(first), str(other), "--repeat", f"{other}=3"]))
+    questions = load_squad_files([first, other]).questions
+    used = [q.question for q in oversample(questions, cfg)]
+    assert used.count("长江全长多少公里?") == 3 and len(used) == len(questions) + 2
+    with pytest.raises(ConfigError, match="FILE=N"):
+        config_from(parser.parse_args(["train-reader", "--data", str(first), "--repeat", f"{other}=3"]))
 
 
 def test_training_is_seeded_checkpointed_and_resumable(tmp_path):

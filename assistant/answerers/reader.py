@@ -208,7 +208,9 @@ def shaped(shape: str, text: str, start: int, end: int, s_start: int, s_end: int
         return _enumeration(text, start, end)
     if shape == "clause":
         return _clause(text, start, end)
-    return text[start:end]
+    span = text[start:end]
+    # the reader ends a span on a token, and a token can hold a trailing particle (年的): a span answer drops it
+    return span[:-1] if len(span) > 1 and span[-1] in data()["span_trailing_particles"] else span
 
 
 def _clause(text: str, start: int, end: int) -> str:
