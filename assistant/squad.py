@@ -41,6 +41,7 @@ class SquadSet:
     questions: list[SquadQuestion]
     skipped: list[str]  # "where: why" for each part that could not be used
     renamed: list[str] = field(default_factory=list)  # "where: why" for each duplicate id made unique
+    files: dict[str, str] = field(default_factory=dict)  # question id -> the file it was read from
 
 
 EXPECTED = ('a SQuAD object {"data": [{"title", "paragraphs": [{"id", "context", "qas": [{"id", "question", '
@@ -64,7 +65,9 @@ def load_squad_files(paths, convert=None) -> SquadSet:
     """
     reader = _Reader(convert or (lambda s: s))
     for path in paths:
+        before = len(reader.squad.questions)
         reader.read(Path(path))
+        reader.squad.files.update((q.id, str(path)) for q in reader.squad.questions[before:])
     return reader.squad
 
 

@@ -201,10 +201,10 @@ def swap_name(question: str, context: str, answer: str, names: dict[str, list[st
     if not found:
         return None
     word, tag = max(found, key=lambda wt: len(wt[0]))
-    candidates = names.get(tag, [])
-    for _ in range(10):
-        other = rng.choice(candidates) if candidates else None
-        if other and other not in context and word not in other and other not in word:
+    candidates = names.get(tag)
+    for _ in range(10 if candidates else 0):
+        other = rng.choice(candidates)
+        if other not in context and word not in other and other not in word:
             return question.replace(word, other)
     return None
 
@@ -309,7 +309,7 @@ def _train(cfg: TrainConfig) -> dict:
     squad = load_squad_files(cfg.data, convert=simplified)
     train_q, held_q = split_heldout(squad, cfg.heldout_every)
     if cfg.repeat:
-        train_q = oversample(train_q, cfg)
+        train_q = oversample(train_q, squad.files, cfg.repeat)
     if cfg.max_questions:
         train_q = rng.sample(train_q, min(cfg.max_questions, len(train_q)))
     cache = work / f"features-{cfg.key()}.npz"
@@ -395,14 +395,10 @@ def _train(cfg: TrainConfig) -> dict:
     return {"history": history, "out": cfg.out}
 
 
-def oversample(questions: list, cfg: TrainConfig) -> list:
-    """The training questions, those of each file named in cfg.repeat that many times (held-out passages stay out:
-    the split is made before)."""
-    own = {}
-    for path in cfg.data:
-        for q in load_squad_files([path], convert=simplified).questions:
-            own.setdefault(q.question, path)
-    return [q for q in questions for _ in range(int(cfg.repeat.get(own.get(q.question), 1)))]
+def oversample(questions: list, files: dict[str, str], repeat: dict[str, int]) -> list:
+    """The questions, those read from a file named in `repeat` (`files`: question id -> file) that many times.
+    Held-out passages stay out: the split is made before."""
+    return [q for q in questions for _ in range(repeat.get(files.get(q.id), 1))]
 
 
 def _limit(questions: list, cfg: TrainConfig) -> list:

@@ -257,8 +257,9 @@ def test_repeat_gives_one_training_file_more_weight(tmp_path):
                               "answers": [{"text": "6300公里", "answer_start": 2}]}]}]}]}, ensure_ascii=False))
     parser = build_parser()
     cfg = config_from(parser.parse_args(["train-reader", "--data", str(first), str(other), "--repeat", f"{other}=3"]))
-    questions = load_squad_files([first, other]).questions
-    used = [q.question for q in oversample(questions, cfg)]
+    both = load_squad_files([first, other])
+    questions = both.questions
+    used = [q.question for q in oversample(questions, both.files, cfg.repeat)]
     assert used.count("长江全长多少公里?") == 3 and len(used) == len(questions) + 2
     with pytest.raises(ConfigError, match="FILE=N"):
         config_from(parser.parse_args(["train-reader", "--data", str(first), "--repeat", f"{other}=3"]))

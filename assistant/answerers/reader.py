@@ -208,8 +208,13 @@ def shaped(shape: str, text: str, start: int, end: int, s_start: int, s_end: int
         return _enumeration(text, start, end)
     if shape == "clause":
         return _clause(text, start, end)
+    return _span(text, start, end)
+
+
+def _span(text: str, start: int, end: int) -> str:
+    """The span itself. The reader ends a span on a token, and a token can hold a trailing particle (年的): a span
+    answer drops it."""
     span = text[start:end]
-    # the reader ends a span on a token, and a token can hold a trailing particle (年的): a span answer drops it
     return span[:-1] if len(span) > 1 and span[-1] in data()["span_trailing_particles"] else span
 
 
@@ -236,4 +241,4 @@ def _explanation(text: str, s_start: int, s_end: int) -> str:
 def _enumeration(text: str, start: int, end: int) -> str:
     """The clause around the span when it enumerates items (A、B、C), else the span."""
     clause = _clause(text, start, end)
-    return clause if "、" in clause and len(clause) <= CAPS["list"] else text[start:end]
+    return clause if "、" in clause and len(clause) <= CAPS["list"] else _span(text, start, end)
