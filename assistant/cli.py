@@ -193,8 +193,9 @@ def _preload(settings: Settings) -> threading.Thread | None:
             Tokenizer.shared(model_folder())
             if onnx_runtime.enabled():
                 onnx_runtime.embedder_graph()
-                if onnx_runtime.reader_runtime() == "onnx" and READER_FILE.is_file():
-                    onnx_runtime.reader_graph(READER_FILE, torch_model)
+                runtime = onnx_runtime.reader_runtime() if READER_FILE.is_file() else "torch"
+                if runtime != "torch":
+                    onnx_runtime.reader_graph(READER_FILE, torch_model, "int8" if runtime == "int8" else "float32")
         except Exception:  # noqa: BLE001 - reported by the caller's own load
             pass
 
@@ -267,6 +268,16 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
 
     calibrate(args.data, Path(args.reader or READER_FILE), Path(args.out or CALIBRATION_FILE), limit=args.limit,
               questions=args.questions)
+    return 0
+
+
+def cmd_quantize_reader(args: argparse.Namespace) -> int:
+    from .quantize import INT8_FILE, measure
+    from .reader import READER_FILE
+
+    summary = measure(args.data, Path(args.reader or READER_FILE), Path(args.out or INT8_FILE), args.windows)
+    print(f"wrote {summary['file']}: activation ranges over {summary['windows']} windows; kept float32: "
+          f"{', '.join(summary['kept float32']) or 'none'} (median effect {summary['median effect']})")
     return 0
 
 
@@ -365,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="project question files whose answerable and unanswerable questions join the fit "
                           "(asked over the configured corpus)")
     cal.set_defaults(func=cmd_calibrate_reader)
+
+    qz = sub.add_parser("quantize-reader", help="measure the reader's activation ranges for its int8 form")
+    qz.add_argument("--data", nargs="+", required=True, help="SQuAD-format files whose questions make the windows")
+    qz.add_argument("--reader", help="reader weights (default: the committed ones)")
+    qz.add_argument("--out", help="ranges file (default: reader-int8.safetensors next to the reader)")
+    qz.add_argument("--windows", type=int, default=256, help="questions sampled (one passage each)")
+    qz.set_defaults(func=cmd_quantize_reader)
 
     serve = sub.add_parser("serve", help="start the web chat")
     serve.add_argument("--index")

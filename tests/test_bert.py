@@ -144,5 +144,48 @@ def test_onnx_reader_reads_as_the_torch_network(lean, monkeypatch):
     monkeypatch.setenv("ASSISTANT_RUNTIME", "fast")
     from assistant.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="auto, onnx, torch"):
+    with pytest.raises(ConfigError, match="auto, onnx, int8, torch"):
         onnx_runtime.choice()
+
+
+def test_int8_reader_keeps_the_float_answers(lean, tmp_path, monkeypatch):
+    """The int8 reader (assistant/quantize.py): smoothing leaves every product as it was, the int8 graph made from
+    the committed activation ranges keeps the float logits close and the answer, and ranges measured on another
+    reader file are never used for this one."""
+    import torch
+
+    from assistant import onnx_runtime, quantize
+
+    # smoothing: (x / s) @ (W * s).T is x @ W.T
+    query = lean.run.model.bert.encoder.layer[0].attention.self.query
+    x = torch.randn(7, query.in_features) * torch.linspace(0.1, 30, query.in_features)
+    s = quantize.scales(query.weight, x.abs().amax(0))
+    with torch.inference_mode():
+        assert torch.allclose(quantize._smoothed(query, s)(x), query(x), atol=1e-4)
+        # the simulation of int8 is near the exact product, not equal to it
+        simulated, exact = quantize.simulated(x, query.weight, query.bias, s), query(x)
+        assert 0 < (simulated - exact).norm() / exact.norm() < 0.05
+
+    assert quantize.matching(READER_FILE) == quantize.INT8_FILE, "the committed ranges are for the committed reader"
+    int8 = SpanReader.load(runtime="int8")
+    assert int8.runtime == "int8"
+    enc = lean.features(QUESTION, PASSAGES)
+    mask = enc.attention_mask.astype(bool)
+    for want, got in zip(lean.logits(enc), int8.logits(enc), strict=True):
+        assert 0 < np.abs(want[mask] - got[mask]).mean() < 0.15  # int8, so not bit for bit
+    spans = int8.read(QUESTION, PASSAGES[:1])
+    assert spans and PASSAGES[0][spans[0].start:spans[0].end] == "黄仁勋"
+
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    other = tmp_path / "reader.safetensors"  # the same weights in another file: its ranges were never measured
+    with safe_open(str(READER_FILE), "np") as f:
+        save_file({k: f.get_tensor(k) for k in f.keys()}, str(other), metadata={**f.metadata(), "copy": "1"})  # noqa: SIM118
+    monkeypatch.setenv("ASSISTANT_RUNTIME", "auto")
+    assert quantize.matching(other) is None and onnx_runtime.reader_runtime(other) != "int8"
+    monkeypatch.setenv("ASSISTANT_RUNTIME", "int8")
+    from assistant.errors import ModelNotAvailableError
+
+    with pytest.raises(ModelNotAvailableError, match="quantize-reader"):
+        SpanReader.load(other)
