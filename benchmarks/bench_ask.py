@@ -101,7 +101,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--answerer", default=None, help="default: the configured answerer (reader)")
     args = parser.parse_args()
-    print(f"CPU: {cpu_kind()}; runtime: {os.environ.get('ASSISTANT_RUNTIME', 'auto')} (ASSISTANT_RUNTIME)")
+    from assistant.onnx_runtime import bf16_is_fast, reader_runtime
+
+    reader = {"int8": "ONNX Runtime int8", "onnx": "ONNX Runtime float32",
+              "torch": f"torch {'bf16' if bf16_is_fast() else 'float32'}"}[reader_runtime()]
+    print(f"CPU: {cpu_kind()}; runtime: {os.environ.get('ASSISTANT_RUNTIME', 'auto')} (ASSISTANT_RUNTIME), "
+          f"the reader in {reader}")
 
     from assistant import Assistant
     from assistant.config import Settings
