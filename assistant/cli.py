@@ -193,7 +193,7 @@ def _preload(settings: Settings) -> threading.Thread | None:
             Tokenizer.shared(model_folder())
             if onnx_runtime.enabled():
                 onnx_runtime.embedder_graph()
-                runtime = onnx_runtime.reader_runtime() if READER_FILE.is_file() else "torch"
+                runtime = onnx_runtime.reader_runtime(READER_FILE) if READER_FILE.is_file() else "torch"
                 if runtime != "torch":
                     onnx_runtime.reader_graph(READER_FILE, torch_model, "int8" if runtime == "int8" else "float32")
         except Exception:  # noqa: BLE001 - reported by the caller's own load
@@ -272,10 +272,11 @@ def cmd_calibrate_reader(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize_reader(args: argparse.Namespace) -> int:
-    from .quantize import INT8_FILE, measure
     from .reader import READER_FILE
+    from .training import measure_int8_ranges
 
-    summary = measure(args.data, Path(args.reader or READER_FILE), Path(args.out or INT8_FILE), args.windows)
+    summary = measure_int8_ranges(args.data, Path(args.reader or READER_FILE), args.out and Path(args.out),
+                                  args.windows)
     print(f"wrote {summary['file']}: activation ranges over {summary['windows']} windows; kept float32: "
           f"{', '.join(summary['kept float32']) or 'none'} (median effect {summary['median effect']})")
     return 0

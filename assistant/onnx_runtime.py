@@ -71,7 +71,7 @@ def one_question() -> None:
     _one_question.set()
 
 
-def reader_runtime(reader_file: Path | None = None) -> str:
+def reader_runtime(reader_file: Path) -> str:
     """"int8", "onnx" or "torch" for the reader. Under auto: int8 in ONNX Runtime where the CPU has int8 dot
     products (VNNI, AMX) and the reader's activation ranges were measured (assistant/quantize.py); else torch
     where the CPU has native bf16 and the process answers more than one question; else ONNX Runtime float32."""
@@ -80,9 +80,8 @@ def reader_runtime(reader_file: Path | None = None) -> str:
         return chosen
     if int8_is_fast():
         from .quantize import matching
-        from .reader import READER_FILE
 
-        if matching(reader_file or READER_FILE) is not None:
+        if matching(reader_file) is not None:
             return "int8"
     return "torch" if not _one_question.is_set() and bf16_is_fast() else "onnx"
 

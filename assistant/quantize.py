@@ -9,9 +9,9 @@ multiplies the matrix's column j by it, the same product in exact arithmetic, wi
 weights that are quantised per output channel. Where one matrix still loses much (measured on calibration
 windows by simulating int8 in torch), it stays float32.
 
-`assistant quantize-reader --data FILES` measures the ranges on windows of the training files and writes
-`reader-int8.safetensors` next to the reader, tied to the reader file by its hash; the int8 graph is derived
-from it on first use (assistant/onnx_runtime.py). A reader without a matching file reads in float32 or bf16.
+`assistant quantize-reader --data FILES` (`training.measure_int8_ranges`) measures the ranges on windows of the
+training files and writes `reader-int8.safetensors` next to the reader, tied to the reader file by its hash; the
+int8 graph is derived from it on first use (assistant/onnx_runtime.py). A reader without a matching file reads in float32 or bf16.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .reader import READER_FILE
-
-INT8_FILE = READER_FILE.with_name("reader-int8.safetensors")
+INT8_FILE = Path(__file__).resolve().parent / "models" / "reader-int8.safetensors"  # beside reader.safetensors
 ALPHA = 0.8  # the share of the outliers moved into the weights; 0.5 / 0.8 / 0.9 / 1.0 measured (docs/design.md)
 # A matrix whose simulated int8 effect on the span logits exceeds this many times the median stays float32.
 # Measured on reader v3 (2026-12-07): layer 4's second FFN matrix 8.4x the median, the next 5.9x; keeping that
@@ -129,38 +127,7 @@ def kept_float(model, windows, ranges, alpha: float = ALPHA) -> tuple[list[str],
     return sorted((n for n, e in effects.items() if e > FLOAT_RATIO * median), key=lambda n: -effects[n]), effects
 
 
-def measure(data: list[str], reader_path: Path = READER_FILE, out: Path = INT8_FILE, windows: int = 256,
-            effect_windows: int = 16, seed: int = 20261207) -> dict:
-    """Activation ranges over `windows` windows of the training files' questions (a fixed sample), the matrices
-    kept float32, written to `out` with the reader file's hash. Returns the summary it prints."""
-    import random
-
-    import torch
-    from safetensors.torch import save_file
-
-    from .language import simplified
-    from .reader import SpanReader, torch_model
-    from .squad import load_squad_files
-
-    squad = load_squad_files(data, convert=simplified)
-    sample = random.Random(seed).sample(squad.questions, min(windows, len(squad.questions)))
-    reader = SpanReader.load(reader_path, runtime="onnx")
-    encs = [reader.features(q.question, [squad.passages[q.passage_id].context]) for q in sample]
-    model = torch_model(Path(reader_path))
-    ranges = activation_ranges(model, encs)
-    floats, effects = kept_float(model, encs[:effect_windows], ranges)
-    meta = {"reader_sha256": file_hash(reader_path), "alpha": str(ALPHA), "float": json.dumps(floats),
-            "effects": json.dumps({k: round(v, 5) for k, v in effects.items()}), "windows": str(len(encs)),
-            "data": json.dumps([Path(d).name for d in data]), "seed": str(seed)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}")
-    save_file({k: v.to(torch.float32).contiguous() for k, v in ranges.items()}, str(tmp), metadata=meta)
-    tmp.replace(out)
-    return {"file": str(out), "windows": len(encs), "kept float32": floats,
-            "median effect": round(float(np.median(list(effects.values()))), 5)}
-
-
-def matching(reader_path: Path = READER_FILE, path: Path = INT8_FILE) -> Path | None:
+def matching(reader_path: Path, path: Path = INT8_FILE) -> Path | None:
     """The ranges file when it was measured on this very reader file, else None."""
     from safetensors import safe_open
 

@@ -619,3 +619,34 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     print(json.dumps(result, ensure_ascii=False, indent=1), file=sys.stderr)
     return result
+
+
+def measure_int8_ranges(data: list[str], reader_path: Path = READER_FILE, out: Path | None = None,
+                        windows: int = 256, effect_windows: int = 16, seed: int = 20261207) -> dict:
+    """Activation ranges over `windows` windows of the training files' questions (a fixed sample), the matrices
+    kept float32, written to `out` (default: beside the committed reader) with the reader file's hash, for the
+    reader's int8 form (assistant/quantize.py). Returns the summary it prints."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .quantize import ALPHA, INT8_FILE, activation_ranges, file_hash, kept_float
+    from .reader import SpanReader, torch_model
+
+    out = Path(out or INT8_FILE)
+
+    squad = load_squad_files(data, convert=simplified)
+    sample = random.Random(seed).sample(squad.questions, min(windows, len(squad.questions)))
+    reader = SpanReader.load(reader_path, runtime="onnx")
+    encs = [reader.features(q.question, [squad.passages[q.passage_id].context]) for q in sample]
+    model = torch_model(Path(reader_path))
+    ranges = activation_ranges(model, encs)
+    floats, effects = kept_float(model, encs[:effect_windows], ranges)
+    meta = {"reader_sha256": file_hash(reader_path), "alpha": str(ALPHA), "float": json.dumps(floats),
+            "effects": json.dumps({k: round(v, 5) for k, v in effects.items()}), "windows": str(len(encs)),
+            "data": json.dumps([Path(d).name for d in data]), "seed": str(seed)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}")
+    save_file({k: v.to(torch.float32).contiguous() for k, v in ranges.items()}, str(tmp), metadata=meta)
+    tmp.replace(out)
+    return {"file": str(out), "windows": len(encs), "kept float32": floats,
+            "median effect": round(float(np.median(list(effects.values()))), 5)}

@@ -102,9 +102,10 @@ def main() -> None:
     parser.add_argument("--answerer", default=None, help="default: the configured answerer (reader)")
     args = parser.parse_args()
     from assistant.onnx_runtime import bf16_is_fast, reader_runtime
+    from assistant.reader import READER_FILE
 
     reader = {"int8": "ONNX Runtime int8", "onnx": "ONNX Runtime float32",
-              "torch": f"torch {'bf16' if bf16_is_fast() else 'float32'}"}[reader_runtime()]
+              "torch": f"torch {'bf16' if bf16_is_fast() else 'float32'}"}[reader_runtime(READER_FILE)]
     print(f"CPU: {cpu_kind()}; runtime: {os.environ.get('ASSISTANT_RUNTIME', 'auto')} (ASSISTANT_RUNTIME), "
           f"the reader in {reader}")
 

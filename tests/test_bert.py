@@ -138,9 +138,9 @@ def test_onnx_reader_reads_as_the_torch_network(lean, monkeypatch):
     assert spans and PASSAGES[0][spans[0].start:spans[0].end] == "黄仁勋"
     # the choice: torch only where bf16 is native; ASSISTANT_RUNTIME overrides; a wrong value says what to set
     monkeypatch.setenv("ASSISTANT_RUNTIME", "onnx")
-    assert onnx_runtime.reader_runtime() == "onnx" and SpanReader.load().runtime == "onnx"
+    assert onnx_runtime.reader_runtime(READER_FILE) == "onnx" and SpanReader.load().runtime == "onnx"
     monkeypatch.setenv("ASSISTANT_RUNTIME", "torch")
-    assert onnx_runtime.reader_runtime() == "torch" and not onnx_runtime.enabled()
+    assert onnx_runtime.reader_runtime(READER_FILE) == "torch" and not onnx_runtime.enabled()
     monkeypatch.setenv("ASSISTANT_RUNTIME", "fast")
     from assistant.errors import ConfigError
 

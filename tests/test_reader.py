@@ -284,3 +284,27 @@ def test_training_is_seeded_checkpointed_and_resumable(tmp_path):
     assert again["history"] == first["history"]
     loaded = SpanReader.load(tmp_path / "reader.safetensors")
     assert loaded.meta["training"]["seed"] == cfg.seed and loaded.max_len == 96
+
+
+def test_quantize_reader_writes_ranges_tied_to_the_reader_file(tmp_path, capsys):
+    """`assistant quantize-reader`: the input range of every matrix, the matrices kept float32 and each one's
+    measured effect, written with the hash of the reader file measured; another reader file does not match."""
+    from safetensors import safe_open
+
+    from assistant.quantize import matching
+    from assistant.reader import READER_FILE
+
+    out = tmp_path / "ranges.safetensors"
+    code = main(["quantize-reader", "--data", str(_squad_file(tmp_path / "s.json")), "--windows", "3",
+                 "--out", str(out)])
+    assert code == 0 and "activation ranges over 3 windows" in capsys.readouterr().out
+    with safe_open(str(out), "np") as f:
+        meta, ranges = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    effects = json.loads(meta["effects"])
+    assert len(ranges) == len(effects) > 72 and set(ranges) == set(effects)  # 6 matrices in each of 12 layers, the head
+    assert all(r.ndim == 1 and len(r) in (384, 1536) and (r > 0).all() for r in ranges.values())
+    assert set(json.loads(meta["float"])) <= set(effects) and sum(e > 0 for e in effects.values()) > 60
+    assert matching(READER_FILE, out) == out
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"not the reader")
+    assert matching(other, out) is None
