@@ -277,7 +277,7 @@ def cmd_quantize_reader(args: argparse.Namespace) -> int:
 
     summary = measure_int8_ranges(args.data, Path(args.reader or READER_FILE), args.out and Path(args.out),
                                   args.windows)
-    print(f"wrote {summary['file']}: activation ranges over {summary['windows']} windows; kept float32: "
+    print(f"wrote {summary['file']}: activation ranges over the windows of {summary['windows']} questions; kept float32: "
           f"{', '.join(summary['kept float32']) or 'none'} (median effect {summary['median effect']})")
     return 0
 

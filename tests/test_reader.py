@@ -297,7 +297,7 @@ def test_quantize_reader_writes_ranges_tied_to_the_reader_file(tmp_path, capsys)
     out = tmp_path / "ranges.safetensors"
     code = main(["quantize-reader", "--data", str(_squad_file(tmp_path / "s.json")), "--windows", "3",
                  "--out", str(out)])
-    assert code == 0 and "activation ranges over 3 windows" in capsys.readouterr().out
+    assert code == 0 and "activation ranges over the windows of 3 questions" in capsys.readouterr().out
     with safe_open(str(out), "np") as f:
         meta, ranges = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     effects = json.loads(meta["effects"])
