@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     qz = sub.add_parser("quantize-reader", help="measure the reader's activation ranges for its int8 form")
     qz.add_argument("--data", nargs="+", required=True, help="SQuAD-format files whose questions make the windows")
     qz.add_argument("--reader", help="reader weights (default: the committed ones)")
-    qz.add_argument("--out", help="ranges file (default: reader-int8.safetensors next to the reader)")
+    qz.add_argument("--out", help="ranges file (default: beside the reader, READER-int8.safetensors: where it is used)")
     qz.add_argument("--windows", type=int, default=256, help="questions sampled (one passage each)")
     qz.set_defaults(func=cmd_quantize_reader)
 

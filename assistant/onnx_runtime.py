@@ -170,8 +170,9 @@ def reader_graph(reader_file: Path, torch_model, precision: str = "float32") -> 
         if ranges is None:
             from .errors import ModelNotAvailableError
 
-            raise ModelNotAvailableError(f"No int8 activation ranges were measured for {reader_file}: run "
-                                         "`assistant quantize-reader --data ...` or unset ASSISTANT_RUNTIME=int8.")
+            raise ModelNotAvailableError(
+                f"No int8 activation ranges were measured for {reader_file} (or they cannot be read): run "
+                f"`assistant quantize-reader --data FILE... --reader {reader_file}`, or set ASSISTANT_RUNTIME=auto.")
         made_from += ":" + quantize.file_hash(ranges)
         key = hashlib.sha256(made_from.encode()).hexdigest()[:12]
         path = folder / "onnx" / f"reader-{key}-int8-f{FORMAT}.onnx"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-INT8_FILE = Path(__file__).resolve().parent / "models" / "reader-int8.safetensors"  # beside reader.safetensors
+INT8_FILE = Path(__file__).resolve().parent / "models" / "reader-int8.safetensors"  # the committed reader's
 ALPHA = 0.8  # the share of the outliers moved into the weights; 0.5 / 0.8 / 0.9 / 1.0 measured (docs/design.md)
 # A matrix whose simulated int8 effect on the span logits exceeds this many times the median stays float32.
 # Measured on reader v3 (2026-12-07): layer 4's second FFN matrix 8.4x the median, the next 5.9x; keeping that
@@ -127,15 +127,26 @@ def kept_float(model, windows, ranges, alpha: float = ALPHA) -> tuple[list[str],
     return sorted((n for n, e in effects.items() if e > FLOAT_RATIO * median), key=lambda n: -effects[n]), effects
 
 
-def matching(reader_path: Path, path: Path = INT8_FILE) -> Path | None:
-    """The ranges file when it was measured on this very reader file, else None."""
-    from safetensors import safe_open
+def ranges_file(reader_path: Path) -> Path:
+    """Where a reader file's ranges live: beside it, named after it (reader.safetensors -> reader-int8.safetensors)."""
+    reader_path = Path(reader_path)
+    return reader_path.with_name(f"{reader_path.stem}-int8.safetensors")
 
+
+def matching(reader_path: Path) -> Path | None:
+    """The reader file's ranges file when it was measured on this very reader file, else None (an unreadable file
+    too: the reader then reads in float, as without it)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = ranges_file(reader_path)
     if not path.is_file() or not Path(reader_path).is_file():
         return None
-    with safe_open(str(path), "np") as f:
-        meta = f.metadata() or {}
-    return path if meta.get("reader_sha256") == file_hash(reader_path) else None
+    try:
+        with safe_open(str(path), "np") as f:
+            meta = f.metadata() or {}
+        return path if meta.get("reader_sha256") == file_hash(reader_path) else None
+    except (OSError, SafetensorError):
+        return None
 
 
 def write_int8_graph(model, ranges_file: Path, path: Path, export) -> None:  # noqa: ANN001
@@ -157,17 +168,23 @@ def write_int8_graph(model, ranges_file: Path, path: Path, export) -> None:  # n
         owner, _, attr = name.rpartition(".")
         setattr(model.get_submodule(owner) if owner else model, attr,
                 _smoothed(module, scales(module.weight, ranges[name], alpha)))
-    float_path = path.with_name(f".tmp-float-{path.name}")
-    export(model, float_path)
-    graph = onnx.load(str(float_path))
-    weights = {i.name: i for i in graph.graph.initializer}
-    nodes = [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights
-             and _weight_key(onnx.numpy_helper.to_array(weights[n.input[1]])) not in float_weights]
-    tmp = path.with_name(f".tmp-{path.name}")
-    quantize_dynamic(str(float_path), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
-                     nodes_to_quantize=nodes)
-    float_path.unlink()
-    tmp.replace(path)
+    float_path, tmp = path.with_name(f".tmp-float-{path.name}"), path.with_name(f".tmp-{path.name}")
+    try:
+        export(model, float_path)
+        graph = onnx.load(str(float_path))
+        weights = {i.name: i for i in graph.graph.initializer}
+        matmuls = [n for n in graph.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+        nodes = [n.name for n in matmuls
+                 if _weight_key(onnx.numpy_helper.to_array(weights[n.input[1]])) not in float_weights]
+        if len(matmuls) - len(nodes) != len(floats):  # the export stored a kept matrix otherwise: do not guess
+            raise RuntimeError(f"int8 graph: {len(matmuls) - len(nodes)} of the {len(floats)} matrices to keep "
+                               "float32 were found in the exported graph")
+        quantize_dynamic(str(float_path), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
+                         nodes_to_quantize=nodes)
+        tmp.replace(path)
+    finally:
+        float_path.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def _weight_key(array: np.ndarray) -> str:

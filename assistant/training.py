@@ -624,19 +624,19 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
 def measure_int8_ranges(data: list[str], reader_path: Path = READER_FILE, out: Path | None = None,
                         windows: int = 256, effect_windows: int = 16, seed: int = 20261207) -> dict:
     """Activation ranges over `windows` windows of the training files' questions (a fixed sample), the matrices
-    kept float32, written to `out` (default: beside the committed reader) with the reader file's hash, for the
+    kept float32, written to `out` (default: beside the reader file, named after it) with the reader file's hash, for the
     reader's int8 form (assistant/quantize.py). Returns the summary it prints."""
     import torch
     from safetensors.torch import save_file
 
-    from .quantize import ALPHA, INT8_FILE, activation_ranges, file_hash, kept_float
+    from .quantize import ALPHA, activation_ranges, file_hash, kept_float, ranges_file
     from .reader import SpanReader, torch_model
 
-    out = Path(out or INT8_FILE)
+    out = Path(out or ranges_file(reader_path))
 
     squad = load_squad_files(data, convert=simplified)
     sample = random.Random(seed).sample(squad.questions, min(windows, len(squad.questions)))
-    reader = SpanReader.load(reader_path, runtime="onnx")
+    reader = SpanReader.load(reader_path, runtime="torch")  # for its windows: no ONNX graph is exported for this
     encs = [reader.features(q.question, [squad.passages[q.passage_id].context]) for q in sample]
     model = torch_model(Path(reader_path))
     ranges = activation_ranges(model, encs)

@@ -104,8 +104,9 @@ def main() -> None:
     from assistant.onnx_runtime import bf16_is_fast, reader_runtime
     from assistant.reader import READER_FILE
 
-    reader = {"int8": "ONNX Runtime int8", "onnx": "ONNX Runtime float32",
-              "torch": f"torch {'bf16' if bf16_is_fast() else 'float32'}"}[reader_runtime(READER_FILE)]
+    runtime = reader_runtime(READER_FILE)
+    reader = ({"int8": "ONNX Runtime int8", "onnx": "ONNX Runtime float32"}.get(runtime)
+              or f"torch {'bf16' if bf16_is_fast() else 'float32'}")  # bf16_is_fast imports torch: only here
     print(f"CPU: {cpu_kind()}; runtime: {os.environ.get('ASSISTANT_RUNTIME', 'auto')} (ASSISTANT_RUNTIME), "
           f"the reader in {reader}")
 

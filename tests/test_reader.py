@@ -288,15 +288,20 @@ def test_training_is_seeded_checkpointed_and_resumable(tmp_path):
 
 def test_quantize_reader_writes_ranges_tied_to_the_reader_file(tmp_path, capsys):
     """`assistant quantize-reader`: the input range of every matrix, the matrices kept float32 and each one's
-    measured effect, written with the hash of the reader file measured; another reader file does not match."""
+    measured effect, written beside the reader file measured and tied to it by its hash; another reader file with
+    those ranges beside it does not match."""
+    import shutil
+
     from safetensors import safe_open
 
-    from assistant.quantize import matching
+    from assistant.quantize import matching, ranges_file
     from assistant.reader import READER_FILE
 
-    out = tmp_path / "ranges.safetensors"
+    reader = tmp_path / "reader.safetensors"
+    shutil.copyfile(READER_FILE, reader)
     code = main(["quantize-reader", "--data", str(_squad_file(tmp_path / "s.json")), "--windows", "3",
-                 "--out", str(out)])
+                 "--reader", str(reader)])
+    out = tmp_path / "reader-int8.safetensors"
     assert code == 0 and "activation ranges over the windows of 3 questions" in capsys.readouterr().out
     with safe_open(str(out), "np") as f:
         meta, ranges = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
@@ -304,7 +309,10 @@ def test_quantize_reader_writes_ranges_tied_to_the_reader_file(tmp_path, capsys)
     assert len(ranges) == len(effects) > 72 and set(ranges) == set(effects)  # 6 matrices in each of 12 layers, the head
     assert all(r.ndim == 1 and len(r) in (384, 1536) and (r > 0).all() for r in ranges.values())
     assert set(json.loads(meta["float"])) <= set(effects) and sum(e > 0 for e in effects.values()) > 60
-    assert matching(READER_FILE, out) == out
+    assert ranges_file(reader) == out and matching(reader) == out
     other = tmp_path / "other.safetensors"
     other.write_bytes(b"not the reader")
-    assert matching(other, out) is None
+    shutil.copyfile(out, ranges_file(other))
+    assert matching(other) is None
+    ranges_file(reader).write_bytes(b"truncated")  # an unreadable ranges file: no int8, no error
+    assert matching(reader) is None
