@@ -114,9 +114,9 @@ def bf16_is_fast() -> bool:
 
 @functools.cache
 def _native_bf16() -> bool:
-    try:  # the CPU flag first: a CPU without it never imports torch to learn so
-        if "avx512_bf16" not in open("/proc/cpuinfo").read():
-            return False
+    if not _cpu_has("avx512_bf16"):  # the CPU flag first: a CPU without it never imports torch to learn so
+        return False
+    try:
         import torch
 
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -162,7 +162,8 @@ def reader_graph(reader_file: Path, torch_model, precision: str = "float32") -> 
     its outputs are float32 too."""
     folder = encoder.model_folder()
     stat = Path(reader_file).stat()
-    made_from = f"{Path(reader_file).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    made_from, suffix = f"{Path(reader_file).resolve()}:{stat.st_size}:{stat.st_mtime_ns}", ""
+    write = lambda: _export_reader(torch_model(Path(reader_file)), path)  # noqa: E731
     if precision == "int8":
         from . import quantize
 
@@ -173,14 +174,11 @@ def reader_graph(reader_file: Path, torch_model, precision: str = "float32") -> 
             raise ModelNotAvailableError(
                 f"No int8 activation ranges were measured for {reader_file} (or they cannot be read): run "
                 f"`assistant quantize-reader --data FILE... --reader {reader_file}`, or set ASSISTANT_RUNTIME=auto.")
-        made_from += ":" + quantize.file_hash(ranges)
-        key = hashlib.sha256(made_from.encode()).hexdigest()[:12]
-        path = folder / "onnx" / f"reader-{key}-int8-f{FORMAT}.onnx"
-        return _graph(path, lambda: quantize.write_int8_graph(torch_model(Path(reader_file)), ranges, path,
-                                                              _export_reader))
+        made_from, suffix = f"{made_from}:{quantize.file_hash(ranges)}", "-int8"
+        write = lambda: quantize.write_int8_graph(torch_model(Path(reader_file)), ranges, path, _export_reader)  # noqa: E731
     key = hashlib.sha256(made_from.encode()).hexdigest()[:12]
-    path = folder / "onnx" / f"reader-{key}-f{FORMAT}.onnx"
-    return _graph(path, lambda: _export_reader(torch_model(Path(reader_file)), path))
+    path = folder / "onnx" / f"reader-{key}{suffix}-f{FORMAT}.onnx"
+    return _graph(path, write)
 
 
 def _graph(path: Path, write) -> Graph:  # noqa: ANN001
