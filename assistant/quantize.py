@@ -149,9 +149,10 @@ def matching(reader_path: Path) -> Path | None:
         return None
 
 
-def write_int8_graph(model, ranges_file: Path, path: Path, export) -> None:  # noqa: ANN001
+def write_int8_graph(model, ranges_file: Path, path: Path, export, unsigned: bool = False) -> None:  # noqa: ANN001
     """Smooth `model`'s matrices by the measured ranges, export it with `export(model, float_path)`, and write
-    its dynamic int8 form (per-channel int8 weights) to `path`; the matrices kept float32 stay so."""
+    its dynamic int8 form (per-channel int8 weights, or unsigned 8-bit ones with `unsigned`: ONNX Runtime's U8U8
+    kernels) to `path`; the matrices kept float32 stay so."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from safetensors import safe_open
@@ -179,7 +180,8 @@ def write_int8_graph(model, ranges_file: Path, path: Path, export) -> None:  # n
         if len(matmuls) - len(nodes) != len(floats):  # the export stored a kept matrix otherwise: do not guess
             raise RuntimeError(f"int8 graph: {len(matmuls) - len(nodes)} of the {len(floats)} matrices to keep "
                                "float32 were found in the exported graph")
-        quantize_dynamic(str(float_path), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
+        quantize_dynamic(str(float_path), str(tmp), per_channel=True,
+                         weight_type=QuantType.QUInt8 if unsigned else QuantType.QInt8,
                          nodes_to_quantize=nodes)
         tmp.replace(path)
     finally:

@@ -192,7 +192,7 @@ class SpanReader:
         if runtime == "torch":
             run = _TorchRun(torch_model(Path(path)))
         else:
-            precision = "int8" if runtime == "int8" else "float32"
+            precision = runtime if runtime in onnx_runtime.INT8 else "float32"
             run = onnx_runtime.reader_graph(Path(path), torch_model, precision).run
         training = meta.get("training", {})
         return cls(run, Tokenizer.shared(encoder.model_folder()), training.get("max_len", 256),

@@ -105,7 +105,8 @@ def main() -> None:
     from assistant.reader import READER_FILE
 
     runtime = reader_runtime(READER_FILE)
-    reader = ({"int8": "ONNX Runtime int8", "onnx": "ONNX Runtime float32"}.get(runtime)
+    reader = ({"int8": "ONNX Runtime int8", "uint8": "ONNX Runtime int8 (unsigned weights)",
+               "onnx": "ONNX Runtime float32"}.get(runtime)
               or f"torch {'bf16' if bf16_is_fast() else 'float32'}")  # bf16_is_fast imports torch: only here
     print(f"CPU: {cpu_kind()}; runtime: {os.environ.get('ASSISTANT_RUNTIME', 'auto')} (ASSISTANT_RUNTIME), "
           f"the reader in {reader}")

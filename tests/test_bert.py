@@ -149,9 +149,9 @@ def test_onnx_reader_reads_as_the_torch_network(lean, monkeypatch):
 
 
 def test_int8_reader_keeps_the_float_answers(lean, tmp_path, monkeypatch):
-    """The int8 reader (assistant/quantize.py): smoothing leaves every product as it was, the int8 graph made from
-    the committed activation ranges keeps the float logits close and the answer, and ranges measured on another
-    reader file are never used for this one."""
+    """The int8 reader (assistant/quantize.py): smoothing leaves every product as it was, the int8 graphs made
+    from the committed activation ranges (signed and unsigned weights) keep the float logits close and the
+    answer, and ranges measured on another reader file are never used for this one."""
     import shutil
 
     import torch
@@ -181,6 +181,13 @@ def test_int8_reader_keeps_the_float_answers(lean, tmp_path, monkeypatch):
         assert 0 < np.abs(want[mask] - got[mask]).mean() < bound  # int8, so not bit for bit
     spans = int8.read(QUESTION, PASSAGES[:1])
     assert spans and (PASSAGES[0][spans[0].start:spans[0].end] == "黄仁勋" or not onnx_runtime.int8_is_fast())
+    # unsigned 8-bit weights (U8U8 kernels, which do not saturate without VNNI): close on every CPU
+    uint8 = SpanReader.load(runtime="uint8")
+    assert uint8.runtime == "uint8"
+    for want, got in zip(lean.logits(enc), uint8.logits(enc), strict=True):
+        assert 0 < np.abs(want[mask] - got[mask]).mean() < 0.15
+    spans = uint8.read(QUESTION, PASSAGES[:1])
+    assert spans and PASSAGES[0][spans[0].start:spans[0].end] == "黄仁勋"
 
     from safetensors import safe_open
     from safetensors.numpy import save_file
