@@ -8,6 +8,8 @@ surname). Two uses:
   (code-switching augmentation, as in Qin et al. 2020, CoSDA-ML): the reader learns to match English question
   words to Chinese passages from the public Chinese data, with no translation written by hand.
 * `chinese_terms` gives the Chinese words an English question's words translate to, so BM25 can match them.
+* `with_passage_names` writes the names of an English question as the passage it is read against writes them
+  (Nvidia -> 英伟达, Zhangjiang -> 张江), so the reader matches them within one script.
 """
 
 from __future__ import annotations
@@ -190,3 +192,61 @@ def chinese_terms(question: str, per_word: int = 3) -> list[str]:
         ranked = dict.fromkeys(simplified(w) for w in sorted(candidates, key=lambda w: (len(w), w)))
         terms += [w for w in ranked if w not in terms][:per_word]
     return terms
+
+
+@cache
+def _syllables() -> dict[str, frozenset[str]]:
+    """Chinese character -> its toneless pinyin syllables (every reading the dictionary gives it)."""
+    out: dict[str, set[str]] = {}
+    for word, entries in dictionary().items():
+        if len(word) == 1 and _HAN.match(word):
+            for entry in entries:
+                out.setdefault(word, set()).add(_TONE.sub("", entry.pinyin.split()[0]).replace("u:", "v").lower())
+    return {ch: frozenset(s) for ch, s in out.items()}
+
+
+def spelled_in(name: str, text: str, longest: int = 4) -> str | None:
+    """The first run of 2 to `longest` characters of `text` whose pinyin spells `name` (Zhangjiang -> 张江)."""
+    target, syllables = name.lower(), _syllables()
+    for i, ch in enumerate(text):
+        if ch not in syllables:
+            continue
+        stack = [(i, 0)]
+        while stack:
+            j, k = stack.pop()
+            if k == len(target):
+                if j - i >= 2:
+                    return text[i:j]
+                continue
+            if j - i < longest and j < len(text) and text[j] in syllables:
+                stack.extend((j + 1, k + len(s)) for s in syllables[text[j]] if target.startswith(s, k))
+    return None
+
+
+def _is_name(word: str, position: int) -> bool:
+    """A word written as a name: capitals inside it (MetaX, NVIDIA), or capitalised after the question's start."""
+    return any(c.isupper() for c in word[1:]) or (word[0].isupper() and position > 0)
+
+
+def with_passage_names(question: str, passage: str) -> str:
+    """An English question with each name it writes in Latin letters put as `passage` writes it, where the
+    passage has it: as the dictionary renders it (Nvidia -> 英伟达) or as characters whose pinyin spells it
+    (Zhangjiang -> 张江, four letters at least). A name the passage writes in Latin letters, or does not have,
+    stays; so does every other word: the reader reads English words across scripts well, a name poorly (on the
+    project's tuning questions in English, the reader's best span over the top three sources was right for 10
+    of 16 before, 13 after; docs/design.md)."""
+    from .language import normal_form, simplified
+
+    text = normal_form(passage)
+
+    def put(match: re.Match) -> str:
+        word = match.group(0)
+        if not _is_name(word, match.start()) or word.lower() in text:
+            return word
+        bare = word.lower().removesuffix("'s")
+        found = sorted((w for w in map(simplified, _english_index().get(bare, [])) if w in text), key=len, reverse=True)
+        if found:
+            return found[0]
+        return (spelled_in(bare, passage) if len(bare) >= 4 else None) or word
+
+    return _LATIN_WORD.sub(put, question)

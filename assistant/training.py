@@ -514,16 +514,21 @@ def answerable_threshold(fit_share: float, right_rate: float, user_share: float 
     return round(1.0 / (1.0 + right_rate * ratio), 3)
 
 
-def _fit(reader, cases: list[tuple], user_share: float = ANSWERABLE_SHARE) -> dict:
+def _fit(reader, cases: list[tuple], user_share: float = ANSWERABLE_SHARE, rewrite=None) -> dict:  # noqa: ANN001
     """Logistic fit of answerability on the reader's best span over each case, its threshold
-    (answerable_threshold) and what it does there."""
+    (answerable_threshold) and what it does there. With `rewrite(question, passage)` each passage is read with
+    the question rewritten for it, as the reader answerer asks an English question (with_passage_names)."""
     from sklearn.linear_model import LogisticRegression
 
     from .scoring import normalize
 
     rows, labels, right = [], [], []
     for question, passages, answers in cases:
-        spans = reader.read(question, passages, top_n=1)
+        if rewrite is None:
+            spans = reader.read(question, passages, top_n=1)
+        else:  # each passage's best span, the best of them by score as one read of all would give
+            spans = sorted((replace(s, passage=i) for i, p in enumerate(passages)
+                            for s in reader.read(rewrite(question, p), [p], top_n=1)), key=lambda s: -s.score)
         if not spans:
             continue
         best = spans[0]
@@ -584,7 +589,7 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
     The label is answerability, not the span's correctness: on an answerable question a refusal is as
     wrong as a wrong span, so refusing is only worth it where nothing in the sources answers.
     """
-    from .crosslingual import english_question
+    from .crosslingual import english_question, with_passage_names
     from .reader import SpanReader
 
     rng = random.Random(seed)
@@ -602,7 +607,7 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
     for path in questions:
         cases += project_cases(Path(path), reader)
     fitted = _fit(reader, cases)
-    fitted_english = _fit(reader, english_cases)
+    fitted_english = _fit(reader, english_cases, rewrite=with_passage_names)
     previous = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
     result = {"features": ["margin", "score"], **fitted,
               "label": "answerable: the sources hold a gold answer",
@@ -612,7 +617,8 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
                            f"{fitted['cases'] - public} cases from {', '.join(str(p) for p in questions) or 'no project file'}",
               "english": {**fitted_english,
                           "fitted_on": f"the {public} public cases with each question turned into dictionary English "
-                                       "(crosslingual.english_question): for questions written in a Latin script"}}
+                                       "(crosslingual.english_question), its names put as each passage writes them "
+                                       "(with_passage_names): for questions written in a Latin script"}}
     for kept in ("shapes", "shapes_chosen_on"):
         if kept in previous:
             result[kept] = previous[kept]

@@ -219,6 +219,7 @@ def test_control_characters_are_dropped(assistant):
 def test_english_questions_find_the_chinese_text_and_refuse_in_english(assistant):
     answer = assistant.ask("Who founded Nvidia?")
     assert "黄仁勋" in answer.sources[0].text  # the multilingual model finds the sentence
+    assert not answer.refused and "黄仁勋" in answer.answer  # read with the source's name for Nvidia, 英伟达
     assert answer.notice is None or "中文" not in answer.notice
     refused = assistant.ask("What is the stock code of MetaX?")
     assert refused.refused and refused.answer == REFUSAL_EN

@@ -3,7 +3,7 @@
 import random
 import re
 
-from assistant.crosslingual import chinese_terms, english_question, gloss, segment
+from assistant.crosslingual import chinese_terms, english_question, gloss, segment, spelled_in, with_passage_names
 from assistant.language import mostly_latin
 from assistant.retrieval import cross_lingual_tokens
 from assistant.training import TrainConfig, make_features
@@ -44,6 +44,36 @@ def test_english_words_translate_to_the_chinese_words_bm25_can_match():
     tokens = cross_lingual_tokens("Who founded Nvidia?", Segmenter(["英伟达"]))
     assert "who" not in tokens  # English stopwords carry nothing to match
     assert "nvidia" in tokens and "英伟达" in tokens
+
+
+def test_an_english_questions_names_are_written_as_the_passage_writes_them():
+    passage = "1993年,黄仁勋创立英伟达。张江的算力平台向Intel开放。"
+    assert with_passage_names("Who founded Nvidia?", passage) == "Who founded 英伟达?"  # the dictionary's name
+    assert spelled_in("Zhangjiang", passage) == "张江"  # pinyin, any reading of each character
+    assert with_passage_names("What does the Zhangjiang platform provide?", passage) == \
+        "What does the 张江 platform provide?"
+    # kept: a name the passage writes in Latin letters, one it does not have, the question's first word, other words
+    assert with_passage_names("Did Intel use it?", passage) == "Did Intel use it?"
+    assert with_passage_names("Who founded MetaX?", passage) == "Who founded MetaX?"
+    assert with_passage_names("Founded when was Nvidia?", "英伟达成立于1993年") == "Founded when was 英伟达?"
+    assert with_passage_names("Who founded Nvidia?", "黄仁勋创立了一家公司") == "Who founded Nvidia?"
+    assert spelled_in("Zhangjiang", "上海浦东") is None
+
+
+def test_the_reader_reads_an_english_question_with_the_sources_names():
+    from assistant.answerers.reader import ReaderAnswerer
+    from assistant.reader import SpanReader
+    from assistant.retrieval import Source
+
+    reader = SpanReader.load()
+    text = "1982年,Adobe诞生;1993年,黄仁勋创立英伟达,彼时的英伟达还只是一家纯粹的显卡公司。"
+    answerer = ReaderAnswerer(reader, index=None)
+    source = Source(1, "seed", "seed", "article", 0, text, 0, len(text), 1.0, ["c0"])
+    draft = answerer.answer("Who founded Nvidia?", [source])
+    assert not draft.refused and "黄仁勋" in draft.answer
+    # the same question read as written: the reader's "no answer" wins over the same span
+    span = reader.read("Who founded Nvidia?", [text])[0]
+    assert text[span.start:span.end] == "黄仁勋" and span.margin < reader.read("Who founded 英伟达?", [text])[0].margin
 
 
 def test_english_stop_words_are_scikit_learns_without_importing_scikit_learn():

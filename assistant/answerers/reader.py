@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..chunking import split_sentences
+from ..crosslingual import with_passage_names
 from ..language import answer_form, data, mostly_latin, summary_topic
 from ..reader import READER_FILE, Span, SpanReader
 from ..retrieval import QuestionProfile, Source
@@ -123,9 +124,12 @@ class ReaderAnswerer(Answerer):
         (docs/design.md, "Which span answers"). Each window is scored on its own, so reading sources one by
         one gives the spans reading them together would."""
         calibration = self.calibration.for_question(question)
+        latin = mostly_latin(question)
         spans: list[Span] = []
         for i, source in enumerate(sources[: self.reads]):
-            found = [replace(s, passage=i) for s in self.reader.read(question, [source.text])]
+            # an English question's names as this source writes them (crosslingual.with_passage_names)
+            asked = with_passage_names(question, source.text) if latin else question
+            found = [replace(s, passage=i) for s in self.reader.read(asked, [source.text])]
             spans += found
             if any(calibration.probability(s) >= self.stop_at for s in found):
                 break
