@@ -144,7 +144,7 @@ def test_onnx_reader_reads_as_the_torch_network(lean, monkeypatch):
     monkeypatch.setenv("ASSISTANT_RUNTIME", "fast")
     from assistant.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="auto, onnx, int8, torch"):
+    with pytest.raises(ConfigError, match="auto, onnx, int8, uint8, torch"):
         onnx_runtime.choice()
 
 
