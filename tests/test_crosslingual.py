@@ -106,6 +106,12 @@ def test_the_english_index_is_kept_in_the_cache_and_derived_again_when_unreadabl
     assert crosslingual._english_index() == derived  # derived again, and written again
     assert kept.read_text(encoding="utf-8").startswith("{\"")
     crosslingual._english_index.cache_clear()
+    # the pinyin of each character, for names spelled in pinyin, is kept the same way
+    crosslingual._syllables.cache_clear()
+    syllables = crosslingual._syllables()
+    assert syllables["江"] == {"jiang"} and {"xing", "hang"} <= syllables["行"]
+    assert list((tmp_path / "crosslingual").glob("syllables-*.json"))
+    crosslingual._syllables.cache_clear()
 
 
 def test_training_features_ask_a_share_of_questions_in_english(capsys):
