@@ -239,8 +239,9 @@ def spelled_in(name: str, text: str, longest: int = 4) -> str | None:
 
 
 def _is_name(word: str, position: int) -> bool:
-    """A word written as a name: capitals inside it (MetaX, NVIDIA), or capitalised after the question's start."""
-    return any(c.isupper() for c in word[1:]) or (word[0].isupper() and position > 0)
+    """A word written as a name: capitals inside it (MetaX, NVIDIA), or capitalised after the question's start;
+    two letters at least (not the pronoun I)."""
+    return len(word) > 1 and (any(c.isupper() for c in word[1:]) or (word[0].isupper() and position > 0))
 
 
 def with_passage_names(question: str, passage: str) -> str:

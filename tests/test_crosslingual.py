@@ -57,6 +57,7 @@ def test_an_english_questions_names_are_written_as_the_passage_writes_them():
     assert with_passage_names("Who founded MetaX?", passage) == "Who founded MetaX?"
     assert with_passage_names("Founded when was Nvidia?", "英伟达成立于1993年") == "Founded when was 英伟达?"
     assert with_passage_names("Who founded Nvidia?", "黄仁勋创立了一家公司") == "Who founded Nvidia?"
+    assert with_passage_names("May I ask who founded it?", "我问过黄仁勋") == "May I ask who founded it?"
     assert spelled_in("Zhangjiang", "上海浦东") is None
 
 
