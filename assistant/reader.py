@@ -177,8 +177,8 @@ class SpanReader:
 
     @classmethod
     def load(cls, path: Path = READER_FILE, runtime: str | None = None) -> SpanReader:
-        """The committed reader, run by torch or by ONNX Runtime in float32 (`runtime` "torch" or "onnx"; by
-        default as assistant/onnx_runtime.py's `reader_runtime` chooses for this CPU). Either way its word table
+        """The committed reader, run by torch or by ONNX Runtime (`runtime` "torch", "onnx" for float32, "int8" or
+        "uint8"; by default as assistant/onnx_runtime.py's `reader_runtime` chooses for this CPU). Either way its word table
         is the process's one 4-bit table, shared with the embedder."""
         from . import onnx_runtime
         from .bert import Tokenizer

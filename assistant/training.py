@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .language import simplified
+from .language import mostly_latin, simplified
 from .reader import (
     READER_FILE,
     WORD_EMBEDDINGS,
@@ -603,7 +603,9 @@ def calibrate(data: list[str], reader_path: Path, out: Path, heldout_every: int 
     # run lower), so it gets its own fit; the project's English questions stay out of it, to be measured on
     english_rng = random.Random(seed + 1)
     english = {q: english_question(q, english_rng) for q in dict.fromkeys(c[0] for c in cases)}
-    english_cases = [(english[q] or q, passages, answers) for q, passages, answers in cases]
+    # only those that read as English (mostly_latin), as the answerer picks this fit and rewrites names for them
+    english_cases = [(english[q], passages, answers) for q, passages, answers in cases
+                     if english[q] and mostly_latin(english[q])]
     for path in questions:
         cases += project_cases(Path(path), reader)
     fitted = _fit(reader, cases)

@@ -58,6 +58,13 @@ def test_an_english_questions_names_are_written_as_the_passage_writes_them():
     assert with_passage_names("Founded when was Nvidia?", "英伟达成立于1993年") == "Founded when was 英伟达?"
     assert with_passage_names("Who founded Nvidia?", "黄仁勋创立了一家公司") == "Who founded Nvidia?"
     assert with_passage_names("May I ask who founded it?", "我问过黄仁勋") == "May I ask who founded it?"
+    # everyday meanings are not names ("us" is 我们 too), a capital after a full stop starts a sentence, quotes stay
+    assert with_passage_names("Was it the largest IPO in the US?", "我们看到最大的IPO") == \
+        "Was it the largest IPO in the US?"
+    assert with_passage_names("It was MetaX. Who founded it?", "谁创立了它") == "It was MetaX. Who founded it?"
+    assert with_passage_names("Is 'Nvidia' big?", passage) == "Is '英伟达' big?"
+    assert spelled_in("Ouyang", "欧阳") == "欧阳" and spelled_in("Lu", "吕") is None  # one character is no name
+    assert spelled_in("Shanxiong", "单雄信") == "单雄"  # a surname's reading (单: shan)
     assert spelled_in("Zhangjiang", "上海浦东") is None
 
 
