@@ -195,8 +195,7 @@ def _preload(settings: Settings) -> threading.Thread | None:
                 onnx_runtime.embedder_graph()
                 runtime = onnx_runtime.reader_runtime(READER_FILE) if READER_FILE.is_file() else "torch"
                 if runtime != "torch":
-                    precision = runtime if runtime in onnx_runtime.INT8 else "float32"
-                    onnx_runtime.reader_graph(READER_FILE, torch_model, precision)
+                    onnx_runtime.reader_graph(READER_FILE, torch_model, onnx_runtime.reader_precision(runtime))
         except Exception:  # noqa: BLE001 - reported by the caller's own load
             pass
 

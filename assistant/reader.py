@@ -177,9 +177,9 @@ class SpanReader:
 
     @classmethod
     def load(cls, path: Path = READER_FILE, runtime: str | None = None) -> SpanReader:
-        """The committed reader, run by torch or by ONNX Runtime (`runtime` "torch", "onnx" for float32, "int8" or
-        "uint8"; by default as assistant/onnx_runtime.py's `reader_runtime` chooses for this CPU). Either way its word table
-        is the process's one 4-bit table, shared with the embedder."""
+        """The committed reader, run by torch or by ONNX Runtime (`runtime` "torch", "onnx" for float32, "int8"
+        or "uint8"; by default as assistant/onnx_runtime.py's `reader_runtime` chooses for this CPU). Either way
+        its word table is the process's one 4-bit table, shared with the embedder."""
         from . import onnx_runtime
         from .bert import Tokenizer
 
@@ -192,8 +192,7 @@ class SpanReader:
         if runtime == "torch":
             run = _TorchRun(torch_model(Path(path)))
         else:
-            precision = runtime if runtime in onnx_runtime.INT8 else "float32"
-            run = onnx_runtime.reader_graph(Path(path), torch_model, precision).run
+            run = onnx_runtime.reader_graph(Path(path), torch_model, onnx_runtime.reader_precision(runtime)).run
         training = meta.get("training", {})
         return cls(run, Tokenizer.shared(encoder.model_folder()), training.get("max_len", 256),
                    training.get("stride", 96), training.get("max_answer_tokens", 48), meta, runtime)
