@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import random
 import re
+import threading
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -30,7 +31,7 @@ _NO_MEANING = re.compile(r"^(surname|variant of|old variant|used in|see |abbr\. 
                          r"unofficial variant|japanese variant|archaic variant|cl:|pr\. |taiwan pr\.|also pr\.)",
                          re.IGNORECASE)
 _FUNCTION = re.compile(r"particle|marker|classifier for|measure word", re.IGNORECASE)
-INDEX_VERSION = 2  # bump when a table kept in the cache folder (_kept) is derived differently
+INDEX_VERSION = 3  # bump when a table kept in the cache folder (_kept) is derived differently
 
 
 def _source():  # noqa: ANN202 - an importlib Traversable
@@ -142,6 +143,9 @@ def english_question(question: str, rng: random.Random, rate: float = 1.0) -> st
     return re.sub(r"\s+", " ", text).strip()
 
 
+_kept_lock = threading.RLock()
+
+
 def _kept(name: str, derive):  # noqa: ANN001, ANN202 - JSON data
     """`derive()`'s JSON result, kept in the cache folder (ASSISTANT_CACHE_DIR) under `name` and the dictionary
     file's identity: reading the whole dictionary takes 1.4 s and 77 MB, reading what was derived from it a few
@@ -155,19 +159,20 @@ def _kept(name: str, derive):  # noqa: ANN001, ANN202 - JSON data
     stat = os.stat(str(_source()))
     key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{INDEX_VERSION}".encode()).hexdigest()[:12]
     path = default_cache_dir() / "crosslingual" / f"{name}-{key}.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass  # not written yet, or unreadable: derived again below
-    data = derive()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    return data
+    with _kept_lock:  # a server's threads: one derives, the others read what it wrote
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # not written yet, or unreadable: derived again below
+        data = derive()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        return data
 
 
 def _sense_index(name: str, senses: int, shortest: int = 1, names_only: bool = False) -> dict[str, list[str]]:
@@ -227,23 +232,56 @@ def _syllables() -> dict[str, frozenset[str]]:
 
     def derive() -> dict[str, list[str]]:
         out: dict[str, set[str]] = {}
-        with gzip.open(_source(), "rt", encoding="utf-8") as lines:
-            for line in lines:
-                forms, _, rest = line.partition("[")
-                if line.startswith("#") or not rest:
-                    continue
-                syllable = _TONE.sub("", rest.split("]", 1)[0].split()[0]).lower() if rest.strip() else ""
-                for ch in dict.fromkeys(forms.split()):
-                    if len(ch) == 1 and _HAN.match(ch) and syllable.isascii() and syllable.replace(":", "").isalpha():
-                        out.setdefault(ch, set()).update({syllable.replace("u:", "u"), syllable.replace("u:", "v")})
+        for forms, reading in _readings():
+            syllable = reading.split()[0] if reading else ""
+            for ch in forms:
+                if len(ch) == 1 and _HAN.match(ch) and syllable.replace(":", "").isalpha():
+                    out.setdefault(ch, set()).update(_spellings(syllable))
         return {ch: sorted(syllables) for ch, syllables in out.items()}
 
     return {ch: frozenset(syllables) for ch, syllables in _kept("syllables", derive).items()}
 
 
+def _readings():  # noqa: ANN202 - an iterator of (forms, reading)
+    """(the traditional and simplified forms, the toneless lower-case pinyin) of each dictionary line."""
+    with gzip.open(_source(), "rt", encoding="utf-8") as lines:
+        for line in lines:
+            forms, _, rest = line.partition("[")
+            if line.startswith("#") or not rest:
+                continue
+            reading = _TONE.sub("", rest.split("]", 1)[0]).lower()
+            if reading.isascii():
+                yield tuple(dict.fromkeys(forms.split())), reading
+
+
+def _spellings(reading: str) -> set[str]:
+    """A toneless reading as English text spells it: ü (u:) as u or v, syllables run together."""
+    joined = reading.replace(" ", "")
+    return {joined.replace("u:", "u"), joined.replace("u:", "v")}
+
+
+@cache
+def _word_readings() -> dict[str, frozenset[str]]:
+    """Words of 2-4 characters with a character of several readings -> how the word itself is read (长江:
+    changjiang, never zhangjiang), for `spelled_in` (a 0.9 MB file in the cache folder, `_kept`)."""
+    several = {ch for ch, syllables in _syllables().items() if len({s.replace("v", "u") for s in syllables}) > 1}
+
+    def derive() -> dict[str, list[str]]:
+        out: dict[str, set[str]] = {}
+        for forms, reading in _readings():
+            for word in forms:
+                if 2 <= len(word) <= 4 and several.intersection(word) and reading.replace(":", "").replace(" ", "").isalpha():
+                    out.setdefault(word, set()).update(_spellings(reading))
+        return {word: sorted(spellings) for word, spellings in out.items()}
+
+    return {word: frozenset(spellings) for word, spellings in _kept("word-readings", derive).items()}
+
+
 def spelled_in(name: str, text: str, longest: int = 4) -> str | None:
-    """The first run of 2 to `longest` characters of `text` whose pinyin spells `name` (Hangzhou -> 杭州)."""
-    target, syllables = name.lower(), _syllables()
+    """The first run of 2 to `longest` characters of `text` whose pinyin spells `name` (Hangzhou -> 杭州): any
+    reading of each character (单雄 for Shanxiong), but a dictionary word only as the word is read (长江 is
+    changjiang, so Zhangjiang finds 张江, not 长江)."""
+    target, syllables, words = name.lower(), _syllables(), _word_readings()
     for i, ch in enumerate(text):
         if ch not in syllables:
             continue
@@ -251,7 +289,7 @@ def spelled_in(name: str, text: str, longest: int = 4) -> str | None:
         while stack:
             j, k = stack.pop()
             if k == len(target):
-                if j - i >= 2:
+                if j - i >= 2 and (text[i:j] not in words or target in words[text[i:j]]):
                     return text[i:j]
                 continue
             if j - i < longest and j < len(text) and text[j] in syllables:

@@ -66,6 +66,8 @@ def test_an_english_questions_names_are_written_as_the_passage_writes_them():
     assert spelled_in("Ouyang", "欧阳") == "欧阳" and spelled_in("Lu", "吕") is None  # one character is no name
     assert spelled_in("Shanxiong", "单雄信") == "单雄"  # a surname's reading (单: shan)
     assert spelled_in("Zhangjiang", "上海浦东") is None
+    # a dictionary word spells a name only as the word is read: 长江 is changjiang, though 长 can be zhang
+    assert spelled_in("Zhangjiang", "长江之畔,张江科学城") == "张江" and spelled_in("Changjiang", "长江") == "长江"
 
 
 def test_the_reader_reads_an_english_question_with_the_sources_names():
@@ -119,7 +121,11 @@ def test_the_english_index_is_kept_in_the_cache_and_derived_again_when_unreadabl
     syllables = crosslingual._syllables()
     assert syllables["江"] == {"jiang"} and {"xing", "hang"} <= syllables["行"]
     assert list((tmp_path / "crosslingual").glob("syllables-*.json"))
+    crosslingual._word_readings.cache_clear()
+    assert crosslingual._word_readings()["长江"] == {"changjiang"}  # how the word is read, kept the same way
+    assert list((tmp_path / "crosslingual").glob("word-readings-*.json"))
     crosslingual._syllables.cache_clear()
+    crosslingual._word_readings.cache_clear()
 
 
 def test_training_features_ask_a_share_of_questions_in_english(capsys):
