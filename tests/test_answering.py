@@ -145,6 +145,31 @@ def test_refuses_what_the_article_does_not_say(assistant, question):
     assert answer.sources  # still shows the nearest passages
 
 
+def test_the_rules_answer_after_a_refusal_only_where_the_reader_was_unsure(assistant):
+    from assistant.answerers import CombinedAnswerer
+    from assistant.answerers.base import Draft, refusal
+
+    class Refusing:  # the reader's refusal at a given calibrated probability
+        def __init__(self, confidence):
+            self.confidence = confidence
+
+        def answer(self, question, sources):
+            draft = refusal(question)
+            draft.confidence = self.confidence
+            return draft
+
+    question = "英伟达是哪一年创立的?"
+    sources = assistant.retrievers["hybrid"].search(question, k=5)
+    rules = assistant.answerers["combined"].rules
+    assert "1993" in rules.answer(question, sources).answer  # the rules alone find the year
+    floor = CombinedAnswerer.rules_from
+    unsure = CombinedAnswerer(rules, Refusing(floor + 0.05)).answer(question, sources)
+    assert not unsure.refused and "1993" in unsure.answer
+    sure_of_nothing = CombinedAnswerer(rules, Refusing(floor - 0.05)).answer(question, sources)
+    assert isinstance(sure_of_nothing, Draft) and sure_of_nothing.refused
+    assert sure_of_nothing.confidence == floor - 0.05
+
+
 def test_confidence_separates_answers_from_refusals(assistant):
     sure = assistant.ask("英伟达是谁创立的?", answerer="reader")
     unsure = assistant.ask("壁仞科技的创始人是谁?", answerer="reader")
