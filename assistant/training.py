@@ -445,7 +445,9 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
 # --- calibration --------------------------------------------------------------------------------------
 
 def _windows(text: str, size: int = 160) -> list[tuple[int, int]]:
-    """Sentence-aligned pieces of a passage of about `size` characters, like the sources retrieval returns."""
+    """Sentence-aligned pieces of a passage of about `size` characters, like the sources retrieval returns. 160, the
+    sources' length when the committed fit was made; retrieval's sources now hold up to 240 (PASSAGE_CHARS), and a
+    fit on 240-character pieces was measured and not adopted (docs/design.md, "How much of a paragraph")."""
     from .chunking import split_sentences
 
     pieces: list[tuple[int, int]] = []

@@ -147,7 +147,7 @@ def test_refuses_what_the_article_does_not_say(assistant, question):
 
 def test_the_rules_answer_after_a_refusal_only_where_the_reader_was_unsure(assistant):
     from assistant.answerers import CombinedAnswerer
-    from assistant.answerers.base import Draft, refusal
+    from assistant.answerers.base import refusal
 
     class Refusing:  # the reader's refusal at a given calibrated probability
         def __init__(self, confidence):
@@ -163,11 +163,11 @@ def test_the_rules_answer_after_a_refusal_only_where_the_reader_was_unsure(assis
     rules = assistant.answerers["combined"].rules
     assert "1993" in rules.answer(question, sources).answer  # the rules alone find the year
     floor = CombinedAnswerer.rules_from
-    unsure = CombinedAnswerer(rules, Refusing(floor + 0.05)).answer(question, sources)
-    assert not unsure.refused and "1993" in unsure.answer
+    for unsure in (floor, floor + 0.05, None):  # None: the reader read no span at all
+        answer = CombinedAnswerer(rules, Refusing(unsure)).answer(question, sources)
+        assert not answer.refused and "1993" in answer.answer
     sure_of_nothing = CombinedAnswerer(rules, Refusing(floor - 0.05)).answer(question, sources)
-    assert isinstance(sure_of_nothing, Draft) and sure_of_nothing.refused
-    assert sure_of_nothing.confidence == floor - 0.05
+    assert sure_of_nothing.refused and sure_of_nothing.confidence == floor - 0.05
 
 
 def test_confidence_separates_answers_from_refusals(assistant):

@@ -36,7 +36,9 @@ class CombinedAnswerer(Answerer):
     def answer(self, question: str, sources: list[Source]) -> Draft:
         draft = self.reader.answer(question, sources)
         form = answer_form(question)
-        if not draft.refused or form == "summary" or (draft.confidence or 0.0) < self.rules_from:
+        # a refusal without a confidence (no span read at all) still tries the rules
+        sure_of_nothing = draft.confidence is not None and draft.confidence < self.rules_from
+        if not draft.refused or form == "summary" or sure_of_nothing:
             return draft
         rules = self.rules.answer(question, sources)
         if rules.refused:
