@@ -233,24 +233,24 @@ def _syllables() -> dict[str, frozenset[str]]:
     def derive() -> dict[str, list[str]]:
         out: dict[str, set[str]] = {}
         for forms, reading in _readings():
-            syllable = reading.split()[0] if reading else ""
             for ch in forms:
-                if len(ch) == 1 and _HAN.match(ch) and syllable.replace(":", "").isalpha():
-                    out.setdefault(ch, set()).update(_spellings(syllable))
+                if len(ch) == 1 and _HAN.match(ch):
+                    out.setdefault(ch, set()).update(_spellings(reading.split()[0]))
         return {ch: sorted(syllables) for ch, syllables in out.items()}
 
     return {ch: frozenset(syllables) for ch, syllables in _kept("syllables", derive).items()}
 
 
 def _readings():  # noqa: ANN202 - an iterator of (forms, reading)
-    """(the traditional and simplified forms, the toneless lower-case pinyin) of each dictionary line."""
+    """(the traditional and simplified forms, the toneless lower-case pinyin) of each dictionary line whose pinyin
+    is syllables only (letters, u: for ü)."""
     with gzip.open(_source(), "rt", encoding="utf-8") as lines:
         for line in lines:
             forms, _, rest = line.partition("[")
             if line.startswith("#") or not rest:
                 continue
             reading = _TONE.sub("", rest.split("]", 1)[0]).lower()
-            if reading.isascii():
+            if reading.isascii() and reading.replace(":", "").replace(" ", "").isalpha():
                 yield tuple(dict.fromkeys(forms.split())), reading
 
 
@@ -262,15 +262,15 @@ def _spellings(reading: str) -> set[str]:
 
 @cache
 def _word_readings() -> dict[str, frozenset[str]]:
-    """Words of 2-4 characters with a character of several readings -> how the word itself is read (长江:
-    changjiang, never zhangjiang), for `spelled_in` (a 0.9 MB file in the cache folder, `_kept`)."""
+    """Words of 2-4 characters with a character of several readings -> how the word itself is read (重庆:
+    chongqing, never zhongqing), for `spelled_in` (a 0.9 MB file in the cache folder, `_kept`)."""
     several = {ch for ch, syllables in _syllables().items() if len({s.replace("v", "u") for s in syllables}) > 1}
 
     def derive() -> dict[str, list[str]]:
         out: dict[str, set[str]] = {}
         for forms, reading in _readings():
             for word in forms:
-                if 2 <= len(word) <= 4 and several.intersection(word) and reading.replace(":", "").replace(" ", "").isalpha():
+                if 2 <= len(word) <= 4 and several.intersection(word):
                     out.setdefault(word, set()).update(_spellings(reading))
         return {word: sorted(spellings) for word, spellings in out.items()}
 
@@ -279,8 +279,8 @@ def _word_readings() -> dict[str, frozenset[str]]:
 
 def spelled_in(name: str, text: str, longest: int = 4) -> str | None:
     """The first run of 2 to `longest` characters of `text` whose pinyin spells `name` (Hangzhou -> 杭州): any
-    reading of each character (单雄 for Shanxiong), but a dictionary word only as the word is read (长江 is
-    changjiang, so Zhangjiang finds 张江, not 长江)."""
+    reading of each character (单雄 for Shanxiong), but a dictionary word only as the word is read (重 reads zhong
+    too, but the word 重庆 reads chongqing, so Zhongqing never finds 重庆)."""
     target, syllables, words = name.lower(), _syllables(), _word_readings()
     for i, ch in enumerate(text):
         if ch not in syllables:
