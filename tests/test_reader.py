@@ -18,8 +18,8 @@ RIVER = ("黄河是中国第二长河,全长约5464公里,流域面积约75万�
          "因此被称为世界上含沙量最高的河流之一。")
 
 
-def _source(text: str, rank: int = 1) -> Source:
-    return Source(rank, "river", "黄河", "body", 1, text, 0, len(text), 1.0, [])
+def _source(text: str, rank: int = 1, score: float = 1.0) -> Source:
+    return Source(rank, "river", "黄河", "body", 1, text, 0, len(text), score, [])
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,28 @@ def test_sources_are_read_best_first_until_a_span_is_sure(reader, monkeypatch):
     calls.clear()
     spans = reader.read("赵州桥是谁设计的?", [_source(TEA, 1), _source(RIVER, 2), _source(BRIDGE, 3)])
     assert calls == [1, 1, 1] and spans[0].passage == 2 and "李春" in BRIDGE[spans[0].start:spans[0].end]
+
+
+def test_a_third_source_is_read_only_when_retrieval_scored_it_near_the_first(reader, monkeypatch):
+    calls = []
+    read = reader.reader.read
+
+    def counted(question, passages, **kw):
+        calls.append(passages[0])
+        return read(question, passages, **kw)
+
+    monkeypatch.setattr(reader.reader, "read", counted)
+    question = "赵州桥是谁设计的?"  # only the third source answers it
+    weak = reader.later_within * 1.6 - 0.01  # just under the share of the first's score
+    spans = reader.read(question, [_source(TEA, 1, 1.6), _source(RIVER, 2, 1.2), _source(BRIDGE, 3, weak)])
+    assert calls == [TEA, RIVER] and all(s.passage < 2 for s in spans)  # the weak third is never read
+    draft = reader.from_spans(question, [_source(TEA, 1, 1.6), _source(RIVER, 2, 1.2)], spans)
+    assert draft.refused
+
+    calls.clear()
+    near = reader.later_within * 1.6 + 0.01
+    spans = reader.read(question, [_source(TEA, 1, 1.6), _source(RIVER, 2, 1.2), _source(BRIDGE, 3, near)])
+    assert calls == [TEA, RIVER, BRIDGE] and "李春" in BRIDGE[spans[0].start:spans[0].end]
 
 
 def test_a_span_answer_drops_the_particle_its_last_token_carries():
