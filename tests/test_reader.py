@@ -98,18 +98,22 @@ def test_a_third_source_is_read_only_when_retrieval_scored_it_near_the_first(rea
         calls.append(passages[0])
         return read(question, passages, **kw)
 
-    monkeypatch.setattr(reader.reader, "read", counted)
-    question = "赵州桥是谁设计的?"  # only the third source answers it
-    weak = reader.later_within * 1.6 - 0.01  # just under the share of the first's score
-    spans = reader.read(question, [_source(TEA, 1, 1.6), _source(RIVER, 2, 1.2), _source(BRIDGE, 3, weak)])
-    assert calls == [TEA, RIVER] and all(s.passage < 2 for s in spans)  # the weak third is never read
-    draft = reader.from_spans(question, [_source(TEA, 1, 1.6), _source(RIVER, 2, 1.2)], spans)
-    assert draft.refused
+    def read_with(scores: tuple[float, float, float]) -> list:
+        calls.clear()
+        texts = (TEA, RIVER, BRIDGE)  # only the third answers the question
+        return reader.read("赵州桥是谁设计的?", [_source(t, i + 1, s) for i, (t, s) in enumerate(zip(texts, scores))])
 
-    calls.clear()
-    near = reader.later_within * 1.6 + 0.01
-    spans = reader.read(question, [_source(TEA, 1, 1.6), _source(RIVER, 2, 1.2), _source(BRIDGE, 3, near)])
+    monkeypatch.setattr(reader.reader, "read", counted)
+    assert 0.5 < reader.later_within < 0.9  # the scores below sit on either side of it
+
+    spans = read_with((1.6, 1.2, 0.75))  # the third scores under half the first's
+    assert calls == [TEA, RIVER] and all(s.passage < 2 for s in spans)
+    spans = read_with((1.6, 0.5, 0.45))  # a weak second source is still read
+    assert calls == [TEA, RIVER]
+    spans = read_with((1.6, 1.5, 1.45))  # a third scored near the first is read, and answers
     assert calls == [TEA, RIVER, BRIDGE] and "李春" in BRIDGE[spans[0].start:spans[0].end]
+    spans = read_with((0.0, 0.0, 0.0))  # scores that give no scale: every source read
+    assert calls == [TEA, RIVER, BRIDGE]
 
 
 def test_a_span_answer_drops_the_particle_its_last_token_carries():

@@ -86,12 +86,12 @@ class ReaderAnswerer(Answerer):
     # Reading stops at the first source whose span is this sure (calibrated probability): chosen on CMRC 2018
     # trial (open corpus), where 0.5-0.8 scored alike and the reader read 1.3-1.4 sources a question on average.
     stop_at = 0.7
-    # A source after the second is read only when retrieval scored it at least this share of the first's: a far
-    # weaker third source rarely holds the answer the first two missed. Chosen on CMRC 2018 trial (open corpus,
+    # A source after the second is read only when retrieval scored it at least this share of the first's (the
+    # reranked scores, retrieval.py): a far weaker third source rarely holds the answer the first two missed. Chosen on CMRC 2018 trial (open corpus,
     # first 500: F1 68.8 -> 69.0), DuReader (robust 43.4 -> 43.4, checklist 38.3 -> 38.8, open corpus) and
     # questions.jsonl (0.854 -> 0.861), every other set answer for answer the same; a third source is then read for
-    # 40 of questions.jsonl's 145 questions (66 before), 131 of DuReader-robust's 300 (253) (docs/design.md, "How
-    # many sources the reader reads").
+    # 38 of questions.jsonl's 137 questions (63 before), 131 of DuReader-robust's 300 (253) (docs/design.md, "A weak
+    # third source is not read").
     later_within = 0.7
 
     def __init__(self, reader: SpanReader | Callable[[], SpanReader], index, calibration: Calibration | None = None):
@@ -124,7 +124,7 @@ class ReaderAnswerer(Answerer):
     def read(self, question: str, sources: list[Source]) -> list[Span]:
         """The reader's spans over the best `reads` sources, the most probable right first. Sources are read in
         retrieval order, and reading stops at the first span whose calibrated probability reaches `stop_at`, or
-        at a source after the second that retrieval scored below `later_within` of the first.
+        at a source after the second that retrieval scored below `later_within` times the first's score.
 
         Ranking spans by that probability rather than by their raw score (start + end logits), and trusting a
         sure span of a better-ranked source, was worth 4-5 F1 on CMRC 2018 trial with the open corpus: a raw
