@@ -555,9 +555,9 @@ def _fit(reader, cases: list[tuple], user_share: float = ANSWERABLE_SHARE, rewri
 
 def project_cases(questions_path: Path, reader) -> list[tuple]:
     """(question, passages, answers or [], label source) from a project question file, asked as a user would:
-    the corpus indexed in a temporary folder, the best `ReaderAnswerer.reads` hybrid sources handed to the reader. Unanswerable
-    questions are the negatives public data lacks: questions about the article's own subject that it does
-    not answer."""
+    the corpus indexed in a temporary folder, the best `ReaderAnswerer.reads` hybrid sources handed to the
+    reader. Unanswerable questions are the negatives public data lacks: questions about the article's own subject
+    that it does not answer."""
     import tempfile
 
     from .answerers.reader import ReaderAnswerer

@@ -101,7 +101,8 @@ def test_a_third_source_is_read_only_when_retrieval_scored_it_near_the_first(rea
     def read_with(scores: tuple[float, float, float]) -> list:
         calls.clear()
         texts = (TEA, RIVER, BRIDGE)  # only the third answers the question
-        return reader.read("赵州桥是谁设计的?", [_source(t, i + 1, s) for i, (t, s) in enumerate(zip(texts, scores))])
+        sources = [_source(text, rank, score) for rank, (text, score) in enumerate(zip(texts, scores), start=1)]
+        return reader.read("赵州桥是谁设计的?", sources)
 
     monkeypatch.setattr(reader.reader, "read", counted)
     assert 0.5 < reader.later_within < 0.9  # the scores below sit on either side of it

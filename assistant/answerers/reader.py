@@ -87,11 +87,11 @@ class ReaderAnswerer(Answerer):
     # trial (open corpus), where 0.5-0.8 scored alike and the reader read 1.3-1.4 sources a question on average.
     stop_at = 0.7
     # A source after the second is read only when retrieval scored it at least this share of the first's (the
-    # reranked scores, retrieval.py): a far weaker third source rarely holds the answer the first two missed. Chosen on CMRC 2018 trial (open corpus,
-    # first 500: F1 68.8 -> 69.0), DuReader (robust 43.4 -> 43.4, checklist 38.3 -> 38.8, open corpus) and
-    # questions.jsonl (0.854 -> 0.861), every other set answer for answer the same; a third source is then read for
-    # 38 of questions.jsonl's 137 questions (63 before), 131 of DuReader-robust's 300 (253) (docs/design.md, "A weak
-    # third source is not read").
+    # reranked scores, retrieval.py): a far weaker third source rarely holds the answer the first two missed.
+    # Chosen on CMRC 2018 trial (open corpus, first 500: F1 68.8 -> 69.0), DuReader (open corpus: robust 43.4 ->
+    # 43.4, checklist 38.3 -> 38.8) and questions.jsonl (0.854 -> 0.861), every other set answer for answer the
+    # same; a third source is then read for 38 of questions.jsonl's 137 questions (63 before), 131 of
+    # DuReader-robust's 300 (253) (docs/design.md, "A weak third source is not read").
     later_within = 0.7
 
     def __init__(self, reader: SpanReader | Callable[[], SpanReader], index, calibration: Calibration | None = None):
@@ -134,8 +134,10 @@ class ReaderAnswerer(Answerer):
         calibration = self.calibration.for_question(question)
         latin = mostly_latin(question)
         spans: list[Span] = []
+        # scores with no scale (the first not above 0) gate nothing
+        weakest = self.later_within * sources[0].score if sources and sources[0].score > 0 else -math.inf
         for i, source in enumerate(sources[: self.reads]):
-            if i >= 2 and sources[0].score > 0 and source.score < self.later_within * sources[0].score:
+            if i >= 2 and source.score < weakest:
                 break  # sources are ranked: the rest score lower still
             # an English question's names as this source writes them (crosslingual.with_passage_names)
             asked = with_passage_names(question, source.text) if latin else question
