@@ -432,7 +432,8 @@ def evaluation_sets(cfg: TrainConfig, tokenizer, squad: SquadSet, held_q: list) 
 def fit(model, draws: list[dict], evals: dict[str, EvalWindows], cfg: TrainConfig, checkpoint: Path | None = None,
         device: str | None = None, on_epoch=None) -> list[dict]:
     """Train `model` in place on the feature arrays (epoch e uses `draws[e % len(draws)]`), evaluating every set after
-    each epoch; on a GPU when there is one. `on_epoch(epoch, figures)` is called after each epoch's evaluation.
+    each epoch; on a GPU when there is one. `on_epoch(epoch, figures)` is called after each epoch's evaluation and
+    stops the training when it returns true.
     Checkpoints every `cfg.checkpoint_every` steps and at each epoch's end; returns the history of figures."""
     import torch
 
@@ -471,7 +472,7 @@ def fit(model, draws: list[dict], evals: dict[str, EvalWindows], cfg: TrainConfi
     step, history = load_checkpoint(checkpoint, model, optimizer, cfg) if checkpoint else (0, [])
     model.train()
     loss_fn = torch.nn.CrossEntropyLoss()
-    started, window_loss = time.perf_counter(), []
+    started, window_loss, stop = time.perf_counter(), [], False
     print(f"training on {device}: {sum(len(d['lengths']) for d in draws)} windows in {len(draws)} draw(s), {total} "
           f"steps ({sizes[0]} in the first epoch), batch {cfg.batch_size}, from step {step}",
           file=sys.stderr)
@@ -506,11 +507,12 @@ def fit(model, draws: list[dict], evals: dict[str, EvalWindows], cfg: TrainConfi
                 figures[name] = evaluate(model, windows, cfg, device)
             history.append(figures)
             print(f"eval: {json.dumps(figures, ensure_ascii=False)}", file=sys.stderr, flush=True)
-            if on_epoch:
-                on_epoch(figures["epoch"], figures)
+            stop = on_epoch(figures["epoch"], figures) if on_epoch else False
         if checkpoint and (step % cfg.checkpoint_every == 0 or end_of_epoch):
             save_checkpoint(checkpoint, model, optimizer, step, cfg, history)
             started = time.perf_counter()
+        if end_of_epoch and stop:
+            break
     return history
 
 

@@ -18,13 +18,15 @@ writes all a run reads into one folder (33 MB for the reader's data: 19,000 ques
 
 and there, with only those four libraries,
 
-    python3 -m assistant.training_pack data/reader-pack --out-dir OUT --run lr=1e-4,epochs=3 --run lr=2e-4,epochs=3
+    python3 -m assistant.training_pack data/reader-pack --out-dir OUT --minutes 7 --run lr=1e-4,epochs=3 \
+        --run lr=2e-4,epochs=3
 
 trains each run (from the packaged encoder, or with `init=PATH` from a reader delta such as the committed
-`assistant/models/reader.safetensors`, which travels with the working tree), evaluates it after every epoch, and writes the reader deltas of the best epochs (by the mean F1
-of the `--eval` sets) into OUT in parts small enough to copy back (`cat NAME.part-* > NAME`), with every run's
-figures in `runs.json`. A delta is what `assistant train-reader` writes, against the same base, so
-`SpanReader.load` reads it here.
+`assistant/models/reader.safetensors`, which travels with the working tree) and evaluates it after every epoch.
+The deltas of the best epochs (by the mean F1 of the `--eval` sets) go into OUT in parts small enough to copy
+back (`cat NAME.part-* > NAME`), every run's figures into `runs.json`; both are brought up to date after every
+epoch, so a command killed at a time limit leaves its best so far. A delta is what `assistant train-reader`
+writes, against the same base, so `SpanReader.load` reads it here.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import json
 import random
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -223,9 +226,11 @@ def parse_run(text: str) -> dict:
 
 
 def train_runs(pack: Pack, runs: list[dict], out_dir: Path, keep: int = 2, part_mb: float = 15.0,
-               device: str | None = None, work_dir: Path | None = None) -> list[dict]:
-    """Train every run from the pack, write the deltas of the `keep` best epochs (mean F1 of the --eval sets) into
-    `out_dir`, in parts of at most `part_mb` MB, and the figures of all into `out_dir/runs.json`."""
+               device: str | None = None, work_dir: Path | None = None, minutes: float = 0.0) -> list[dict]:
+    """Train the runs in order and keep the deltas of the `keep` best epochs (mean F1 of the --eval sets) in
+    `out_dir`, in parts of at most `part_mb` MB, with every epoch's figures in `out_dir/runs.json`; both are brought
+    up to date after each epoch, so a run killed at a time limit leaves its best so far. With `minutes`, no epoch is
+    started that would not end within them (judged by the last epoch's duration)."""
     import torch
 
     from .reader import WORD_EMBEDDINGS, apply_delta, build_model, write_delta
@@ -234,8 +239,14 @@ def train_runs(pack: Pack, runs: list[dict], out_dir: Path, keep: int = 2, part_
     out_dir.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in pack.base.items() if k != WORD_EMBEDDINGS}
-    scored, summary = [], []
+    scored: list[tuple[float, Path]] = []
+    summary: list[dict] = []
+    started = time.monotonic()
+    out_of_time = False
     for i, run in enumerate(runs):
+        if out_of_time:
+            summary.append({"run": run, "history": [], "skipped": f"not started: {minutes:g} minutes were spent"})
+            continue
         cfg = replace(pack.cfg, **run)
         torch.manual_seed(cfg.seed)
         if device == "cpu" or not torch.cuda.is_available():
@@ -243,34 +254,53 @@ def train_runs(pack: Pack, runs: list[dict], out_dir: Path, keep: int = 2, part_
         model = build_model(pack.meta["config"])
         start = apply_delta(pack.base, Path(cfg.init))[0] if cfg.init else pack.base
         model.load_state_dict(start, strict=False)
-        history: list[dict] = []
+        record = {"run": run, "history": []}
+        summary.append(record)
+        epoch_started = time.monotonic()
 
-        def on_epoch(epoch: float, figures: dict, i: int = i, cfg: TrainConfig = cfg, model=model) -> None:
-            history.append(figures)
+        def on_epoch(epoch: float, figures: dict, i: int = i, cfg: TrainConfig = cfg, model=model,
+                     record: dict = record) -> bool:
+            nonlocal epoch_started, out_of_time
+            record["history"].append(figures)
             named = [v["f1"] for k, v in figures.items() if isinstance(v, dict) and k != "heldout"]
             score = float(np.mean(named)) if named else figures["heldout"]["f1"]
             path = work / f"reader-run{i}-epoch{epoch:g}.safetensors"
             state = {k: v for k, v in model.state_dict().items() if k != WORD_EMBEDDINGS}
             write_delta(state, base, path, {"training": {k: v for k, v in asdict(cfg).items()
                                                          if k not in ("work_dir", "out")},
-                                            "history": list(history), "base": BASE_NAME,
+                                            "history": list(record["history"]), "base": BASE_NAME,
                                             "run": {**run, "pack": pack.meta["training"]}})
             scored.append((score, path))
-            print(f"run {i} epoch {epoch:g}: mean F1 of the evaluation sets {score:.1f} ({path.name})",
-                  file=sys.stderr, flush=True)
+            _keep_best(scored, keep, out_dir, part_mb, summary)
+            now = time.monotonic()
+            out_of_time = bool(minutes) and (now - started) + (now - epoch_started) > minutes * 60
+            epoch_started = now
+            print(f"run {i} epoch {epoch:g}: mean F1 of the evaluation sets {score:.1f} ({path.name}), "
+                  f"{(now - started) / 60:.1f} min in{'; out of time' if out_of_time else ''}", file=sys.stderr,
+                  flush=True)
+            return out_of_time
 
         fit(model, pack.draws, pack.evals, cfg, device=device, on_epoch=on_epoch)
-        summary.append({"run": run, "history": history})
         del model
+    _keep_best(scored, keep, out_dir, part_mb, summary)
+    return summary
+
+
+def _keep_best(scored: list[tuple[float, Path]], keep: int, out_dir: Path, part_mb: float, summary: list) -> None:
+    """The parts of the `keep` best deltas in `out_dir`, no others, and runs.json as it stands."""
     kept = sorted(scored, key=lambda sp: -sp[0])[:keep]
-    for score, path in kept:
-        data = path.read_bytes()
-        step = int(part_mb * 1e6)
-        for n, offset in enumerate(range(0, len(data), step)):
-            (out_dir / f"{path.name}.part-{n}").write_bytes(data[offset:offset + step])
+    names = {p.name for _, p in kept}
+    for part in out_dir.glob("*.safetensors.part-*"):
+        if part.name.rsplit(".part-", 1)[0] not in names:
+            part.unlink()
+    step = int(part_mb * 1e6)
+    for _, path in kept:
+        if not (out_dir / f"{path.name}.part-0").is_file():
+            data = path.read_bytes()
+            for n, offset in enumerate(range(0, len(data), step)):
+                (out_dir / f"{path.name}.part-{n}").write_bytes(data[offset:offset + step])
     (out_dir / "runs.json").write_text(json.dumps({"runs": summary, "kept": [
         {"file": p.name, "mean_f1": round(s, 2)} for s, p in kept]}, ensure_ascii=False, indent=1))
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,10 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part-mb", type=float, default=15.0)
     parser.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
     parser.add_argument("--work-dir", type=Path)
+    parser.add_argument("--minutes", type=float, default=0.0,
+                        help="start no epoch that would end after this many minutes (0: no limit)")
     args = parser.parse_args(argv)
     runs = [parse_run(r) for r in args.run] or [{}]
     train_runs(read_pack(args.pack), runs, args.out_dir, keep=args.keep, part_mb=args.part_mb, device=args.device,
-               work_dir=args.work_dir)
+               work_dir=args.work_dir, minutes=args.minutes)
     return 0
 
 

@@ -355,7 +355,7 @@ def test_a_pack_trains_on_a_machine_without_this_projects_packages(tmp_path):
     import torch
 
     from assistant.reader import READER_FILE, WORD_EMBEDDINGS, SpanReader, base_state
-    from assistant.training_pack import parse_run, q4_exact, read_pack
+    from assistant.training_pack import parse_run, q4_exact, read_pack, train_runs
 
     data = _squad_file(tmp_path / "train.json", with_bad_rows=False, unanswerable=True)
     evals = _squad_file(tmp_path / "dev.json", with_bad_rows=False, unanswerable=True)
@@ -393,6 +393,10 @@ def test_a_pack_trains_on_a_machine_without_this_projects_packages(tmp_path):
     assert reader.read("黄河最后注入哪里?", [RIVER])
 
     assert summary["runs"][1]["run"]["init"] == str(READER_FILE)
+    timed = train_runs(loaded, [{"epochs": 2.0}, {"lr": 2e-4}], tmp_path / "timed", keep=1, device="cpu",
+                       minutes=1e-6)  # a device call's time limit: stop after the epoch that spent it
+    assert len(timed[0]["history"]) == 1 and "skipped" in timed[1]
+    assert json.loads((tmp_path / "timed" / "runs.json").read_text())["kept"][0]["file"].startswith("reader-run0-")
     with pytest.raises(SystemExit, match="max_len"):
         parse_run("lr=1e-4,max_len=256")
     with pytest.raises(SystemExit, match="not a file"):
