@@ -298,9 +298,8 @@ def evaluate(model, windows: EvalWindows, cfg: TrainConfig, device: str = "cpu",
         f1 += cmrc_f1(pred, windows.answers[q])
     n = max(1, len(answerable))
     figures = {"em": round(100 * em / n, 1), "f1": round(100 * f1 / n, 1), "questions": len(answerable)}
-    if len(answerable) < len(windows.answers):
-        figures["no_answer_auc"] = round(_auc(margin[answerable],
-                                              np.delete(margin, answerable)), 3)
+    if 0 < len(answerable) < len(windows.answers):
+        figures["no_answer_auc"] = round(_auc(margin[answerable], np.delete(margin, answerable)), 3)
     return figures
 
 
@@ -448,7 +447,10 @@ def fit(model, draws: list[dict], evals: dict[str, EvalWindows], cfg: TrainConfi
     # epoch e uses draws[e % len(draws)]; a fractional --epochs ends part-way through the last
     sizes = [math.ceil(len(draws[e % len(draws)]["lengths"]) / cfg.batch_size) for e in range(math.ceil(cfg.epochs))]
     whole = int(cfg.epochs)
-    total = sum(sizes[:whole]) + (int(sizes[whole] * (cfg.epochs - whole)) if whole < len(sizes) else 0)
+    if len(draws) == 1:  # every epoch alike: as many steps as always (no rounding of epochs - whole)
+        total = int(math.ceil(len(draws[0]["lengths"]) / cfg.batch_size) * cfg.epochs)
+    else:
+        total = sum(sizes[:whole]) + (int(sizes[whole] * (cfg.epochs - whole) + 1e-9) if whole < len(sizes) else 0)
     ends = set(np.cumsum(sizes).tolist())
     order = []  # (draw, rows) per step
     for epoch, size in enumerate(sizes):
@@ -474,7 +476,7 @@ def fit(model, draws: list[dict], evals: dict[str, EvalWindows], cfg: TrainConfi
     loss_fn = torch.nn.CrossEntropyLoss()
     started, window_loss, stop = time.perf_counter(), [], False
     print(f"training on {device}: {sum(len(d['lengths']) for d in draws)} windows in {len(draws)} draw(s), {total} "
-          f"steps ({sizes[0]} in the first epoch), batch {cfg.batch_size}, from step {step}",
+          f"steps ({sizes[0] if sizes else 0} in the first epoch), batch {cfg.batch_size}, from step {step}",
           file=sys.stderr)
     while step < total:
         draw, idx = order[step]

