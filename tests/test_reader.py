@@ -130,6 +130,20 @@ def test_a_span_answer_drops_the_particle_its_last_token_carries():
     assert shaped("span", "目的", 1, 2, 0, 2) == "的"  # never emptied
 
 
+def test_a_span_never_ends_inside_a_latin_word_a_number_or_a_url():
+    from assistant.answerers.reader import whole_words
+
+    text = "转载请注明出处:https://stddy.com/xinwen/202601-71291.html。MiniMax创立于2021.9,增长3.14倍,1956.周长2π×6371=40009.88千米"
+    url = text[text.index("https"):text.index("。")]
+    cases = {"https://stddy.com/xinwen/202601-71291": url, "ttps://stddy.com/xinwen/2026": url, "Mini": "MiniMax",
+             "2021": "2021.9", "3": "3.14", "1956": "1956", "创立于": "创立于", "MiniMax创立": "MiniMax创立",
+             "40009.8": "40009.88"}  # = joins no run: an equation's sides stay apart
+    for span, whole in cases.items():
+        start = text.index(span)
+        s, e = whole_words(text, start, start + len(span))
+        assert text[s:e] == whole, span
+
+
 def test_long_questions_are_cut_so_the_passage_keeps_the_window(reader):
     question = "请问" * 200 + "黄河全长多少公里?"
     enc = reader.reader.features(question, [RIVER])

@@ -159,11 +159,12 @@ class ReaderAnswerer(Answerer):
             draft.confidence, draft.kind = confidence, form
             return draft
         source = sources[best.passage]
-        s_start, s_end = _sentence_around(source.text, best.start, best.end)
+        start, end = whole_words(source.text, best.start, best.end)
+        s_start, s_end = _sentence_around(source.text, start, end)
         sentence = source.text[s_start:s_end]
         cite = Citation(source.rank, source.doc_id, sentence, source.start + s_start, source.start + s_end)
         shape = self.calibration.shape(form, QuestionProfile(question).kind)
-        text = shaped(shape, source.text, best.start, best.end, s_start, s_end)
+        text = shaped(shape, source.text, start, end, s_start, s_end)
         text = strip_markers(text).strip(_EDGE) or strip_markers(sentence)
         marker = f"[{source.rank}]"
         return Draft(clip_answer(text, reserve=len(marker), limit=CAPS[form]) + marker, False, [cite],
@@ -204,6 +205,30 @@ class ReaderAnswerer(Answerer):
             doc = self.index.documents[sources[0].doc_id]
             return doc.parent or doc.id if doc.kind != "article" else doc.id
         return sources[0].doc_id if sources and sources[0].doc_id in articles else (articles[0] if articles else None)
+
+
+def _word(ch: str) -> bool:
+    return ch.isascii() and ch.isalnum()
+
+
+def whole_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span widened so that it neither starts nor ends inside a run of Latin letters and digits (a name, a
+    number, a URL): the reader's span ends on a token, and the tokenizer cuts such runs (`71291` of
+    `71291.html`, `Mini` of `MiniMax`). Joiners (`.`, `-`, `/`...) count inside a run, between two of its
+    characters, never at its edge (`1956.` stays `1956`)."""
+    def inside(i: int) -> bool:  # text[i] continues the run that text[i - 1] belongs to
+        if _word(text[i]):
+            return _word(text[i - 1]) or (text[i - 1] in _JOINERS and i > 1 and _word(text[i - 2]))
+        return text[i] in _JOINERS and _word(text[i - 1]) and i + 1 < len(text) and _word(text[i + 1])
+
+    while 0 < end < len(text) and inside(end):
+        end += 1
+    while 0 < start < end and inside(start):
+        start -= 1
+    return start, end
+
+
+_JOINERS = set("._-/:@")  # decimals, versions, domains and paths, times, e-mail; not = or + (6371=40009.88)
 
 
 def _sentence_around(text: str, start: int, end: int) -> tuple[int, int]:
