@@ -290,6 +290,8 @@ def test_warm_loads_what_the_first_who_question_would_wait_for(assistant):
     ("壁仞和沐曦相比有什么区别?", "explanation"),  # compare: both sides
     ("Did Shanghai set up a fund with Hillhouse?", "explanation"),
     ("哪些公司在港股上市了?", "list"),
+    ("莎莉公司被拆分成哪两家公司?", "list"),  # "which two": as many items as it counts
+    ("英伟达是哪一年创立的?", "factoid"),  # "which one" is one
     ("这篇文章讲了什么?", "summary"),
     ("英伟达是谁创立的?", "factoid"),
 ])
