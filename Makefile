@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 7860
 
-.PHONY: install run index test browser bench eval clean
+.PHONY: install run index test browser bench eval reader-pack clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -69,6 +69,16 @@ eval: index
 
 bench: index
 	$(PY) benchmarks/bench_ask.py
+
+# What a GPU machine needs to train the reader (docs/design.md, "On a machine with a GPU"): the training files'
+# windows, the tuning sets cut into windows and the packaged encoder, into data/reader-pack (33 MB).
+READER_DATA = $(DATASETS)/cmrc2018/cmrc2018_train.json $(DATASETS)/drcd/DRCD_dev.json $(DATASETS)/drcd/DRCD_test.json \
+	$(DATASETS)/dureader/dureader_checklist_train.json
+READER_EVAL = $(DATASETS)/cmrc2018/cmrc2018_trial.json $(DATASETS)/dureader/dureader_robust_dev.json \
+	$(DATASETS)/dureader/dureader_checklist_dev.json
+reader-pack: install
+	$(VENV)/bin/assistant train-reader --data $(READER_DATA) --eval $(READER_EVAL) --english-rate 0.2 \
+	  --mixed-rate 0.1 --seed 20261208 --pack data/reader-pack
 
 clean:
 	rm -rf $(VENV) index/*/ index/CURRENT
