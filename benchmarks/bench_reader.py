@@ -124,7 +124,7 @@ def run(name: str, squad, questions: list, answerers: dict, limit: int) -> dict:
 
 def shape_table(name: str, squad, questions: list, reader, limit: int) -> dict:
     """{kind: {shape: F1 sum}} and counts, from the reader's best span on the gold passage."""
-    from assistant.answerers.reader import SHAPES, _sentence_around, shaped
+    from assistant.answerers.reader import SHAPES, _sentence_around, shaped, whole_words
     from assistant.language import answer_form
     from assistant.retrieval import QuestionProfile
     from assistant.squad import cmrc_f1
@@ -138,10 +138,10 @@ def shape_table(name: str, squad, questions: list, reader, limit: int) -> dict:
         counts[kind] += 1
         if not spans:
             continue
-        s_start, s_end = _sentence_around(context, spans[0].start, spans[0].end)
+        start, end = whole_words(context, spans[0].start, spans[0].end)  # as the answerer widens it
+        s_start, s_end = _sentence_around(context, start, end)
         for shape in SHAPES:
-            table[kind][shape] += cmrc_f1(shaped(shape, context, spans[0].start, spans[0].end, s_start, s_end),
-                                          q.answers)
+            table[kind][shape] += cmrc_f1(shaped(shape, context, start, end, s_start, s_end), q.answers)
     return {"f1": {k: {s: round(100 * v / counts[k], 1) for s, v in d.items()} for k, d in table.items()},
             "n": dict(counts)}
 

@@ -292,6 +292,7 @@ def test_warm_loads_what_the_first_who_question_would_wait_for(assistant):
     ("哪些公司在港股上市了?", "list"),
     ("莎莉公司被拆分成哪两家公司?", "list"),  # "which two": as many items as it counts
     ("英伟达是哪一年创立的?", "factoid"),  # "which one" is one
+    ("去哪三亚的酒店住?", "factoid"),  # 三 of 三亚, no measure word after it
     ("这篇文章讲了什么?", "summary"),
     ("英伟达是谁创立的?", "factoid"),
 ])

@@ -133,15 +133,31 @@ def test_a_span_answer_drops_the_particle_its_last_token_carries():
 def test_a_span_never_ends_inside_a_latin_word_a_number_or_a_url():
     from assistant.answerers.reader import whole_words
 
-    text = "转载请注明出处:https://stddy.com/xinwen/202601-71291.html。MiniMax创立于2021.9,增长3.14倍,1956.周长2π×6371=40009.88千米"
+    text = ("转载请注明出处:https://stddy.com/xinwen/202601-71291.html。MiniMax创立于2021.9,增长3.14倍,1956.周长2π×6371="
+            "40009.88千米,URL:http://a.cn,10:30开门")
     url = text[text.index("https"):text.index("。")]
     cases = {"https://stddy.com/xinwen/202601-71291": url, "ttps://stddy.com/xinwen/2026": url, "Mini": "MiniMax",
              "2021": "2021.9", "3": "3.14", "1956": "1956", "创立于": "创立于", "MiniMax创立": "MiniMax创立",
-             "40009.8": "40009.88"}  # = joins no run: an equation's sides stay apart
+             "40009.8": "40009.88",  # = joins no run: an equation's sides stay apart
+             "http://a": "http://a.cn", "10": "10:30"}  # a label's colon joins nothing
     for span, whole in cases.items():
         start = text.index(span)
         s, e = whole_words(text, start, start + len(span))
         assert text[s:e] == whole, span
+    nine = text.index("2021.9") + 5  # a start inside a run moves back over its joiner
+    s, e = whole_words(text, nine, nine + 1)
+    assert text[s:e] == "2021.9"
+
+
+def test_the_answer_and_its_citation_hold_the_whole_url(reader):
+    from assistant.reader import Span
+
+    text = "标题:一座城市的长期主义\n来源:https://stddy.com/xinwen/202601-71291.html\n参考资料:共6条"
+    start = text.index("https")
+    cut = Span(0, start, text.index(".html"), score=20.0, null_score=-5.0)  # the tokenizer's edge, before .html
+    draft = reader.from_spans("文章的来源网址是什么?", [_source(text)], [cut])
+    assert not draft.refused and "71291.html" in draft.answer
+    assert "https://stddy.com/xinwen/202601-71291.html" in draft.citations[0].sentence
 
 
 def test_long_questions_are_cut_so_the_passage_keeps_the_window(reader):

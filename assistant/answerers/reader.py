@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -207,28 +208,21 @@ class ReaderAnswerer(Answerer):
         return sources[0].doc_id if sources and sources[0].doc_id in articles else (articles[0] if articles else None)
 
 
-def _word(ch: str) -> bool:
-    return ch.isascii() and ch.isalnum()
+# a run of Latin letters and digits: a name, a number, a version, a time, an e-mail or a URL. `. _ @ / -` join
+# inside it, `://` after a scheme, `:` between digits (10:30); never at its edge (1956. stays 1956), never = or +
+# (6371=40009.88 is two numbers), nor `:` after a label (URL:https://...)
+_RUN = re.compile(r"[A-Za-z0-9]+(?:(?:[._@/-]|://|(?<=[0-9]):(?=[0-9]))[A-Za-z0-9]+)*")
 
 
 def whole_words(text: str, start: int, end: int) -> tuple[int, int]:
-    """The span widened so that it neither starts nor ends inside a run of Latin letters and digits (a name, a
-    number, a URL): the reader's span ends on a token, and the tokenizer cuts such runs (`71291` of
-    `71291.html`, `Mini` of `MiniMax`). Joiners (`.`, `-`, `/`...) count inside a run, between two of its
-    characters, never at its edge (`1956.` stays `1956`)."""
-    def inside(i: int) -> bool:  # text[i] continues the run that text[i - 1] belongs to
-        if _word(text[i]):
-            return _word(text[i - 1]) or (text[i - 1] in _JOINERS and i > 1 and _word(text[i - 2]))
-        return text[i] in _JOINERS and _word(text[i - 1]) and i + 1 < len(text) and _word(text[i + 1])
-
-    while 0 < end < len(text) and inside(end):
-        end += 1
-    while 0 < start < end and inside(start):
-        start -= 1
+    """The span widened so that it neither starts nor ends inside a run of Latin letters and digits: the reader's
+    span ends on a token, and the tokenizer cuts such runs (`71291` of `71291.html`, `Mini` of `MiniMax`)."""
+    for run in _RUN.finditer(text):
+        if run.start() < start < run.end():
+            start = run.start()
+        if run.start() < end < run.end():
+            end = run.end()
     return start, end
-
-
-_JOINERS = set("._-/:@")  # decimals, versions, domains and paths, times, e-mail; not = or + (6371=40009.88)
 
 
 def _sentence_around(text: str, start: int, end: int) -> tuple[int, int]:
