@@ -299,24 +299,11 @@ def evaluate(model, windows: EvalWindows, cfg: TrainConfig, device: str = "cpu",
     n = max(1, len(answerable))
     figures = {"em": round(100 * em / n, 1), "f1": round(100 * f1 / n, 1), "questions": len(answerable)}
     if 0 < len(answerable) < len(windows.answers):
-        figures["no_answer_auc"] = round(_auc(margin[answerable], np.delete(margin, answerable)), 3)
+        from sklearn.metrics import roc_auc_score
+
+        labels = np.array([bool(answers) for answers in windows.answers])
+        figures["no_answer_auc"] = round(float(roc_auc_score(labels, np.maximum(margin, -1e9))), 3)
     return figures
-
-
-def _auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counting half: the area under the ROC curve."""
-    if not len(positive) or not len(negative):
-        return float("nan")
-    scores = np.concatenate([positive, negative])
-    order = scores.argsort(kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for value in np.unique(scores):  # average ranks of ties
-        tied = scores == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return float((ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2)
-                 / (len(positive) * len(negative)))
 
 
 def _trainable(model) -> dict:
@@ -448,7 +435,7 @@ def fit(model, draws: list[dict], evals: dict[str, EvalWindows], cfg: TrainConfi
     sizes = [math.ceil(len(draws[e % len(draws)]["lengths"]) / cfg.batch_size) for e in range(math.ceil(cfg.epochs))]
     whole = int(cfg.epochs)
     if len(draws) == 1:  # every epoch alike: as many steps as always (no rounding of epochs - whole)
-        total = int(math.ceil(len(draws[0]["lengths"]) / cfg.batch_size) * cfg.epochs)
+        total = int(sizes[0] * cfg.epochs) if sizes else 0
     else:
         total = sum(sizes[:whole]) + (int(sizes[whole] * (cfg.epochs - whole) + 1e-9) if whole < len(sizes) else 0)
     ends = set(np.cumsum(sizes).tolist())

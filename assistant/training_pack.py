@@ -76,8 +76,13 @@ def q4_exact(w: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         values = np.where(d != 0, np.round(blocks / d), 0)
     if values.min() < -8 or values.max() > 7 or not np.array_equal(values.astype(np.float32) * d, blocks):
         return None
-    nibbles = (values + 8).astype(np.uint8).reshape(w.shape[0], -1)
-    return nibbles[:, 0::2] | (nibbles[:, 1::2] << 4), scales.reshape(w.shape[0], -1)
+    return _nibbles(values.reshape(w.shape[0], -1)), scales.reshape(w.shape[0], -1)
+
+
+def _nibbles(values: np.ndarray) -> np.ndarray:
+    """4-bit values (-8..7, rows of even length) two a byte, the even column in the low half: q4_expand's inverse."""
+    shifted = (values + 8).astype(np.uint8)
+    return shifted[:, 0::2] | (shifted[:, 1::2] << 4)
 
 
 def q4_expand(packed: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -143,9 +148,7 @@ def write_pack(cfg: TrainConfig, folder: Path, draws: int = 3) -> dict:
                 tensors[name + ".q4"], tensors[name + ".q4_scale"] = exact
                 _check_exact(q4_expand(*exact), w, name)  # bit for bit, or the deltas would not apply
     table = encoder.word_table(model_folder)
-    rows = np.asarray(table.values[vocab], dtype=np.int8)
-    nibbles = (rows + 8).astype(np.uint8)
-    tensors[WORDS + ".q4"] = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+    tensors[WORDS + ".q4"] = _nibbles(np.asarray(table.values[vocab], dtype=np.int8))
     tensors[WORDS + ".q4_scale"] = np.asarray(table.scales[vocab], dtype=np.float16)
     _check_exact(q4_expand(tensors[WORDS + ".q4"], tensors[WORDS + ".q4_scale"]), table.lookup(vocab), WORDS)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / "base.safetensors"))
