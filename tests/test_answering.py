@@ -36,7 +36,7 @@ def test_reranker_lifts_the_sentence_that_covers_the_question(assistant):
     plain = HybridRetriever(index=assistant.index, mode="hybrid", rerank=False).search(query)
     reranked = assistant.retrievers["hybrid"].search(query)
     assert "1.2万PetaFLOPS" in reranked[0].text
-    assert "1.2万PetaFLOPS" in " ".join(s.text for s in plain)
+    assert "1.2万PetaFLOPS" not in plain[0].text and "1.2万PetaFLOPS" in " ".join(s.text for s in plain)
 
 
 def test_the_retriever_serves_langchain_without_loading_it_for_answers(assistant):
@@ -146,28 +146,28 @@ def test_refuses_what_the_article_does_not_say(assistant, question):
 
 
 def test_the_rules_answer_after_a_refusal_only_where_the_reader_was_unsure(assistant):
+    from dataclasses import replace
+
     from assistant.answerers import CombinedAnswerer
-    from assistant.answerers.base import refusal
-
-    class Refusing:  # the reader's refusal at a given calibrated probability
-        def __init__(self, confidence):
-            self.confidence = confidence
-
-        def answer(self, question, sources):
-            draft = refusal(question)
-            draft.confidence = self.confidence
-            return draft
+    from assistant.answerers.reader import ReaderAnswerer
 
     question = "英伟达是哪一年创立的?"
     sources = assistant.retrievers["hybrid"].search(question, k=5)
-    rules = assistant.answerers["combined"].rules
-    assert "1993" in rules.answer(question, sources).answer  # the rules alone find the year
-    floor = CombinedAnswerer.rules_from
-    for unsure in (floor, floor + 0.05, None):  # None: the reader read no span at all
-        answer = CombinedAnswerer(rules, Refusing(unsure)).answer(question, sources)
-        assert not answer.refused and "1993" in answer.answer
-    sure_of_nothing = CombinedAnswerer(rules, Refusing(floor - 0.05)).answer(question, sources)
-    assert sure_of_nothing.refused and sure_of_nothing.confidence == floor - 0.05
+    combined = assistant.answerers["combined"]
+    assert "1993" in combined.rules.answer(question, sources).answer  # the rules alone find the year
+    # the real reader with a refusal threshold above any probability: it refuses, with the probability it read
+    reader = ReaderAnswerer(combined.reader.reader, assistant.index,
+                            replace(combined.reader.calibration, threshold=1.01))
+    read = reader.answer(question, sources)
+    assert read.refused and read.confidence is not None
+    unsure = CombinedAnswerer(combined.rules, reader)
+    unsure.rules_from = read.confidence  # the reader was at least this unsure that anything answers: rules asked
+    answer = unsure.answer(question, sources)
+    assert not answer.refused and "1993" in answer.answer
+    sure = CombinedAnswerer(combined.rules, reader)
+    sure.rules_from = read.confidence + 1e-6  # surer than that: its refusal stands, with its confidence
+    answer = sure.answer(question, sources)
+    assert answer.refused and answer.confidence == read.confidence
 
 
 def test_confidence_separates_answers_from_refusals(assistant):

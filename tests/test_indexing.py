@@ -8,7 +8,7 @@ import pytest
 
 from assistant.embeddings import SentenceTransformerEmbeddings
 from assistant.errors import CorpusError, IndexCorruptError, IndexNotFoundError, ModelMismatchError
-from assistant.indexing import build_index, current_version, load_index, read_manifest
+from assistant.indexing import build_index, current_version, limits, load_index, read_manifest
 from assistant.lexical import tokenize
 from assistant.segments import SEGMENTS
 
@@ -82,20 +82,42 @@ def test_reference_full_text_is_indexed_and_linked(corpus, tmp_path, embeddings)
     assert index.documents["shanghai-ai.txt#ref-1-text"].parent == "shanghai-ai.txt"
 
 
+def _writing(index_dir, leftovers):
+    """The folder a running full build is writing its new version into, if it has made one yet (not one of the
+    `leftovers` of a build killed before, which the next build removes)."""
+    return next((p for p in index_dir.iterdir() if p.name.startswith(".tmp-v-") and p not in leftovers), None)
+
+
+def _size(path):
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def test_killed_build_process_leaves_the_old_index_loadable(corpus, tmp_path, embeddings):
     index_dir = tmp_path / "index"
     build_index(corpus, index_dir, embeddings)
     before = current_version(index_dir)
+    chunks = len(load_index(index_dir, embeddings).chunks)
     env = {**os.environ, "ASSISTANT_CORPUS_DIR": str(corpus), "ASSISTANT_INDEX_DIR": str(index_dir)}
-    for delay in (1.5, 4.0):
+    # killed as soon as the new version's folder exists (the old one must stay live), and once its first vectors
+    # are written (the rest of the build may win the race to the switch: either way the live index is whole)
+    for moment, old_only in ((lambda w: w is not None, True),
+                             (lambda w: w is not None and _size(w / limits.PENDING_VECTORS) > 0, False)):
+        leftovers = set(index_dir.iterdir())
         proc = subprocess.Popen([sys.executable, "-m", "assistant", "index", "build", "--full"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        deadline = time.monotonic() + 120
+        while not moment(_writing(index_dir, leftovers)):
+            assert proc.poll() is None, "the build ended before the moment it was to be killed"
+            assert time.monotonic() < deadline, "the build never reached the moment it was to be killed"
+            time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        live = current_version(index_dir)
-        assert live == before or live.name.startswith("v-")  # the old version, or a finished new one
-        assert len(load_index(index_dir, embeddings).chunks) > 50
+        assert proc.returncode == -signal.SIGKILL  # killed, not finished
+        assert current_version(index_dir) == before or not old_only
+        assert len(load_index(index_dir, embeddings).chunks) == chunks
 
 
 def test_corrupt_index_file_gives_a_clear_error(corpus, tmp_path, embeddings):

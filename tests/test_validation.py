@@ -92,7 +92,10 @@ def test_surrogates_and_bidi_controls_are_dropped(assistant):
 def test_a_huge_history_costs_what_a_capped_one_does(assistant):
     history = [{"question": "英伟达是谁创立的?" * 50, "answer": "黄仁勋" * 500}] * 2000  # ~1.6M characters
     answer = assistant.ask("他在哪一年创立了英伟达?", history)
-    assert answer.answer  # answered, from at most MAX_HISTORY_TURNS capped turns
+    capped = assistant.ask("他在哪一年创立了英伟达?", history[-validate.MAX_HISTORY_TURNS:])
+    # only the last turns, each cut, are read: the same rewritten question and answer as a short history gives
+    assert (answer.question, answer.answer) == (capped.question, capped.answer)
+    assert not answer.refused and "1993" in answer.plain_answer, answer.answer
 
 
 def test_invalid_utf8_in_argv_is_a_clean_error(built):
