@@ -8,25 +8,14 @@ import re
 
 import numpy as np
 
-from .language import normal_form
+from .language import data, normal_form
 from .lexicon import STOPWORDS, Segmenter, default_segmenter
 from .segments import Segment
 
 _TOKEN_OK = re.compile(r"[0-9a-z\u3400-\u9fff]")
 
-# Words a question uses for what the article says another way. Small on purpose: each group is a
-# paraphrase that users of this kind of article make, measured on the eval set.
-SYNONYM_GROUPS = [
-    "创立 创办 创建 成立 创始 诞生 出现 起家 初创",
-    "创始人 创办者 创办人 创立者 创建者",
-    "上市 挂牌 登陆 ipo",
-    "外号 别称 代名词 称为 别名 称号",
-    "网址 链接 url 来源",
-    "转向 走向 转变",
-    "募资 融资 募集",
-    "媒体 报道 出自 发布",
-    "超过 超 逾 超出",
-]
+# Words a question uses for what an article may say another way, one group a line (assistant/data/zh.json).
+SYNONYM_GROUPS: list[str] = data()["synonym_groups"]
 _SYNONYMS: dict[str, tuple[str, ...]] = {}
 for _group in SYNONYM_GROUPS:
     _words = tuple(_group.split())

@@ -74,7 +74,7 @@ class QuestionProfile:
         ("number", re.compile(r"多少|几家|几个|几款|多大|多高|几亿|几年|多久|多长|多远|几")),
         ("list", re.compile(r"哪些|哪几|有什么|包括什么|分别")),
         ("org", re.compile(r"哪家|哪个公司|什么公司|哪个企业|哪个机构|什么媒体|哪个媒体|哪一家")),
-        ("place", re.compile(r"哪里|在哪|哪个地方|什么地方|哪个板块|哪个市场|哪个城市|何地")),
+        ("place", re.compile(r"哪里|在哪|哪个地方|什么地方|哪个城市|何地")),
     ]
 
     def __init__(self, question: str):

@@ -90,3 +90,15 @@ def test_add_and_remove_messages_name_the_files():
     message = remove_message(report, articles_left=1)
     assert "已删除:old\\_1\\.md" in message and "1 个参考资料全文" in message and "共 1 篇文章" in message
     assert "已没有文章" in remove_message(report, articles_left=0)
+
+
+def test_the_page_reports_nothing_to_gradio(assistant, monkeypatch):
+    """Offline by nature: the page starts no version check or usage report (gradio.app) and tells gradio's own
+    reporting functions, which read the environment, the same."""
+    import gradio.analytics
+
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    from ui.app import build_app
+
+    demo = build_app(assistant)
+    assert demo.analytics_enabled is False and not gradio.analytics.analytics_enabled()

@@ -230,8 +230,11 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             log.exception("api ask failed")
             return {"error": "Internal error; see the server log.", "field": None}
 
+    # offline by nature: no version check or usage report to gradio.app (both otherwise start with the page; the
+    # environment variable covers the reports that read it rather than the page's setting)
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     # uploads never added (the page closed first) are deleted an hour later; added ones at once
-    with gr.Blocks(title="文章问答助手", delete_cache=(600, 3600)) as demo:
+    with gr.Blocks(title="文章问答助手", delete_cache=(600, 3600), analytics_enabled=False) as demo:
         answers = gr.State([])
         shown = gr.State(None)  # which answer's sources the panel shows; None: the latest
         gr.Markdown("## 文章问答助手\n向文章提问:答案简短、带编号引用,右侧显示依据的原文段落。")

@@ -36,9 +36,9 @@ _YEAR = re.compile(r"(?<![\d.])[1-9]\d{2,3}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{
 _DATE = re.compile(r"(?<![\d.])[1-9]\d{3}年(?:\d{1,2}月)?(?:\d{1,2}日)?|\d{1,2}月\d{1,2}日")
 _NUMBER = re.compile(
     r"(?:超过|超|近|约|逾)?\d+(?:\.\d+)?(?:万|亿|千)*(?:多|余)?"
-    r"(?:亿元人民币|元人民币|亿元|万元|美元|亿美元|元|家|款|卡|公里|年|个|条|PetaFLOPS|倍|%)?"
+    r"(?:亿元人民币|元人民币|亿元|万元|美元|亿美元|元|家|款|公里|年|个|条|倍|%|[A-Za-z]+)?"
     r"|(?:千|百|万)亿(?:美元|元)"
-    r"|[一二三四五六七八九十百千万亿]+(?:级|卡级)"
+    r"|[一二三四五六七八九十百千万亿]+[\u4e00-\u9fff]?级"
     r"|(?:[二三四五六七八九十两]|一[十百千万])[一二三四五六七八九十两百千万]*(?:家|个|款|条|年|轮)"
 )
 _MARKER = re.compile(r"\[\d{1,3}\]")
@@ -185,7 +185,7 @@ class ExtractiveAnswerer(Answerer):
             return _nearest(_person_names(text), text, q_tokens, question, self.idf)
         if profile.kind == "org":
             found = _nearest(_ORG.finditer(text), text, q_tokens, question, self.idf)
-            return re.sub(r"^.*[的了在和与及到]|^(?:企业|公司|芯片|机构)+", "", found) if found else None
+            return re.sub(r"^.*[的了在和与及到]|^(?:企业|公司|机构)+", "", found) if found else None
         if profile.kind == "list":
             lists = [m for m in _LIST.finditer(text) if m.group().count("、") >= 1]
             phrase = _nearest(iter(lists), text, q_tokens, question, self.idf, kernel=False)
