@@ -311,10 +311,14 @@ def _trainable(model) -> dict:
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig, history: list) -> None:
-    """Trainable weights and AdamW moments in safetensors, the rest in JSON; written atomically."""
+    """Trainable weights, AdamW moments and the random generators' states (dropout draws from them, so a resumed
+    run goes on exactly as an uninterrupted one) in safetensors, the rest in JSON; written atomically."""
+    import torch
     from safetensors.torch import save_file
 
-    tensors = {}
+    tensors = {"rng/cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"rng/cuda{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
     for name, p in _trainable(model).items():
         tensors[f"param/{name}"] = p.detach().cpu().contiguous()
         state = optimizer.state.get(p, {})
@@ -350,6 +354,11 @@ def load_checkpoint(path: Path, model, optimizer, cfg: TrainConfig) -> tuple[int
         if f"exp_avg/{name}" in tensors:
             optimizer.state[p] = {"step": torch.tensor(float(step)), "exp_avg": tensors[f"exp_avg/{name}"].to(p.device),
                                   "exp_avg_sq": tensors[f"exp_avg_sq/{name}"].to(p.device)}
+    if "rng/cpu" in tensors:  # checkpoints written before 2026-12-08 lack them: resumed with fresh draws
+        torch.set_rng_state(tensors["rng/cpu"])
+    cuda = [tensors[f"rng/cuda{i}"] for i in range(torch.cuda.device_count()) if f"rng/cuda{i}" in tensors]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
     print(f"resumed from {path} at step {step}", file=sys.stderr)
     return step, meta.get("history", [])
 

@@ -326,12 +326,14 @@ def test_repeat_gives_one_training_file_more_weight(tmp_path):
 def test_training_is_seeded_checkpointed_and_resumable(tmp_path, monkeypatch):
     from dataclasses import replace
 
+    import torch
     from safetensors.numpy import load_file
 
     from assistant import training
     from assistant.reader import SpanReader
     from assistant.training import TrainConfig, train
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # bit for bit holds on one device: the CPU
     data = _squad_file(tmp_path / "train.json", with_bad_rows=False)
     cfg = TrainConfig(data=[str(data)], out=str(tmp_path / "reader.safetensors"), work_dir=str(tmp_path / "work"),
                       epochs=1, batch_size=1, max_len=96, stride=32, checkpoint_every=1, heldout_every=1000)
@@ -368,6 +370,9 @@ def test_training_is_seeded_checkpointed_and_resumable(tmp_path, monkeypatch):
     assert saved == [1, 2, *range(3, steps + 1)]
     assert [h["step"] for h in resumed["history"]] == [h["step"] for h in first["history"]] == [steps]
     assert train(stopped)["history"] == resumed["history"] and len(saved) == steps  # done: nothing left to do
+    # and it resumed the weights and the optimizer's moments, not only the step: the same weights as never stopping
+    resumed_weights = load_file(tmp_path / "resumed.safetensors")
+    assert all(np.array_equal(weights[k], resumed_weights[k]) for k in weights)
 
 
 def test_quantize_reader_writes_ranges_tied_to_the_reader_file(tmp_path, capsys):

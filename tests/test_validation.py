@@ -89,12 +89,15 @@ def test_surrogates_and_bidi_controls_are_dropped(assistant):
     assert not answer.refused and "黄仁勋" in answer.plain_answer and answer.question == "英伟达是谁创立的?"
 
 
-def test_a_huge_history_costs_what_a_capped_one_does(assistant):
-    history = [{"question": "英伟达是谁创立的?" * 50, "answer": "黄仁勋" * 500}] * 2000  # ~1.6M characters
-    answer = assistant.ask("他在哪一年创立了英伟达?", history)
-    capped = assistant.ask("他在哪一年创立了英伟达?", history[-validate.MAX_HISTORY_TURNS:])
-    # only the last turns, each cut, are read: the same rewritten question and answer as a short history gives
-    assert (answer.question, answer.answer) == (capped.question, capped.answer)
+def test_a_huge_history_is_read_as_its_capped_last_turns(assistant):
+    """Through `ask`: ~1.6M characters of history answer as the last turns alone do (the caps themselves are
+    tested above); the older turns are about another company, so reading them instead would show."""
+    older = [{"question": "沐曦是谁创立的?" * 50, "answer": "陈维良" * 500}] * 1990
+    recent = [{"question": "英伟达是谁创立的?" * 50, "answer": "黄仁勋" * 500}] * 10
+    answer = assistant.ask("他在哪一年创立了英伟达?", older + recent)
+    capped = assistant.ask("他在哪一年创立了英伟达?", recent[-validate.MAX_HISTORY_TURNS:])
+    assert (answer.rewritten_question, answer.answer) == (capped.rewritten_question, capped.answer)
+    assert "陈维良" not in answer.rewritten_question
     assert not answer.refused and "1993" in answer.plain_answer, answer.answer
 
 
