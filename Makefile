@@ -4,13 +4,15 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 7860
+TORCH_INDEX ?=
 
 .PHONY: install run index test browser bench eval reader-pack clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	# CPU-only torch first: an unpinned torch would pull several GB of CUDA packages.
-	$(PY) -m pip install -q torch==2.13.0
+	# CPU-only torch first: an unpinned torch would pull several GB of CUDA packages. This workplace's pip serves
+	# the CPU wheel; where pip's index is plain PyPI, pass TORCH_INDEX=https://download.pytorch.org/whl/cpu.
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
@@ -26,7 +28,8 @@ run: index
 
 # Debian's Chromium drives the browser test; no browser can be downloaded here.
 browser:
-	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q chromium fonts-noto-cjk; }
+	@test -x /usr/bin/chromium || { SUDO=$$(test "$$(id -u)" -eq 0 || echo sudo); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium fonts-noto-cjk; }
 
 # Every test, then four evals against floors just under the current figures (0.869 answer accuracy on the project's
 # questions, 0.619 on its English questions, 0.694 on the independent natural questions, CMRC F1 69.4 with sources of

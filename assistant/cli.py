@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from .config import Settings
-from .errors import AssistantError
+from .errors import AssistantError, ConfigError
 from .names import printable
 
 
@@ -261,7 +261,7 @@ def cmd_train_reader(args: argparse.Namespace) -> int:
         from .training_pack import write_pack
 
         if args.draws < 1:
-            raise AssistantError(f"--draws {args.draws}: give at least 1 draw of training windows.")
+            raise ConfigError(f"--draws {args.draws}: give at least 1 draw of training windows.")
         write_pack(config_from(args), Path(args.pack), draws=args.draws)
         return 0
     train(config_from(args))
@@ -295,7 +295,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .assistant import Assistant
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote:
-        raise AssistantError(
+        raise ConfigError(
             f"Refusing to listen on {args.host} without --allow-remote: the chat would be reachable from the network. "
             "Add --allow-remote (and --auth user:password) to share it."
         )

@@ -167,3 +167,18 @@ def test_index_status_reads_no_vectors_but_notices_a_missing_file(built, embeddi
     assert main(["index", "status", "--index", str(index)]) == 3
     err = capsys.readouterr().err
     assert "dense.faiss" in err and "build --full" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["serve", "--host", "0.0.0.0"], {}, "--allow-remote"),
+    (["serve", "--auth", "onlyuser"], {}, "user:password"),
+    (["serve"], {"ASSISTANT_ALLOWED_HOSTS": "not a host!"}, "is not a host name"),
+    (["train-reader", "--data", "x.json", "--pack", "pack", "--draws", "0"], {}, "at least 1 draw"),
+])
+def test_a_misconfigured_command_is_bad_input(built, tmp_path, args, env, says):
+    """Exit 2 (bad input, README), one line saying what to do; a server never starts on a bad setting."""
+    env = {**os.environ, "ASSISTANT_INDEX_DIR": str(built.index_dir), **env}
+    proc = subprocess.run([sys.executable, "-m", "assistant", *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "pack").exists()

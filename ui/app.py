@@ -14,7 +14,7 @@ import gradio as gr
 
 from assistant import Answer, Assistant
 from assistant.corpus import ARTICLES
-from assistant.errors import AssistantError, InputError
+from assistant.errors import AssistantError, ConfigError, InputError
 from assistant.loaders import MAX_FILE_BYTES
 
 from .api import MAX_UPLOAD_BYTES, MAX_UPLOADS
@@ -363,14 +363,14 @@ def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth
     try:
         site = Site.for_bind(host, port, allowed_hosts)
     except ValueError as exc:
-        raise AssistantError(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     # warm up the model, jieba, its tagger and the tokenizer before the first user waits
     assistant.warm(examples(assistant.settings.corpus_dir)[0])
     credentials = None
     if auth:
         user, sep, password = auth.partition(":")
         if not sep or not user or not password:
-            raise AssistantError("--auth takes user:password (or set ASSISTANT_AUTH=user:password).")
+            raise ConfigError("--auth takes user:password (or set ASSISTANT_AUTH=user:password).")
         credentials = (user, password)
     import uvicorn
     from fastapi import FastAPI
