@@ -121,7 +121,7 @@ def test_a_cold_ask_imports_only_what_answering_needs(built):
 
 
 def test_serve_refuses_a_network_host_without_the_flag(built, capsys):
-    assert main(["serve", "--index", str(built.index_dir), "--host", "0.0.0.0"]) == 1
+    assert main(["serve", "--index", str(built.index_dir), "--host", "0.0.0.0"]) == 2  # bad input (README)
     assert "--allow-remote" in capsys.readouterr().err
 
 
@@ -170,7 +170,6 @@ def test_index_status_reads_no_vectors_but_notices_a_missing_file(built, embeddi
 
 
 @pytest.mark.parametrize("args, env, says", [
-    (["serve", "--host", "0.0.0.0"], {}, "--allow-remote"),
     (["serve", "--auth", "onlyuser"], {}, "user:password"),
     (["serve"], {"ASSISTANT_ALLOWED_HOSTS": "not a host!"}, "is not a host name"),
     (["train-reader", "--data", "x.json", "--pack", "pack", "--draws", "0"], {}, "at least 1 draw"),
