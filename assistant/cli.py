@@ -290,15 +290,14 @@ def cmd_quantize_reader(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ui.app import launch
-
-    from .assistant import Assistant
-
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.allow_remote:
         raise ConfigError(
             f"Refusing to listen on {args.host} without --allow-remote: the chat would be reachable from the network. "
             "Add --allow-remote (and --auth user:password) to share it."
         )
+    from ui.app import launch
+
+    from .assistant import Assistant
     from .memory import limit_arenas
 
     limit_arenas()  # before the server's threads allocate

@@ -364,14 +364,14 @@ def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, auth
         site = Site.for_bind(host, port, allowed_hosts)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    # warm up the model, jieba, its tagger and the tokenizer before the first user waits
-    assistant.warm(examples(assistant.settings.corpus_dir)[0])
     credentials = None
     if auth:
         user, sep, password = auth.partition(":")
         if not sep or not user or not password:
             raise ConfigError("--auth takes user:password (or set ASSISTANT_AUTH=user:password).")
         credentials = (user, password)
+    # settings checked: warm up the model, jieba, its tagger and the tokenizer before the first user waits
+    assistant.warm(examples(assistant.settings.corpus_dir)[0])
     import uvicorn
     from fastapi import FastAPI
 

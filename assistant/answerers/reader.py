@@ -218,6 +218,8 @@ def whole_words(text: str, start: int, end: int) -> tuple[int, int]:
     """The span widened so that it neither starts nor ends inside a run of Latin letters and digits: the reader's
     span ends on a token, and the tokenizer cuts such runs (`71291` of `71291.html`, `Mini` of `MiniMax`)."""
     for run in _RUN.finditer(text):
+        if run.start() >= end:
+            break  # runs come in order: none after this one reaches the span
         if run.start() < start < run.end():
             start = run.start()
         if run.start() < end < run.end():
